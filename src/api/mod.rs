@@ -1,0 +1,1 @@
+//! HTTP API (actix-web): thin handlers over the WebActor.

@@ -1,0 +1,243 @@
+//! Settings: one struct from flags and `WASUP_*` environment variables,
+//! passed explicitly. `validate` turns raw values into checked settings and
+//! names the setting in its one-line error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// wasup: a self-hosted WhatsApp multi-session gateway.
+///
+/// Every flag can also be set by the environment variable shown. A bad value
+/// stops the start with one line naming the setting (exit code 2).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wasup", version, about, long_about = None)]
+pub struct Settings {
+    /// Address and port the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "WASUP_BIND", default_value = "127.0.0.1:2785")]
+    pub bind: String,
+
+    /// Directory for the SQLite database, the master key and admin.key.
+    #[arg(long, env = "WASUP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: a file path or sqlite:// URL for SQLite, or a
+    /// postgres:// URL for PostgreSQL. Default: SQLite at <data dir>/wasup.db.
+    #[arg(long, env = "WASUP_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Value of the first admin key, created on first boot when no key exists
+    /// (default: a random key, printed once and written to <data dir>/admin.key).
+    #[arg(long, env = "WASUP_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Master key encrypting device credentials and secrets at rest: 64 hex
+    /// characters or base64 of 32 bytes (default: <data dir>/master.key,
+    /// created with mode 0600 on first boot).
+    #[arg(long, env = "WASUP_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Pin the WhatsApp Web version as MAJOR.MINOR.PATCH (e.g. 2.3000.1023456789)
+    /// instead of fetching the current one from WhatsApp every 24 h.
+    #[arg(long, env = "WASUP_WA_VERSION")]
+    pub wa_version: Option<String>,
+
+    /// Seconds a starting session may take to reach WhatsApp before the
+    /// attempt counts as failed and the supervisor's backoff takes over.
+    #[arg(long, env = "WASUP_CONNECT_TIMEOUT", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Sessions restored at the same time at start.
+    #[arg(long, env = "WASUP_RESTORE_CONCURRENCY", default_value_t = 8)]
+    pub restore_concurrency: usize,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "WASUP_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
+    /// (only in builds with the `simulator` feature).
+    #[cfg(feature = "simulator")]
+    #[arg(long, env = "WASUP_SIMULATOR_URL")]
+    pub simulator_url: Option<String>,
+}
+
+/// Settings after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub admin_key: Option<String>,
+    pub master_key: Option<[u8; 32]>,
+    pub wa_version: Option<(u32, u32, u32)>,
+    pub connect_timeout: Duration,
+    pub restore_concurrency: usize,
+    pub body_limit: usize,
+    #[cfg(feature = "simulator")]
+    pub simulator_url: Option<String>,
+}
+
+/// A setting that cannot be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let bind: SocketAddr = self.bind.parse().map_err(|_| {
+            invalid(
+                "WASUP_BIND",
+                format!("'{}' is not an address like 127.0.0.1:2785", self.bind),
+            )
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("WASUP_DATA_DIR", "must not be empty"));
+        }
+        let database_url = match self.database_url.filter(|u| !u.trim().is_empty()) {
+            None => self.data_dir.join("wasup.db").to_string_lossy().into_owned(),
+            Some(url) => parse_database_url(&url)?,
+        };
+        let admin_key = match self.admin_key {
+            Some(key) if key.trim().len() < 16 || key.chars().any(char::is_whitespace) => {
+                return Err(invalid(
+                    "WASUP_ADMIN_KEY",
+                    "must be at least 16 characters without spaces",
+                ))
+            }
+            other => other,
+        };
+        let master_key = self
+            .master_key
+            .map(|k| parse_master_key(&k))
+            .transpose()
+            .map_err(|reason| invalid("WASUP_MASTER_KEY", reason))?;
+        let wa_version = self
+            .wa_version
+            .map(|v| parse_wa_version(&v))
+            .transpose()
+            .map_err(|reason| invalid("WASUP_WA_VERSION", reason))?;
+        if !(1..=600).contains(&self.connect_timeout) {
+            return Err(invalid("WASUP_CONNECT_TIMEOUT", "must be 1–600 seconds"));
+        }
+        if !(1..=256).contains(&self.restore_concurrency) {
+            return Err(invalid("WASUP_RESTORE_CONCURRENCY", "must be 1–256"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.body_limit) {
+            return Err(invalid("WASUP_BODY_LIMIT", "must be 1 KiB–64 MiB"));
+        }
+        #[cfg(feature = "simulator")]
+        if let Some(url) = &self.simulator_url {
+            if !url.starts_with("ws://") {
+                return Err(invalid("WASUP_SIMULATOR_URL", "must be a ws:// URL"));
+            }
+        }
+        Ok(Config {
+            bind,
+            data_dir: self.data_dir,
+            database_url,
+            admin_key,
+            master_key,
+            wa_version,
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            restore_concurrency: self.restore_concurrency,
+            body_limit: self.body_limit,
+            #[cfg(feature = "simulator")]
+            simulator_url: self.simulator_url,
+        })
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<String, ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_string());
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(invalid("WASUP_DATABASE_URL", "sqlite:// needs a file path"));
+        }
+        return Ok(path.to_string());
+    }
+    if url.contains("://") {
+        return Err(invalid(
+            "WASUP_DATABASE_URL",
+            "use a file path, sqlite://PATH or postgres://…",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// 64 hex characters or standard base64 of exactly 32 bytes.
+pub fn parse_master_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        hex::decode(text).map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "must be 64 hex characters or base64 of 32 bytes".to_string())?
+    };
+    bytes
+        .try_into()
+        .map_err(|_| "must be exactly 32 bytes (64 hex characters)".to_string())
+}
+
+fn parse_wa_version(text: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let nums: Result<Vec<u32>, _> = parts.iter().map(|p| p.parse::<u32>()).collect();
+    match nums.as_deref() {
+        Ok([a, b, c]) => Ok((*a, *b, *c)),
+        _ => Err(format!("'{text}' is not MAJOR.MINOR.PATCH, e.g. 2.3000.1023456789")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["wasup"];
+        all.extend_from_slice(args);
+        Settings::try_parse_from(all).unwrap().validate()
+    }
+
+    #[test]
+    fn defaults_are_sqlite_in_data_dir() {
+        let c = settings(&[]).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:2785");
+        assert!(c.database_url.ends_with("wasup.db"));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let e = settings(&["--bind", "nowhere"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_BIND");
+        let e = settings(&["--master-key", "short"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_MASTER_KEY");
+        let e = settings(&["--wa-version", "2.x"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_WA_VERSION");
+        let e = settings(&["--database-url", "mysql://x"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn master_key_accepts_hex_and_base64() {
+        let hex = "00".repeat(32);
+        assert_eq!(parse_master_key(&hex).unwrap(), [0u8; 32]);
+        let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        assert_eq!(parse_master_key(b64).unwrap(), [0u8; 32]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Records: sessions, API keys, events. Implements the Store port.

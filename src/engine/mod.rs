@@ -1,0 +1,1 @@
+//! whatsapp-rust adapter behind the Engine port.

@@ -1,0 +1,13 @@
+//! wasup: a self-hosted WhatsApp multi-session gateway.
+//!
+//! The binary wires real adapters (diesel `db`, whatsapp-rust `engine`) into
+//! the actors of `wasup_actors` and serves the HTTP `api`.
+
+pub mod api;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod engine;
+pub mod server;
+#[cfg(feature = "simulator")]
+pub mod simulator;

@@ -1,0 +1,1 @@
+//! A local WhatsApp server and virtual phones (feature `simulator`).
