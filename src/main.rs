@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let settings = match wasup::config::Settings::parse().validate() {
+    let config = match wasup::config::Settings::parse().validate() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("wasup: {err}");
