@@ -8,6 +8,8 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod engine;
+pub mod memory;
+pub mod qr;
 pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;

@@ -1,4 +1,206 @@
-//! Process wiring: config → database → actors → HTTP server.
-pub fn run(_config: crate::config::Config) -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! Process wiring: config → data dir and master key → database → actors →
+//! HTTP server; then a graceful shutdown on SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use chrono::Utc;
+use wasup_actors::keys::{generate_key, hash_key, key_prefix};
+use wasup_actors::model::{ApiKeyRecord, Role};
+use wasup_actors::ports::Store;
+
+use crate::api::{self, json::BodyLimit, AppState};
+use crate::config::Config;
+use crate::db::records::DbStore;
+use crate::db::Db;
+use crate::engine::{EngineOptions, WaEngine};
+
+/// How long in-flight requests get to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long sessions get to close cleanly before the process exits anyway.
+const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot use data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("database: {0}")]
+    Database(#[from] crate::db::DbError),
+    #[error("database: {0}")]
+    Store(#[from] wasup_actors::ports::StoreError),
+    #[error("admin key: {0}")]
+    AdminKey(std::io::Error),
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub fn run(config: Config) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    #[cfg(feature = "simulator")]
+    log::warn!("simulator build: this binary connects only to the wasup simulator, never to WhatsApp");
+    let system = actix_web::rt::System::new();
+    match system.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wasup: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let master_key = crate::crypto::load_or_create_master_key(&config.data_dir, config.master_key)
+        .map_err(|e| StartError::MasterKey(e.to_string()))?;
+    let secrets = Arc::new(crate::crypto::SecretBox::new(&master_key));
+
+    let url = config.database_url.clone();
+    let db = web::block(move || Db::open(&url))
+        .await
+        .map_err(|e| StartError::Engine(e.to_string()))??;
+    log::info!("database ready ({:?})", db.backend());
+    let store = Arc::new(DbStore::new(db.clone()));
+    bootstrap_admin_key(&*store, &config).await?;
+
+    let engine = WaEngine::new(db.clone(), secrets, engine_options(&config))
+        .map_err(|e| StartError::Engine(e.to_string()))?;
+    let gateway = wasup_actors::start_system(
+        store,
+        Arc::new(engine),
+        wasup_actors::SupervisorOptions {
+            restore_concurrency: config.restore_concurrency,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = web::Data::new(AppState {
+        web: gateway.web.clone(),
+        keys: gateway.keys.clone(),
+        draining: draining.clone(),
+    });
+    let limit = config.body_limit;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(BodyLimit(limit))
+            .wrap(middleware::from_fn(api::request_log))
+            .configure(api::routes)
+    })
+    .disable_signals()
+    .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
+    .bind(config.bind)
+    .map_err(|e| StartError::Bind(config.bind, e))?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to find the port.
+        println!("wasup listening on http://{addr}");
+    }
+    let _ = std::io::stdout().flush();
+    let server = server.run();
+    let handle = server.handle();
+
+    actix_web::rt::spawn(async move {
+        wait_for_stop_signal().await;
+        log::info!("stop signal received: draining requests, closing sessions");
+        draining.store(true, Ordering::Relaxed);
+        handle.stop(true).await;
+    });
+    server.await.map_err(StartError::Serve)?;
+
+    // Close every session cleanly; their desired state stays as it was so
+    // the next start brings them back.
+    let closing = gateway.supervisor.send(wasup_actors::supervisor::Shutdown);
+    if tokio::time::timeout(SESSION_CLOSE_TIMEOUT, closing).await.is_err() {
+        log::warn!("sessions did not all close within {SESSION_CLOSE_TIMEOUT:?}; exiting anyway");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn engine_options(config: &Config) -> EngineOptions {
+    #[allow(unused_mut)]
+    let mut options = EngineOptions {
+        wa_version: config.wa_version,
+        connect_timeout: config.connect_timeout,
+        ..Default::default()
+    };
+    #[cfg(feature = "simulator")]
+    if let Some(url) = &config.simulator_url {
+        options.transport = crate::engine::Transport::SimulatorUrl(url.clone());
+    }
+    options
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// First start with no key: create one admin key. Its value comes from
+/// `WASUP_ADMIN_KEY` or is random; a random one is printed once on stdout
+/// and written to `<data dir>/admin.key` (mode 0600). Never again after.
+async fn bootstrap_admin_key(store: &dyn Store, config: &Config) -> Result<(), StartError> {
+    if !store.load_api_keys().await?.is_empty() {
+        return Ok(());
+    }
+    let (secret, generated) = match &config.admin_key {
+        Some(key) => (key.clone(), false),
+        None => (generate_key(), true),
+    };
+    let now = Utc::now();
+    store
+        .insert_api_key(ApiKeyRecord {
+            id: uuid::Uuid::new_v4(),
+            name: "admin".into(),
+            key_prefix: key_prefix(&secret),
+            key_hash: hash_key(&secret),
+            role: Role::Admin,
+            allowed_sessions: None,
+            expires_at: None,
+            created_at: now,
+            revoked_at: None,
+        })
+        .await?;
+    if generated {
+        let path = config.data_dir.join("admin.key");
+        write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
+        println!(
+            "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
+            path.display()
+        );
+    } else {
+        log::info!("created the first admin API key from WASUP_ADMIN_KEY");
+    }
+    Ok(())
+}
+
+/// Write a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }

@@ -1,1 +1,165 @@
-//! HTTP API (actix-web): thin handlers over the WebActor.
+//! HTTP API (actix-web). Handlers only parse, authenticate and hand one
+//! message to the WebActor; the mapping of errors to the contract's body
+//! lives in `error.rs`, the routes in `routes`.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod keys;
+pub mod sessions;
+pub mod time;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use wasup_actors::keys::KeyRing;
+use wasup_actors::web::WebActor;
+
+use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub web: Addr<WebActor>,
+    pub keys: Arc<KeyRing>,
+    /// Set once shutdown began: readiness answers 503.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Mount every route under `/api`, with contract errors for unknown routes
+/// and wrong methods.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .service(resource("/health").get(health::health))
+            .service(resource("/health/live").get(health::live))
+            .service(resource("/health/ready").get(health::ready))
+            .service(
+                resource("/sessions")
+                    .get(sessions::list)
+                    .post(sessions::create),
+            )
+            .service(resource("/sessions/stats/overview").get(sessions::overview))
+            .service(
+                resource("/sessions/{id}")
+                    .get(sessions::get)
+                    .delete(sessions::delete),
+            )
+            .service(resource("/sessions/{id}/start").post(sessions::start))
+            .service(resource("/sessions/{id}/stop").post(sessions::stop))
+            .service(resource("/sessions/{id}/force-kill").post(sessions::force_kill))
+            .service(resource("/sessions/{id}/restart").post(sessions::restart))
+            .service(resource("/sessions/{id}/logout").post(sessions::logout))
+            .service(resource("/sessions/{id}/qr").get(sessions::qr))
+            .service(resource("/sessions/{id}/pairing-code").post(sessions::pairing_code))
+            .service(resource("/sessions/{id}/me").get(sessions::me))
+            .service(resource("/auth/api-keys").get(keys::list).post(keys::create))
+            .service(resource("/auth/api-keys/{id}").get(keys::get).delete(keys::revoke))
+            .service(resource("/auth/validate").post(keys::validate)),
+    )
+    .default_service(web::to(route_not_found));
+}
+
+/// A resource whose unmatched methods answer 405 in the contract's shape.
+fn resource(path: &str) -> Resource {
+    Resource(web::resource(path).default_service(web::to(method_not_allowed)))
+}
+
+/// Thin builder so the route table above reads as a table.
+struct Resource(actix_web::Resource);
+
+macro_rules! method {
+    ($name:ident, $route:ident) => {
+        fn $name<F, Args>(self, handler: F) -> Self
+        where
+            F: actix_web::Handler<Args>,
+            Args: actix_web::FromRequest + 'static,
+            F::Output: actix_web::Responder + 'static,
+        {
+            Resource(self.0.route(web::$route().to(handler)))
+        }
+    };
+}
+
+impl Resource {
+    method!(get, get);
+    method!(post, post);
+    method!(delete, delete);
+}
+
+impl actix_web::dev::HttpServiceFactory for Resource {
+    fn register(self, config: &mut actix_web::dev::AppService) {
+        self.0.register(config)
+    }
+}
+
+async fn route_not_found(req: HttpRequest) -> ApiError {
+    ApiError::route_not_found(req.method().as_str(), req.path())
+}
+
+async fn method_not_allowed(req: HttpRequest) -> ApiError {
+    ApiError::method_not_allowed(req.method().as_str(), req.path())
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` when it is a sane token, else a fresh one.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    req.headers()
+        .get(&REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid header value")
+        })
+}
+
+/// Echo or assign `X-Request-Id` and log one line per request: method,
+/// route template, status, latency and request id (never headers or bodies).
+pub async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_string());
+    log::info!(
+        "{} {} {} {:.1}ms request_id={}",
+        method,
+        route,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0,
+        id.to_str().unwrap_or("-")
+    );
+    res.headers_mut().insert(REQUEST_ID, id);
+    Ok(res)
+}

@@ -1,0 +1,47 @@
+//! The `Caller` extractor: who is calling, from `X-API-Key` or
+//! `Authorization: Bearer`. One hash and one map lookup in the key ring.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use chrono::Utc;
+use wasup_actors::Caller;
+
+use super::error::ApiError;
+use super::AppState;
+
+pub struct Auth(pub Caller);
+
+/// The key presented with a request, if any.
+pub fn presented_key(req: &HttpRequest) -> Option<&str> {
+    let headers = req.headers();
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key);
+    }
+    headers
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+}
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .expect("AppState is registered");
+        ready(
+            state
+                .keys
+                .authenticate(presented_key(req), Utc::now())
+                .map(Auth)
+                .map_err(ApiError::from),
+        )
+    }
+}
