@@ -48,7 +48,9 @@ enum StartError {
 pub fn run(config: Config) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     #[cfg(feature = "simulator")]
-    log::warn!("simulator build: this binary connects only to the wasup simulator, never to WhatsApp");
+    log::warn!(
+        "simulator build: this binary connects only to the wasup simulator, never to WhatsApp"
+    );
     let system = actix_web::rt::System::new();
     match system.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,7 +125,10 @@ async fn serve(config: Config) -> Result<(), StartError> {
     // Close every session cleanly; their desired state stays as it was so
     // the next start brings them back.
     let closing = gateway.supervisor.send(wasup_actors::supervisor::Shutdown);
-    if tokio::time::timeout(SESSION_CLOSE_TIMEOUT, closing).await.is_err() {
+    if tokio::time::timeout(SESSION_CLOSE_TIMEOUT, closing)
+        .await
+        .is_err()
+    {
         log::warn!("sessions did not all close within {SESSION_CLOSE_TIMEOUT:?}; exiting anyway");
     }
     log::info!("stopped");

@@ -29,11 +29,17 @@ fn create_returns_the_create_shape_and_read_routes_do_not_leak_config() {
         assert!(body["lastError"].is_null() && body["phone"].is_null());
         assert_eq!(body["lastActiveAt"], body["lastActive"]);
         let created = body["createdAt"].as_str().unwrap();
-        assert!(created.ends_with('Z') && created.len() == 24, "ISO with ms: {created}");
+        assert!(
+            created.ends_with('Z') && created.len() == 24,
+            "ISO with ms: {created}"
+        );
         assert!(!body.to_string().contains("hunter2"));
 
         let id = body["id"].as_str().unwrap();
-        for path in [format!("/api/sessions/{id}"), "/api/sessions/shop-bot".to_string()] {
+        for path in [
+            format!("/api/sessions/{id}"),
+            "/api/sessions/shop-bot".to_string(),
+        ] {
             let (status, got) = s.call("GET", &path, None);
             assert_eq!(status, 200);
             assert_eq!(got["id"], id);
@@ -56,21 +62,52 @@ fn create_validates_every_field_and_changes_nothing_on_error() {
             (json!({"name": "a".repeat(51)}), 400, "validation_failed"),
             (json!({"name": "has space"}), 400, "validation_failed"),
             (json!({"name": "ünïcode"}), 400, "validation_failed"),
-            (json!({"name": "8f3c2b1a-9d4e-4c7a-8b2f-1e6d5a4c3b2a"}), 400, "validation_failed"),
+            (
+                json!({"name": "8f3c2b1a-9d4e-4c7a-8b2f-1e6d5a4c3b2a"}),
+                400,
+                "validation_failed",
+            ),
             (json!({"name": 42}), 400, "validation_failed"),
             (json!({}), 400, "validation_failed"),
-            (json!({"name": "okname", "color": "red"}), 400, "unknown_field"),
-            (json!({"name": "okname", "config": {"nope": 1}}), 400, "unknown_field"),
-            (json!({"name": "okname", "config": {"maxReconnectAttempts": "x"}}), 400, "validation_failed"),
-            (json!({"name": "okname", "proxyUrl": "not a url"}), 400, "validation_failed"),
-            (json!({"name": "okname", "proxyUrl": "ftp://h:1"}), 400, "validation_failed"),
-            (json!({"name": "okname", "proxyType": "carrier-pigeon"}), 400, "validation_failed"),
+            (
+                json!({"name": "okname", "color": "red"}),
+                400,
+                "unknown_field",
+            ),
+            (
+                json!({"name": "okname", "config": {"nope": 1}}),
+                400,
+                "unknown_field",
+            ),
+            (
+                json!({"name": "okname", "config": {"maxReconnectAttempts": "x"}}),
+                400,
+                "validation_failed",
+            ),
+            (
+                json!({"name": "okname", "proxyUrl": "not a url"}),
+                400,
+                "validation_failed",
+            ),
+            (
+                json!({"name": "okname", "proxyUrl": "ftp://h:1"}),
+                400,
+                "validation_failed",
+            ),
+            (
+                json!({"name": "okname", "proxyType": "carrier-pigeon"}),
+                400,
+                "validation_failed",
+            ),
             (json!(["name"]), 400, "validation_failed"),
         ];
         for (body, want, code) in bad {
             let (status, got) = s.call("POST", "/api/sessions", Some(body.clone()));
             assert_error(status, &got, want, code);
-            if code == "validation_failed" && body.get("name").is_some() && body.as_object().map(|o| o.len()) == Some(1) {
+            if code == "validation_failed"
+                && body.get("name").is_some()
+                && body.as_object().map(|o| o.len()) == Some(1)
+            {
                 assert!(got["message"].as_str().unwrap().contains("name"), "{got}");
             }
         }
@@ -83,7 +120,10 @@ fn create_validates_every_field_and_changes_nothing_on_error() {
             .unwrap();
         let (status, got) = split(res);
         assert_error(status, &got, 400, "invalid_json");
-        let huge = format!("{{\"name\":\"big\",\"config\":{{\"metadata\":\"{}\"}}}}", "x".repeat(2 << 20));
+        let huge = format!(
+            "{{\"name\":\"big\",\"config\":{{\"metadata\":\"{}\"}}}}",
+            "x".repeat(2 << 20)
+        );
         let res = s
             .req("POST", "/api/sessions", Some(ADMIN_KEY))
             .header("content-type", "application/json")
@@ -110,17 +150,29 @@ fn list_get_delete_and_not_found() {
         let b = s.create_session("bravo");
         let (status, list) = s.call("GET", "/api/sessions", None);
         assert_eq!(status, 200);
-        let names: Vec<_> = list.as_array().unwrap().iter().map(|v| v["name"].clone()).collect();
+        let names: Vec<_> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].clone())
+            .collect();
         // createdAt descending; bravo was created last.
         assert_eq!(names, vec![json!("bravo"), json!("alpha")], "{list}");
 
         let (status, got) = s.call("GET", "/api/sessions/nope", None);
         assert_error(status, &got, 404, "session_not_found");
         assert!(got["message"].as_str().unwrap().contains("nope"));
-        let (status, got) = s.call("GET", "/api/sessions/00000000-0000-4000-8000-000000000000", None);
+        let (status, got) = s.call(
+            "GET",
+            "/api/sessions/00000000-0000-4000-8000-000000000000",
+            None,
+        );
         assert_error(status, &got, 404, "session_not_found");
 
-        let res = s.req("DELETE", &format!("/api/sessions/{a}"), Some(ADMIN_KEY)).send().unwrap();
+        let res = s
+            .req("DELETE", &format!("/api/sessions/{a}"), Some(ADMIN_KEY))
+            .send()
+            .unwrap();
         assert_eq!(res.status().as_u16(), 204);
         assert!(res.text().unwrap().is_empty());
         let (status, got) = s.call("GET", &format!("/api/sessions/{a}"), None);
@@ -145,8 +197,15 @@ fn lifecycle_commands_and_their_errors() {
         // No QR, no pairing code, no me before anything runs.
         let (status, got) = s.call("GET", &path("qr"), None);
         assert_error(status, &got, 400, "qr_not_available");
-        assert!(got["message"].as_str().unwrap().contains("not started"), "{got}");
-        let (status, got) = s.call("POST", &path("pairing-code"), Some(json!({"phoneNumber": "628123456789"})));
+        assert!(
+            got["message"].as_str().unwrap().contains("not started"),
+            "{got}"
+        );
+        let (status, got) = s.call(
+            "POST",
+            &path("pairing-code"),
+            Some(json!({"phoneNumber": "628123456789"})),
+        );
         assert_error(status, &got, 400, "pairing_code_not_available");
         let (status, got) = s.call("GET", &path("me"), None);
         assert_eq!((status, got), (200, serde_json::Value::Null));
@@ -164,14 +223,30 @@ fn lifecycle_commands_and_their_errors() {
         assert_error(status, &got, 400, "session_already_started");
 
         let (status, got) = s.call("POST", &path("stop"), None);
-        assert_eq!((status, &got["status"]), (200, &json!("disconnected")), "{got}");
+        assert_eq!(
+            (status, &got["status"]),
+            (200, &json!("disconnected")),
+            "{got}"
+        );
         let (status, got) = s.call("POST", &path("stop"), None);
-        assert_eq!((status, &got["status"]), (200, &json!("disconnected")), "stop is idempotent");
+        assert_eq!(
+            (status, &got["status"]),
+            (200, &json!("disconnected")),
+            "stop is idempotent"
+        );
 
         let (status, got) = s.call("POST", &path("restart"), None);
-        assert_eq!((status, &got["status"]), (200, &json!("initializing")), "{got}");
+        assert_eq!(
+            (status, &got["status"]),
+            (200, &json!("initializing")),
+            "{got}"
+        );
         let (status, got) = s.call("POST", &path("force-kill"), None);
-        assert_eq!((status, &got["status"]), (200, &json!("disconnected")), "{got}");
+        assert_eq!(
+            (status, &got["status"]),
+            (200, &json!("disconnected")),
+            "{got}"
+        );
         let (status, got) = s.call("POST", &path("logout"), None);
         assert_eq!(status, 200, "{got}");
         assert_eq!(got["status"], "disconnected");
@@ -182,11 +257,19 @@ fn lifecycle_commands_and_their_errors() {
             assert_error(status, &got, 404, "session_not_found");
         }
         for phone in ["12345", "1234567890123456", "+628123456", "62 812 3456", ""] {
-            let (status, got) = s.call("POST", &path("pairing-code"), Some(json!({"phoneNumber": phone})));
+            let (status, got) = s.call(
+                "POST",
+                &path("pairing-code"),
+                Some(json!({"phoneNumber": phone})),
+            );
             assert_error(status, &got, 400, "validation_failed");
             assert!(got["message"].as_str().unwrap().contains("phoneNumber"));
         }
-        let (status, got) = s.call("POST", &path("pairing-code"), Some(json!({"phone": "628123456789"})));
+        let (status, got) = s.call(
+            "POST",
+            &path("pairing-code"),
+            Some(json!({"phone": "628123456789"})),
+        );
         assert_error(status, &got, 400, "unknown_field");
         let (status, got) = s.call("GET", &format!("{}?format=svg", path("qr")), None);
         assert_error(status, &got, 400, "validation_failed");
@@ -218,9 +301,16 @@ fn overview_counts_and_memory() {
 fn conventions_request_id_unknown_route_wrong_method() {
     let db = TestDb::Sqlite;
     let s = Server::start(&db);
-    let res = s.req("GET", "/api/health", None).header("X-Request-Id", "abc-123").send().unwrap();
+    let res = s
+        .req("GET", "/api/health", None)
+        .header("X-Request-Id", "abc-123")
+        .send()
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "abc-123");
-    let res = s.req("GET", "/api/sessions", Some(ADMIN_KEY)).send().unwrap();
+    let res = s
+        .req("GET", "/api/sessions", Some(ADMIN_KEY))
+        .send()
+        .unwrap();
     let generated = res.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(uuid::Uuid::parse_str(&generated).is_ok());
     let res = s.req("GET", "/api/nowhere", None).send().unwrap();

@@ -13,18 +13,33 @@ use serde_json::json;
 fn first_boot_prints_the_admin_key_once_and_saves_it_private() {
     let db = TestDb::Sqlite;
     let mut s = Server::start_with(&db, &[]);
-    let printed = s.stdout.iter().find(|l| l.starts_with("wsp_")).cloned().expect("key printed on first boot");
+    let printed = s
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("wsp_"))
+        .cloned()
+        .expect("key printed on first boot");
     let saved = std::fs::read_to_string(s.data_path("admin.key")).unwrap();
     assert_eq!(saved.trim(), printed);
-    let mode = std::fs::metadata(s.data_path("admin.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(s.data_path("admin.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let master = std::fs::metadata(s.data_path("master.key")).unwrap().permissions().mode();
+    let master = std::fs::metadata(s.data_path("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(master & 0o777, 0o600);
     let (status, got) = s.call_as(&printed, "POST", "/api/auth/validate", None);
     assert_eq!((status, &got["role"]), (200, &json!("admin")));
 
     s.restart();
-    assert!(!s.stdout.iter().any(|l| l.contains(&printed)), "printed again: {:?}", s.stdout);
+    assert!(
+        !s.stdout.iter().any(|l| l.contains(&printed)),
+        "printed again: {:?}",
+        s.stdout
+    );
     assert!(!s.log().contains(&printed), "the key appeared in the log");
     assert_eq!(s.call_as(&printed, "GET", "/api/sessions", None).0, 200);
 }
@@ -58,7 +73,11 @@ fn restart_keeps_sessions_keys_and_desired_state() {
         let mut s = Server::start(&db);
         let running = s.create_session("keeps-running");
         let stopped = s.create_session("stays-stopped");
-        let (_, key) = s.call("POST", "/api/auth/api-keys", Some(json!({"name": "kept", "role": "viewer"})));
+        let (_, key) = s.call(
+            "POST",
+            "/api/auth/api-keys",
+            Some(json!({"name": "kept", "role": "viewer"})),
+        );
         let key = key["apiKey"].as_str().unwrap().to_string();
         s.call("POST", &format!("/api/sessions/{running}/start"), None);
         s.call("POST", &format!("/api/sessions/{stopped}/start"), None);
@@ -76,7 +95,10 @@ fn restart_keeps_sessions_keys_and_desired_state() {
         assert_eq!(got["status"], "disconnected", "{got}");
         std::thread::sleep(std::time::Duration::from_millis(500));
         let (_, got) = s.call("GET", &format!("/api/sessions/{stopped}"), None);
-        assert_eq!(got["status"], "disconnected", "a stopped session stays stopped: {got}");
+        assert_eq!(
+            got["status"], "disconnected",
+            "a stopped session stays stopped: {got}"
+        );
     }
 }
 
@@ -94,14 +116,22 @@ fn real_engine_without_route_to_whatsapp_ends_failed_with_the_cause() {
         let (status, got) = s.call("POST", &format!("/api/sessions/{id}/start"), None);
         assert_eq!((status, &got["status"]), (200, &json!("initializing")));
         // First attempt fails → disconnected with a retry scheduled.
-        let got = s.wait_session(id, 30, |b| b["status"] == "disconnected" || b["status"] == "failed");
+        let got = s.wait_session(id, 30, |b| {
+            b["status"] == "disconnected" || b["status"] == "failed"
+        });
         if got["status"] == "disconnected" {
             assert!(got["nextRetryAt"].is_string(), "{got}");
         }
         let got = s.wait_session(id, 60, |b| b["status"] == "failed");
         let err = got["lastError"].as_str().unwrap();
-        assert!(err.starts_with("Reconnection failed after 1 attempts: "), "{err}");
-        assert!(err.len() > "Reconnection failed after 1 attempts: ".len() + 5, "cause named: {err}");
+        assert!(
+            err.starts_with("Reconnection failed after 1 attempts: "),
+            "{err}"
+        );
+        assert!(
+            err.len() > "Reconnection failed after 1 attempts: ".len() + 5,
+            "cause named: {err}"
+        );
         // failed is never retried automatically.
         std::thread::sleep(std::time::Duration::from_secs(3));
         let (_, again) = s.call("GET", &format!("/api/sessions/{id}"), None);

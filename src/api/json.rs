@@ -141,7 +141,10 @@ mod tests {
         assert_eq!(parse::<Sample>(b"{").unwrap_err().code, "invalid_json");
         assert_eq!(parse::<Sample>(b"").unwrap_err().code, "invalid_json");
         let e = parse::<Sample>(br#"{"name":"a","x":1}"#).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), ("unknown_field", "Unknown field 'x' in the request body"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("unknown_field", "Unknown field 'x' in the request body")
+        );
         let e = parse::<Sample>(br#"{"name":5}"#).unwrap_err();
         assert_eq!(e.code, "validation_failed");
         assert!(e.message.contains("'name'"), "{}", e.message);

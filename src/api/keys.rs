@@ -99,8 +99,7 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
 
 /// An id that is not a UUID names no key: 404, like an unknown one.
 fn key_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id)
-        .map_err(|_| wasup_actors::WebError::ApiKeyNotFound(id.to_string()).into())
+    Uuid::parse_str(id).map_err(|_| wasup_actors::WebError::ApiKeyNotFound(id.to_string()).into())
 }
 
 pub async fn get(

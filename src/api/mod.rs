@@ -66,8 +66,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/sessions/{id}/qr").get(sessions::qr))
             .service(resource("/sessions/{id}/pairing-code").post(sessions::pairing_code))
             .service(resource("/sessions/{id}/me").get(sessions::me))
-            .service(resource("/auth/api-keys").get(keys::list).post(keys::create))
-            .service(resource("/auth/api-keys/{id}").get(keys::get).delete(keys::revoke))
+            .service(
+                resource("/auth/api-keys")
+                    .get(keys::list)
+                    .post(keys::create),
+            )
+            .service(
+                resource("/auth/api-keys/{id}")
+                    .get(keys::get)
+                    .delete(keys::revoke),
+            )
             .service(resource("/auth/validate").post(keys::validate)),
     )
     .default_service(web::to(route_not_found));

@@ -51,7 +51,10 @@ impl From<&SessionView> for SessionBody {
             last_active: iso_opt(r.last_active),
             created_at: iso(r.created_at),
             updated_at: iso(r.updated_at),
-            last_error: r.last_error.clone().filter(|_| r.status == SessionStatus::Failed),
+            last_error: r
+                .last_error
+                .clone()
+                .filter(|_| r.status == SessionStatus::Failed),
             next_retry_at: iso_opt(view.next_retry_at),
             restarts: view.restarts,
         }
@@ -165,7 +168,10 @@ async fn command(
     id: String,
     kind: SessionCommandKind,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.web.send(SessionCommand { caller, id, kind }).await??;
+    let view = state
+        .web
+        .send(SessionCommand { caller, id, kind })
+        .await??;
     Ok(view_response(&view))
 }
 
@@ -178,7 +184,13 @@ pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespons
 }
 
 pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::ForceKill).await
+    command(
+        state,
+        caller,
+        id.into_inner(),
+        SessionCommandKind::ForceKill,
+    )
+    .await
 }
 
 pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
@@ -224,11 +236,13 @@ pub async fn qr(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("image/png"));
-    let render_failed = |e: crate::qr::QrError| ApiError::new(
-        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-        "qr_render_failed",
-        e.to_string(),
-    );
+    let render_failed = |e: crate::qr::QrError| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "qr_render_failed",
+            e.to_string(),
+        )
+    };
     if wants_png && !raw {
         let png = crate::qr::png(&qr.text).map_err(render_failed)?;
         return Ok(HttpResponse::Ok().content_type("image/png").body(png));
@@ -284,7 +298,9 @@ pub async fn me(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse,
         })
         .await??;
     let body = match me {
-        Some(me) => serde_json::json!({"id": format!("{}@c.us", me.phone), "pushName": me.push_name}),
+        Some(me) => {
+            serde_json::json!({"id": format!("{}@c.us", me.phone), "pushName": me.push_name})
+        }
         None => Value::Null,
     };
     Ok(HttpResponse::Ok().json(body))

@@ -18,7 +18,10 @@ pub const ADMIN_KEY: &str = "wsp_test_admin_key_0123456789abcdef";
 pub enum TestDb {
     Sqlite,
     /// A database created for this test on the PostgreSQL server and dropped after.
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl TestDb {
@@ -49,8 +52,13 @@ impl Drop for TestDb {
 }
 
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let cut = base.rfind('/').filter(|i| *i > "postgres://".len()).unwrap_or(base.len());
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let cut = base
+        .rfind('/')
+        .filter(|i| *i > "postgres://".len())
+        .unwrap_or(base.len());
     let mut out = format!("{}/{}", &base[..cut], name);
     if let Some(q) = query {
         out.push('?');
@@ -102,7 +110,10 @@ impl Server {
 
     pub fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut server = Server {
             child: None,
             base: String::new(),
@@ -127,7 +138,10 @@ impl Server {
             .env("WASUP_BIND", "127.0.0.1:0")
             .env("WASUP_DATA_DIR", &self.data_dir)
             .env("WASUP_CONNECT_TIMEOUT", "3")
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(url) = &self.db_url {
@@ -239,7 +253,13 @@ impl Server {
         self.call_as(ADMIN_KEY, method, path, body)
     }
 
-    pub fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn call_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut rb = self.req(method, path, Some(key));
         if let Some(body) = body {
             rb = rb.json(&body);
@@ -257,14 +277,21 @@ impl Server {
                 return body;
             }
             if Instant::now() > deadline {
-                panic!("session never reached the expected state; last: {body}\nlog:\n{}", self.log());
+                panic!(
+                    "session never reached the expected state; last: {body}\nlog:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     pub fn create_session(&self, name: &str) -> String {
-        let (status, body) = self.call("POST", "/api/sessions", Some(serde_json::json!({"name": name})));
+        let (status, body) = self.call(
+            "POST",
+            "/api/sessions",
+            Some(serde_json::json!({"name": name})),
+        );
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_string()
     }
@@ -294,6 +321,12 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
     assert_eq!(status, want_status, "status for {body}");
     assert_eq!(body["statusCode"], want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");
-    assert!(body["error"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
-    assert!(body["message"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
 }
