@@ -588,6 +588,8 @@ impl SessionActor {
                 .boxed_local(),
             ActorOp::Recover { cause } => {
                 if !self.state.is_running() || self.engine.is_some() {
+                    // Clear what the dead actor left in the registry (engine_alive).
+                    self.publish();
                     return fut::ready(Ok(self.view())).boxed_local();
                 }
                 self.commit_and_act(Input::Engine(EngineEvent::Crashed { cause }))

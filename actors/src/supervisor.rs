@@ -392,10 +392,11 @@ impl Handler<ActorDied> for SessionSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ActorDied, ctx: &mut Context<Self>) {
+        self.actor_deaths += 1;
+        // A command that was in flight already gave the session a successor.
         if !self.forget_actor(msg.id, msg.incarnation) {
             return;
         }
-        self.actor_deaths += 1;
         log::error!("session {}: its actor panicked; recovering it", msg.id);
         self.free_slot(msg.id, ctx);
         if self.shutting_down {
