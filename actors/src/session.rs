@@ -612,9 +612,25 @@ impl SessionActor {
         }
     }
 
+    /// A person's start: when the store refuses the new state (desired
+    /// `running`), nothing starts and the state is left as it was, so that
+    /// the caller's error tells the truth.
     fn start(&mut self) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
-        self.commit_and_act(Input::Start)
-            .map(|saved, act, _| act.reply(saved))
+        let before = (self.state.clone(), self.record.clone(), self.unsaved.len());
+        self.commit(Input::Start)
+            .then(move |committed, act, ctx| match committed.saved {
+                Ok(()) => act
+                    .act(committed.action, ctx)
+                    .map(|(), act, _| Ok(act.view()))
+                    .boxed_local(),
+                Err(err) => {
+                    let (state, record, unsaved) = before;
+                    act.state = state;
+                    act.record = record;
+                    act.unsaved.truncate(unsaved);
+                    fut::ready(Err(err)).boxed_local()
+                }
+            })
             .boxed_local()
     }
 

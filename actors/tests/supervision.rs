@@ -692,3 +692,65 @@ async fn a_failed_engine_start_is_a_connect_failure() {
     );
     assert_eq!(engine.starts_of(id), 3);
 }
+
+#[actix::test]
+async fn events_the_store_refused_go_out_with_the_next_save() {
+    let engine = FakeEngine::default();
+    let rec = record("shaky-db", 1, 5);
+    let id = rec.id;
+    engine.script(
+        id,
+        vec![Script::Events(vec![
+            (ms(50), qr("QR-1")),
+            (
+                ms(100),
+                EngineEvent::PairSuccess {
+                    phone: "628".into(),
+                    push_name: None,
+                },
+            ),
+        ])],
+    );
+    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+
+    // A start the store refuses starts nothing and changes nothing.
+    h.store.down.store(true, Ordering::SeqCst);
+    let err = h.command(id, Cmd::Start).await.unwrap_err();
+    assert_eq!(
+        err,
+        WebError::Unavailable("The database is unavailable; try again later".into())
+    );
+    assert_eq!(engine.starts_of(id), 0);
+    assert_eq!(h.status(id), SessionStatus::Created);
+    h.store.down.store(false, Ordering::SeqCst);
+
+    h.command(id, Cmd::Start).await.unwrap();
+    // The store goes down while the QR arrives: the registry keeps the last
+    // persisted state.
+    h.store.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(h.status(id), SessionStatus::Initializing);
+    h.store.down.store(false, Ordering::SeqCst);
+    let view = h.wait_status(id, SessionStatus::Authenticating).await;
+    assert_eq!(view.record.phone.as_deref(), Some("628"));
+    // Nothing lost, nothing reordered: the QR events came with the next save.
+    assert_eq!(
+        event_names(&h.store.events(id)),
+        vec![
+            "status:initializing",
+            "status:qr_ready",
+            "qr",
+            "status:authenticating",
+            "authenticated"
+        ]
+    );
+    assert_seq_consistent(&h.store, id);
+    let saves = h
+        .store
+        .saves
+        .lock()
+        .iter()
+        .filter(|(r, _)| r.id == id)
+        .count();
+    assert_eq!(saves, 2);
+}
