@@ -19,6 +19,10 @@ pub enum WebError {
     PairingCodeNotAvailable(String),
     #[error("This API key may not access session '{0}'")]
     SessionNotInScope(String),
+    /// A key limited to some sessions tried what only an unscoped key may do
+    /// (create a session, create an unscoped key). HTTP 403.
+    #[error("{0}")]
+    ScopeForbidden(String),
     #[error("This action requires the '{}' role", .0.as_str())]
     InsufficientRole(Role),
     #[error("API key with id '{0}' not found")]

@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod keys;
 pub mod model;
 pub mod ports;
@@ -16,4 +17,6 @@ pub mod supervisor;
 pub mod web;
 
 pub use error::WebError;
+pub use gateway::{start_system, Gateway};
 pub use model::*;
+pub use supervisor::SupervisorOptions;

@@ -98,6 +98,11 @@ impl SessionRegistry {
         inner.by_id.get(&id).cloned()
     }
 
+    /// Every session, in no particular order.
+    pub fn all(&self) -> Vec<SessionView> {
+        self.inner.read().by_id.values().cloned().collect()
+    }
+
     pub fn name_taken(&self, name: &str) -> bool {
         self.inner.read().by_name.contains_key(name)
     }

@@ -1,1 +1,767 @@
-//! TODO
+//! The SessionActor: the single writer of one session's state while the
+//! supervisor has work for it (an engine running, a command in progress).
+//!
+//! It runs one engine at a time (a fresh generation per start), feeds every
+//! engine event and command through the state machine, persists the record
+//! and its events in one store call BEFORE publishing to the registry, and
+//! ends itself when no engine runs, telling the supervisor whether (and
+//! when) to restart the session. Commands and events are processed one at a
+//! time (`AtomicResponse`/`ctx.wait`), so a session's writes never race.
+//!
+//! Engine calls run under `catch_unwind` and a timeout: a panicking engine
+//! is a crash of that session. If the actor itself panics, its drop guard
+//! tells the supervisor, which recovers the session from the registry.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::fut::LocalBoxActorFuture;
+use actix::prelude::*;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::backoff::BackoffPolicy;
+use crate::error::WebError;
+use crate::events::{session_event::Data, SessionEvent};
+use crate::model::{SessionId, SessionRecord, SessionStatus, SessionView};
+use crate::ports::{
+    Engine, EngineEvent, EngineEventMsg, EngineEventSink, EngineHandle, EngineSpec, ProxySpec,
+    Store, StoreError,
+};
+use crate::registry::SessionRegistry;
+use crate::state::{step, Action, Input, SessionState, StepContext};
+use crate::supervisor::{ActorDied, Ended, RestoreSlotFree, SessionSupervisor, SupervisorOptions};
+
+/// What the supervisor shares with every session actor.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<dyn Engine>,
+    pub registry: Arc<SessionRegistry>,
+    pub options: Arc<SupervisorOptions>,
+    /// Engine generations are unique in the process.
+    pub generations: Arc<AtomicU64>,
+}
+
+/// What a person can ask of a session (the API's session commands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOp {
+    Start,
+    Stop,
+    ForceKill,
+    Restart,
+    Logout,
+    Delete,
+}
+
+/// Everything the supervisor asks of a session actor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActorOp {
+    Command(SessionOp),
+    /// Boot restore: start unless already started; frees a restore slot once
+    /// the session leaves `initializing`.
+    RestoreStart,
+    /// The backoff delay is over.
+    RetryDue,
+    /// The previous actor of this session died: treat as an engine crash.
+    Recover {
+        cause: String,
+    },
+    /// The gateway stops: close the engine, keep the desired state.
+    Shutdown,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<SessionView, WebError>")]
+pub struct Op(pub ActorOp);
+
+#[derive(Message)]
+#[rtype(result = "Result<String, WebError>")]
+pub struct PairCode {
+    pub phone: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MaybeEnd;
+
+struct RunningEngine {
+    generation: u64,
+    /// None while `Engine::start` is still in flight.
+    handle: Option<Box<dyn EngineHandle>>,
+}
+
+impl Drop for RunningEngine {
+    /// An engine nobody stopped (the actor panicked, a terminal event) is aborted.
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle.abort()));
+        }
+    }
+}
+
+/// Tells the supervisor when the actor is dropped by a panic.
+struct DeathGuard {
+    supervisor: Addr<SessionSupervisor>,
+    id: SessionId,
+    incarnation: u64,
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.supervisor.do_send(ActorDied {
+                id: self.id,
+                incarnation: self.incarnation,
+            });
+        }
+    }
+}
+
+struct Committed {
+    action: Action,
+    saved: Result<(), WebError>,
+}
+
+pub struct SessionActor {
+    id: SessionId,
+    incarnation: u64,
+    deps: Deps,
+    supervisor: Addr<SessionSupervisor>,
+    policy: BackoffPolicy,
+    state: SessionState,
+    /// The working record (may hold changes the store refused).
+    record: SessionRecord,
+    /// The record as last persisted: what the registry shows.
+    saved_record: SessionRecord,
+    /// Events not yet accepted by the store (kept for the next save).
+    unsaved: Vec<SessionEvent>,
+    engine: Option<RunningEngine>,
+    /// Set by the last terminal transition: restart after this delay.
+    retry: Option<Duration>,
+    restore_slot: bool,
+    deleted: bool,
+    ended: bool,
+    _guard: DeathGuard,
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+}
+
+/// Why a guarded port call failed.
+enum Guarded {
+    Panicked(String),
+    TimedOut,
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Run a port call (building the future and polling it) under
+/// `catch_unwind`, with an optional timeout.
+fn guarded<T: Send + 'static>(
+    make: impl FnOnce() -> BoxFuture<'static, T>,
+    timeout: Option<Duration>,
+) -> BoxFuture<'static, Result<T, Guarded>> {
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(make));
+    Box::pin(async move {
+        let fut = fut.map_err(|p| Guarded::Panicked(panic_message(p)))?;
+        let fut = futures::FutureExt::catch_unwind(AssertUnwindSafe(fut));
+        let res = match timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| Guarded::TimedOut)?,
+            None => fut.await,
+        };
+        res.map_err(|p| Guarded::Panicked(panic_message(p)))
+    })
+}
+
+fn unavailable() -> WebError {
+    WebError::Unavailable("The database is unavailable; try again later".to_string())
+}
+
+impl SessionActor {
+    pub(crate) fn new(
+        view: &SessionView,
+        incarnation: u64,
+        deps: Deps,
+        supervisor: Addr<SessionSupervisor>,
+    ) -> Self {
+        let policy = BackoffPolicy::from_config_with(&view.record.config, &deps.options.backoff);
+        SessionActor {
+            id: view.record.id,
+            incarnation,
+            policy,
+            state: SessionState::from_view(view),
+            record: view.record.clone(),
+            saved_record: view.record.clone(),
+            unsaved: Vec::new(),
+            engine: None,
+            retry: None,
+            restore_slot: false,
+            deleted: false,
+            ended: false,
+            _guard: DeathGuard {
+                supervisor: supervisor.clone(),
+                id: view.record.id,
+                incarnation,
+            },
+            deps,
+            supervisor,
+        }
+    }
+
+    fn view(&self) -> SessionView {
+        SessionView {
+            record: self.saved_record.clone(),
+            next_retry_at: self.state.next_retry_at,
+            restarts: self.state.restarts,
+            engine_alive: self.engine.is_some(),
+            qr: self.state.qr.clone(),
+        }
+    }
+
+    fn publish(&mut self) {
+        if !self.deleted {
+            self.deps.registry.upsert(self.view());
+        }
+        if self.restore_slot && self.state.status != SessionStatus::Initializing {
+            self.free_restore_slot();
+        }
+    }
+
+    fn free_restore_slot(&mut self) {
+        if std::mem::take(&mut self.restore_slot) {
+            self.supervisor.do_send(RestoreSlotFree { id: self.id });
+        }
+    }
+
+    fn stamp(
+        &self,
+        record: &mut SessionRecord,
+        data: Data,
+        now: chrono::DateTime<Utc>,
+    ) -> SessionEvent {
+        record.event_seq += 1;
+        SessionEvent {
+            id: format!("evt_{}", Uuid::now_v7().simple()),
+            session_id: self.id.to_string(),
+            session_name: record.name.clone(),
+            seq: record.event_seq,
+            timestamp_ms: now.timestamp_millis(),
+            data: Some(data),
+        }
+    }
+
+    /// Apply `input`, then persist the record and its events in one call
+    /// and only then publish to the registry.
+    fn commit(&mut self, input: Input) -> LocalBoxActorFuture<Self, Committed> {
+        let now = Utc::now();
+        let transition = {
+            let mut rng = rand::rng();
+            let mut ctx = StepContext {
+                now,
+                policy: &self.policy,
+                rng: &mut rng,
+            };
+            step(&mut self.state, input, &mut ctx)
+        };
+        let action = transition.action;
+        let mut record = self.record.clone();
+        self.state.write_record(&mut record);
+        let changed = record != self.record;
+        for data in transition.events {
+            let event = self.stamp(&mut record, data, now);
+            self.unsaved.push(event);
+        }
+        if !changed && self.unsaved.is_empty() {
+            self.publish();
+            return fut::ready(Committed {
+                action,
+                saved: Ok(()),
+            })
+            .boxed_local();
+        }
+        record.updated_at = now;
+        self.record = record.clone();
+        let events = self.unsaved.clone();
+        let count = events.len();
+        // A panic of the store is not caught here: it kills this actor and the
+        // supervisor recovers the session.
+        let save = self.deps.store.save_session(record.clone(), events);
+        save.into_actor(self)
+            .map(move |res, act, _| {
+                let saved = match res {
+                    Ok(()) => {
+                        act.unsaved.drain(..count);
+                        act.saved_record = record;
+                        act.publish();
+                        Ok(())
+                    }
+                    Err(StoreError::NotFound) => {
+                        Err(WebError::SessionNotFound(act.record.name.clone()))
+                    }
+                    Err(err) => {
+                        log::error!("session {}: saving its state failed: {err}", act.id);
+                        Err(unavailable())
+                    }
+                };
+                Committed { action, saved }
+            })
+            .boxed_local()
+    }
+
+    /// Commit `input` and carry out the action that follows.
+    fn commit_and_act(&mut self, input: Input) -> LocalBoxActorFuture<Self, Result<(), WebError>> {
+        self.commit(input)
+            .then(|committed, act, ctx| {
+                let saved = committed.saved;
+                act.act(committed.action, ctx).map(move |(), _, _| saved)
+            })
+            .boxed_local()
+    }
+
+    fn act(&mut self, action: Action, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, ()> {
+        match action {
+            Action::Nothing => fut::ready(()).boxed_local(),
+            Action::StartEngine => {
+                self.retry = None;
+                self.start_engine(ctx)
+            }
+            Action::RestartAfter(delay) => {
+                self.retry = Some(delay);
+                fut::ready(()).boxed_local()
+            }
+            Action::GiveUp => {
+                self.retry = None;
+                fut::ready(()).boxed_local()
+            }
+            Action::ForgetAndGiveUp => {
+                self.retry = None;
+                self.forget().boxed_local()
+            }
+        }
+    }
+
+    fn forget(&mut self) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let engine = self.deps.engine.clone();
+        let id = self.id;
+        guarded(
+            move || engine.forget(id),
+            Some(self.deps.options.stop_timeout),
+        )
+        .into_actor(self)
+        .map(move |res, _, _| match res {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => log::warn!("session {id}: wiping its credentials failed: {err}"),
+            Err(Guarded::Panicked(p)) => {
+                log::error!("session {id}: engine panicked wiping credentials: {p}")
+            }
+            Err(Guarded::TimedOut) => log::warn!("session {id}: wiping its credentials timed out"),
+        })
+    }
+
+    fn start_engine(&mut self, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, ()> {
+        let generation = self.deps.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        // Replacing a running engine aborts it (RunningEngine::drop).
+        self.engine = Some(RunningEngine {
+            generation,
+            handle: None,
+        });
+        self.publish();
+        let spec = EngineSpec {
+            session_id: self.id,
+            proxy: match (&self.record.proxy_url, self.record.proxy_type) {
+                (Some(url), Some(kind)) => Some(ProxySpec {
+                    url: url.clone(),
+                    kind,
+                }),
+                _ => None,
+            },
+            push_name: self.state.push_name.clone(),
+        };
+        let sink = EngineEventSink {
+            session_id: self.id,
+            generation,
+            recipient: ctx.address().recipient(),
+        };
+        let engine = self.deps.engine.clone();
+        let timeout = self.deps.options.engine_start_timeout;
+        guarded(move || engine.start(spec, sink), Some(timeout))
+            .into_actor(self)
+            .then(move |res, act, ctx| {
+                let current = act
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.generation == generation);
+                let failure = match res {
+                    Ok(Ok(handle)) if current => {
+                        if let Some(e) = act.engine.as_mut() {
+                            e.handle = Some(handle);
+                        }
+                        return fut::ready(()).boxed_local();
+                    }
+                    Ok(Ok(handle)) => {
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle.abort()));
+                        return fut::ready(()).boxed_local();
+                    }
+                    Ok(Err(err)) => EngineEvent::ConnectFailed {
+                        reason: err.to_string(),
+                    },
+                    Err(Guarded::TimedOut) => EngineEvent::ConnectFailed {
+                        reason: "the engine did not start in time".to_string(),
+                    },
+                    Err(Guarded::Panicked(p)) => EngineEvent::Crashed {
+                        cause: format!("engine panicked: {p}"),
+                    },
+                };
+                if !current {
+                    return fut::ready(()).boxed_local();
+                }
+                act.engine_ended(failure, ctx)
+            })
+            .boxed_local()
+    }
+
+    /// The engine is gone (terminal event, failed start, crash).
+    fn engine_ended(
+        &mut self,
+        event: EngineEvent,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, ()> {
+        self.engine = None;
+        ctx.notify(MaybeEnd);
+        self.commit_and_act(Input::Engine(event))
+            .map(|_, _, _| ())
+            .boxed_local()
+    }
+
+    /// Close the engine cleanly (bounded; aborted when it takes too long).
+    fn stop_engine(&mut self) -> LocalBoxActorFuture<Self, ()> {
+        let Some(mut running) = self.engine.take() else {
+            return fut::ready(()).boxed_local();
+        };
+        let Some(handle) = running.handle.take() else {
+            return fut::ready(()).boxed_local();
+        };
+        let handle: Arc<dyn EngineHandle> = Arc::from(handle);
+        let h = handle.clone();
+        let id = self.id;
+        guarded(move || h.stop(), Some(self.deps.options.stop_timeout))
+            .into_actor(self)
+            .map(move |res, _, _| {
+                if let Err(why) = res {
+                    match why {
+                        Guarded::TimedOut => {
+                            log::warn!("session {id}: engine did not stop in time; aborting")
+                        }
+                        Guarded::Panicked(p) => {
+                            log::error!("session {id}: engine panicked while stopping: {p}")
+                        }
+                    }
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle.abort()));
+                }
+            })
+            .boxed_local()
+    }
+
+    fn abort_engine(&mut self) {
+        // RunningEngine::drop aborts.
+        self.engine = None;
+    }
+
+    /// Unlink at WhatsApp when connected, else just close.
+    fn logout_engine(&mut self) -> LocalBoxActorFuture<Self, ()> {
+        if self.state.status != SessionStatus::Ready {
+            return self.stop_engine();
+        }
+        let Some(mut running) = self.engine.take() else {
+            return fut::ready(()).boxed_local();
+        };
+        let Some(handle) = running.handle.take() else {
+            return fut::ready(()).boxed_local();
+        };
+        let handle: Arc<dyn EngineHandle> = Arc::from(handle);
+        let h = handle.clone();
+        let id = self.id;
+        guarded(move || h.logout(), Some(self.deps.options.stop_timeout))
+            .into_actor(self)
+            .map(move |res, _, _| {
+                if !matches!(res, Ok(Ok(()))) {
+                    log::warn!("session {id}: unlinking at WhatsApp failed; aborting the engine");
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle.abort()));
+                }
+            })
+            .boxed_local()
+    }
+
+    fn reply(&self, saved: Result<(), WebError>) -> Result<SessionView, WebError> {
+        saved.map(|()| self.view())
+    }
+
+    fn run_op(
+        &mut self,
+        op: ActorOp,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        ctx.notify(MaybeEnd);
+        match op {
+            ActorOp::Command(SessionOp::Start) => {
+                if self.engine.is_some() {
+                    return fut::ready(Err(WebError::SessionAlreadyStarted(
+                        self.record.name.clone(),
+                    )))
+                    .boxed_local();
+                }
+                self.start()
+            }
+            ActorOp::RestoreStart => {
+                if self.engine.is_some() {
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                self.restore_slot = true;
+                self.start()
+            }
+            ActorOp::Command(SessionOp::Restart) => self
+                .stop_engine()
+                .then(|(), act, _| act.start())
+                .boxed_local(),
+            ActorOp::RetryDue => {
+                if self.engine.is_some() {
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                self.commit_and_act(Input::RetryDue)
+                    .map(|saved, act, _| act.reply(saved))
+                    .boxed_local()
+            }
+            ActorOp::Command(SessionOp::Stop) => self
+                .stop_engine()
+                .then(|(), act, _| act.commit_and_act(Input::Stop))
+                .map(|saved, act, _| act.reply(saved))
+                .boxed_local(),
+            ActorOp::Command(SessionOp::ForceKill) => {
+                self.abort_engine();
+                self.commit_and_act(Input::ForceKill)
+                    .map(|saved, act, _| act.reply(saved))
+                    .boxed_local()
+            }
+            ActorOp::Command(SessionOp::Logout) => self
+                .logout_engine()
+                .then(|(), act, _| act.forget())
+                .then(|(), act, _| act.commit_and_act(Input::Logout))
+                .map(|saved, act, _| act.reply(saved))
+                .boxed_local(),
+            ActorOp::Command(SessionOp::Delete) => self
+                .stop_engine()
+                .then(|(), act, _| act.forget())
+                .then(|(), act, _| {
+                    let store = act.deps.store.clone();
+                    let id = act.id;
+                    async move { store.delete_session(id).await }.into_actor(act)
+                })
+                .then(|res, act, _| match res {
+                    Ok(()) | Err(StoreError::NotFound) => {
+                        act.deleted = true;
+                        act.retry = None;
+                        act.deps.registry.remove(act.id);
+                        fut::ready(Ok(act.view())).boxed_local()
+                    }
+                    Err(err) => {
+                        log::error!("session {}: deleting it failed: {err}", act.id);
+                        act.commit_and_act(Input::Stop)
+                            .map(|_, _, _| Err(unavailable()))
+                            .boxed_local()
+                    }
+                })
+                .boxed_local(),
+            ActorOp::Recover { cause } => {
+                if !self.state.is_running() || self.engine.is_some() {
+                    // Clear what the dead actor left in the registry (engine_alive).
+                    self.publish();
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                self.commit_and_act(Input::Engine(EngineEvent::Crashed { cause }))
+                    .map(|saved, act, _| act.reply(saved))
+                    .boxed_local()
+            }
+            ActorOp::Shutdown => {
+                if self.engine.is_none() {
+                    self.retry = None;
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                self.stop_engine()
+                    .then(|(), act, _| {
+                        act.retry = None;
+                        act.commit_and_act(Input::Shutdown)
+                    })
+                    .map(|saved, act, _| act.reply(saved))
+                    .boxed_local()
+            }
+        }
+    }
+
+    /// A person's start: when the store refuses the new state (desired
+    /// `running`), nothing starts and the state is left as it was, so that
+    /// the caller's error tells the truth.
+    fn start(&mut self) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        let before = (self.state.clone(), self.record.clone(), self.unsaved.len());
+        self.commit(Input::Start)
+            .then(move |committed, act, ctx| match committed.saved {
+                Ok(()) => act
+                    .act(committed.action, ctx)
+                    .map(|(), act, _| Ok(act.view()))
+                    .boxed_local(),
+                Err(err) => {
+                    let (state, record, unsaved) = before;
+                    act.state = state;
+                    act.record = record;
+                    act.unsaved.truncate(unsaved);
+                    fut::ready(Err(err)).boxed_local()
+                }
+            })
+            .boxed_local()
+    }
+
+    fn stable_check(&mut self, generation: u64, ctx: &mut Context<Self>) {
+        if self
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.generation == generation)
+        {
+            ctx.wait(self.commit(Input::StableElapsed).map(|_, _, _| ()));
+        }
+    }
+}
+
+impl Handler<Op> for SessionActor {
+    type Result = AtomicResponse<Self, Result<SessionView, WebError>>;
+
+    fn handle(&mut self, Op(op): Op, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.run_op(op, ctx))
+    }
+}
+
+impl Handler<EngineEventMsg> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EngineEventMsg, ctx: &mut Context<Self>) {
+        let generation = msg.generation;
+        if msg.session_id != self.id
+            || self
+                .engine
+                .as_ref()
+                .is_none_or(|e| e.generation != generation)
+        {
+            log::debug!(
+                "session {}: ignoring an event of a stale engine (generation {generation})",
+                self.id
+            );
+            return;
+        }
+        if msg.event.is_terminal() {
+            let fut = self.engine_ended(msg.event, ctx);
+            ctx.wait(fut);
+            return;
+        }
+        let fut = self
+            .commit(Input::Engine(msg.event))
+            .map(move |_, act, ctx| {
+                if act.state.status == SessionStatus::Ready && act.state.ready_since.is_some() {
+                    let after = act.policy.stable_reset + Duration::from_millis(5);
+                    ctx.run_later(after, move |act, ctx| act.stable_check(generation, ctx));
+                }
+            });
+        ctx.wait(fut);
+    }
+}
+
+impl Handler<PairCode> for SessionActor {
+    type Result = ResponseFuture<Result<String, WebError>>;
+
+    fn handle(&mut self, msg: PairCode, _: &mut Context<Self>) -> Self::Result {
+        let name = self.record.name.clone();
+        if self.state.status != SessionStatus::QrReady {
+            return Box::pin(async move {
+                Err(WebError::PairingCodeNotAvailable(format!(
+                    "Session '{name}' is not waiting for a link: a pairing code is only available in qr_ready"
+                )))
+            });
+        }
+        let Some(handle) = self.engine.as_ref().and_then(|e| e.handle.as_ref()) else {
+            return Box::pin(async move {
+                Err(WebError::PairingCodeNotAvailable(format!(
+                    "Session '{name}' is not connected yet; try again in a few seconds"
+                )))
+            });
+        };
+        let fut = guarded(
+            || handle.pair_with_code(msg.phone),
+            Some(self.deps.options.engine_start_timeout),
+        );
+        Box::pin(async move {
+            match fut.await {
+                Ok(Ok(code)) => Ok(code),
+                Ok(Err(crate::ports::EngineError::NotReady(m))) => {
+                    Err(WebError::PairingCodeNotAvailable(m))
+                }
+                Ok(Err(crate::ports::EngineError::Failed(m))) => Err(WebError::Engine(m)),
+                Err(Guarded::TimedOut) => Err(WebError::Engine(
+                    "WhatsApp did not answer in time".to_string(),
+                )),
+                Err(Guarded::Panicked(_)) => Err(WebError::Engine("The engine failed".to_string())),
+            }
+        })
+    }
+}
+
+impl Handler<MaybeEnd> for SessionActor {
+    type Result = ();
+
+    /// No engine runs and nothing is in progress: the session needs no actor.
+    fn handle(&mut self, _: MaybeEnd, ctx: &mut Context<Self>) {
+        if self.engine.is_some() || self.ended {
+            return;
+        }
+        if !self.unsaved.is_empty() && !self.deleted {
+            // One more try to persist what the store refused before.
+            let fut = self.commit(Input::StableElapsed).map(|c, act, ctx| {
+                if c.saved.is_err() {
+                    log::error!(
+                        "session {}: {} events could not be saved",
+                        act.id,
+                        act.unsaved.len()
+                    );
+                    act.unsaved.clear();
+                }
+                ctx.notify(MaybeEnd);
+            });
+            ctx.wait(fut);
+            return;
+        }
+        self.ended = true;
+        self.free_restore_slot();
+        let retry = if self.deleted {
+            None
+        } else {
+            self.retry.take()
+        };
+        self.supervisor.do_send(Ended {
+            id: self.id,
+            incarnation: self.incarnation,
+            retry,
+        });
+        ctx.stop();
+    }
+}

@@ -132,3 +132,548 @@ pub struct RevokeApiKey {
 #[derive(Message)]
 #[rtype(result = "Result<(), WebError>")]
 pub struct CheckReady;
+
+// ====================================================================== the actor
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use crate::keys::{self, KeyRing};
+use crate::ports::{Store, StoreError};
+use crate::registry::SessionRegistry;
+use crate::session::SessionOp;
+use crate::supervisor::{Control, RequestPairing, SessionSupervisor};
+
+pub const SESSION_NAME_MIN: usize = 3;
+pub const SESSION_NAME_MAX: usize = 50;
+pub const API_KEY_NAME_MAX: usize = 100;
+
+/// `name`: 3–50 characters of `[A-Za-z0-9-]`, and not a UUID (a name that
+/// parses as one could never be told from an id in a path).
+pub fn validate_session_name(name: &str) -> Result<(), WebError> {
+    let len = name.chars().count();
+    if !(SESSION_NAME_MIN..=SESSION_NAME_MAX).contains(&len)
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(WebError::Validation(format!(
+            "name must be {SESSION_NAME_MIN}–{SESSION_NAME_MAX} characters of letters, digits and '-'"
+        )));
+    }
+    if Uuid::parse_str(name).is_ok() {
+        return Err(WebError::Validation("name must not be a UUID".to_string()));
+    }
+    Ok(())
+}
+
+/// `proxyUrl` must be an http, https or socks5 URL with a host; `proxyType`,
+/// when given, must match its scheme and needs a `proxyUrl`. Returns the
+/// proxy type (inferred from the scheme when not given).
+pub fn validate_proxy(
+    url: Option<&str>,
+    kind: Option<ProxyType>,
+) -> Result<Option<ProxyType>, WebError> {
+    let Some(raw) = url else {
+        return match kind {
+            Some(_) => Err(WebError::Validation(
+                "proxyType requires proxyUrl".to_string(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let invalid = || {
+        WebError::Validation(
+            "proxyUrl must be an http://, https:// or socks5:// URL with a host, e.g. socks5://user:pass@proxy.example:1080"
+                .to_string(),
+        )
+    };
+    let parsed = url::Url::parse(raw).map_err(|_| invalid())?;
+    let scheme: ProxyType = parsed.scheme().parse().map_err(|_| invalid())?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid());
+    }
+    match kind {
+        Some(k) if k != scheme => Err(WebError::Validation(format!(
+            "proxyType '{}' does not match the proxyUrl scheme '{}'",
+            k.as_str(),
+            scheme.as_str()
+        ))),
+        _ => Ok(Some(scheme)),
+    }
+}
+
+/// A proxy URL fit to show: any password replaced by `***` (`user:***@host`).
+pub fn mask_proxy_url(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://") else {
+        return raw.to_string();
+    };
+    let rest = &raw[scheme_end + 3..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return raw.to_string();
+    };
+    let user = authority[..at].split(':').next().unwrap_or_default();
+    format!("{}://{user}:***@{}", &raw[..scheme_end], &rest[at + 1..])
+}
+
+fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
+    if caller.role >= role {
+        Ok(())
+    } else {
+        Err(WebError::InsufficientRole(role))
+    }
+}
+
+fn store_unavailable(err: StoreError) -> WebError {
+    log::error!("store: {err}");
+    WebError::Unavailable("The database is unavailable; try again later".to_string())
+}
+
+fn actors_unavailable(_: MailboxError) -> WebError {
+    WebError::Unavailable("The session supervisor is not available; try again later".to_string())
+}
+
+type Reply<T> = ResponseActFuture<WebActor, Result<T, WebError>>;
+
+fn done<T: 'static>(res: Result<T, WebError>) -> Reply<T> {
+    Box::pin(fut::ready(res))
+}
+
+pub struct WebActor {
+    store: Arc<dyn Store>,
+    registry: Arc<SessionRegistry>,
+    keys: Arc<KeyRing>,
+    supervisor: Addr<SessionSupervisor>,
+    /// Names of sessions being created (the store has not answered yet).
+    pending_names: HashSet<String>,
+}
+
+impl Actor for WebActor {
+    type Context = Context<Self>;
+}
+
+impl WebActor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<SessionRegistry>,
+        keys: Arc<KeyRing>,
+        supervisor: Addr<SessionSupervisor>,
+    ) -> Self {
+        WebActor {
+            store,
+            registry,
+            keys,
+            supervisor,
+            pending_names: HashSet::new(),
+        }
+    }
+
+    /// Find a session by id or name, then check the caller may see it.
+    fn resolve(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
+        let view = self
+            .registry
+            .resolve(id)
+            .ok_or_else(|| WebError::SessionNotFound(id.to_string()))?;
+        if !caller.may_see(&view.record.id) {
+            return Err(WebError::SessionNotInScope(id.to_string()));
+        }
+        Ok(view)
+    }
+
+    fn control(
+        &self,
+        id: SessionId,
+        op: SessionOp,
+    ) -> impl std::future::Future<Output = Result<SessionView, WebError>> {
+        let send = self.supervisor.send(Control { id, op });
+        async move { send.await.map_err(actors_unavailable)? }
+    }
+}
+
+impl Handler<CreateSession> for WebActor {
+    type Result = Reply<SessionRecord>;
+
+    fn handle(&mut self, msg: CreateSession, _: &mut Context<Self>) -> Self::Result {
+        let check = (|| {
+            require(&msg.caller, Role::Operator)?;
+            if msg.caller.scope.is_some() {
+                return Err(WebError::ScopeForbidden(
+                    "An API key limited to specific sessions cannot create sessions".to_string(),
+                ));
+            }
+            validate_session_name(&msg.name)?;
+            let proxy_type = validate_proxy(msg.proxy_url.as_deref(), msg.proxy_type)?;
+            if self.registry.name_taken(&msg.name) || self.pending_names.contains(&msg.name) {
+                return Err(WebError::SessionNameTaken(msg.name.clone()));
+            }
+            Ok(proxy_type)
+        })();
+        let proxy_type = match check {
+            Ok(t) => t,
+            Err(e) => return done(Err(e)),
+        };
+        let now = Utc::now();
+        let mut record = SessionRecord::new(Uuid::new_v4(), msg.name.clone(), now);
+        record.config = msg.config;
+        record.proxy_url = msg.proxy_url;
+        record.proxy_type = proxy_type;
+        self.pending_names.insert(record.name.clone());
+        let insert = self.store.insert_session(record.clone());
+        Box::pin(insert.into_actor(self).map(move |res, act, _| {
+            act.pending_names.remove(&record.name);
+            match res {
+                Ok(()) => {
+                    act.registry.upsert(SessionView {
+                        record: record.clone(),
+                        next_retry_at: None,
+                        restarts: 0,
+                        engine_alive: false,
+                        qr: None,
+                    });
+                    Ok(record)
+                }
+                Err(StoreError::Conflict(_)) => Err(WebError::SessionNameTaken(record.name)),
+                Err(e) => Err(store_unavailable(e)),
+            }
+        }))
+    }
+}
+
+impl Handler<ListSessions> for WebActor {
+    type Result = Result<Vec<SessionView>, WebError>;
+
+    fn handle(&mut self, msg: ListSessions, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.list(&msg.caller))
+    }
+}
+
+impl Handler<GetSession> for WebActor {
+    type Result = Result<SessionView, WebError>;
+
+    fn handle(&mut self, msg: GetSession, _: &mut Context<Self>) -> Self::Result {
+        self.resolve(&msg.caller, &msg.id)
+    }
+}
+
+impl Handler<DeleteSession> for WebActor {
+    type Result = ResponseFuture<Result<(), WebError>>;
+
+    fn handle(&mut self, msg: DeleteSession, _: &mut Context<Self>) -> Self::Result {
+        let view = match require(&msg.caller, Role::Operator)
+            .and_then(|()| self.resolve(&msg.caller, &msg.id))
+        {
+            Ok(v) => v,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let fut = self.control(view.record.id, SessionOp::Delete);
+        Box::pin(async move { fut.await.map(|_| ()) })
+    }
+}
+
+impl Handler<SessionCommand> for WebActor {
+    type Result = ResponseFuture<Result<SessionView, WebError>>;
+
+    fn handle(&mut self, msg: SessionCommand, _: &mut Context<Self>) -> Self::Result {
+        let view = match require(&msg.caller, Role::Operator)
+            .and_then(|()| self.resolve(&msg.caller, &msg.id))
+        {
+            Ok(v) => v,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let op = match msg.kind {
+            SessionCommandKind::Start => SessionOp::Start,
+            SessionCommandKind::Stop => SessionOp::Stop,
+            SessionCommandKind::ForceKill => SessionOp::ForceKill,
+            SessionCommandKind::Restart => SessionOp::Restart,
+            SessionCommandKind::Logout => SessionOp::Logout,
+        };
+        Box::pin(self.control(view.record.id, op))
+    }
+}
+
+impl Handler<GetQr> for WebActor {
+    type Result = Result<(QrCode, SessionStatus), WebError>;
+
+    fn handle(&mut self, msg: GetQr, _: &mut Context<Self>) -> Self::Result {
+        require(&msg.caller, Role::Operator)?;
+        let view = self.resolve(&msg.caller, &msg.id)?;
+        let name = &view.record.name;
+        match (view.record.status, view.qr) {
+            (SessionStatus::QrReady, Some(qr)) => Ok((qr, SessionStatus::QrReady)),
+            (SessionStatus::Initializing | SessionStatus::QrReady, _) => {
+                Err(WebError::QrNotAvailable(format!(
+                    "The QR code of session '{name}' is not ready yet; try again in a few seconds"
+                )))
+            }
+            (SessionStatus::Authenticating | SessionStatus::Ready, _) => {
+                Err(WebError::QrNotAvailable(format!(
+                    "Session '{name}' is already linked: no QR code is needed"
+                )))
+            }
+            (status, _) => Err(WebError::QrNotAvailable(format!(
+                "Session '{name}' is not started (status {status}): start it to get a QR code"
+            ))),
+        }
+    }
+}
+
+impl Handler<RequestPairingCode> for WebActor {
+    type Result = ResponseFuture<Result<PairingCode, WebError>>;
+
+    fn handle(&mut self, msg: RequestPairingCode, _: &mut Context<Self>) -> Self::Result {
+        let view = match require(&msg.caller, Role::Operator)
+            .and_then(|()| self.resolve(&msg.caller, &msg.id))
+        {
+            Ok(v) => v,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if view.record.status != SessionStatus::QrReady {
+            let (name, status) = (view.record.name, view.record.status);
+            return Box::pin(async move {
+                Err(WebError::PairingCodeNotAvailable(format!(
+                    "Session '{name}' is {status}: a pairing code is only available while it waits for a link (qr_ready)"
+                )))
+            });
+        }
+        let send = self.supervisor.send(RequestPairing {
+            id: view.record.id,
+            phone: msg.phone,
+        });
+        Box::pin(async move {
+            let code = send.await.map_err(actors_unavailable)??;
+            Ok(PairingCode {
+                code,
+                status: SessionStatus::QrReady,
+            })
+        })
+    }
+}
+
+impl Handler<GetMe> for WebActor {
+    type Result = Result<Option<Me>, WebError>;
+
+    fn handle(&mut self, msg: GetMe, _: &mut Context<Self>) -> Self::Result {
+        let view = self.resolve(&msg.caller, &msg.id)?;
+        Ok(view.record.phone.map(|phone| Me {
+            phone,
+            push_name: view.record.push_name,
+        }))
+    }
+}
+
+impl Handler<GetOverview> for WebActor {
+    type Result = Result<Overview, WebError>;
+
+    fn handle(&mut self, msg: GetOverview, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.overview(&msg.caller))
+    }
+}
+
+impl Handler<CreateApiKey> for WebActor {
+    type Result = ResponseFuture<Result<(ApiKeyRecord, String), WebError>>;
+
+    fn handle(&mut self, msg: CreateApiKey, _: &mut Context<Self>) -> Self::Result {
+        let now = Utc::now();
+        let check = (|| {
+            require(&msg.caller, Role::Admin)?;
+            let len = msg.name.trim().chars().count();
+            if len == 0 || msg.name.chars().count() > API_KEY_NAME_MAX {
+                return Err(WebError::Validation(format!(
+                    "name must be 1–{API_KEY_NAME_MAX} characters"
+                )));
+            }
+            let allowed = msg.allowed_sessions.as_deref().unwrap_or_default();
+            for id in allowed {
+                if self.registry.get(*id).is_none() {
+                    return Err(WebError::Validation(format!(
+                        "allowedSessions: session '{id}' does not exist"
+                    )));
+                }
+                if !msg.caller.may_see(id) {
+                    return Err(WebError::SessionNotInScope(id.to_string()));
+                }
+            }
+            if allowed.is_empty() && msg.caller.scope.is_some() {
+                return Err(WebError::ScopeForbidden(
+                    "An API key limited to specific sessions can only create keys limited to those sessions".to_string(),
+                ));
+            }
+            if msg.expires_at.is_some_and(|at| at <= now) {
+                return Err(WebError::Validation(
+                    "expiresAt must be in the future".to_string(),
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = check {
+            return Box::pin(async move { Err(e) });
+        }
+        let secret = keys::generate_key();
+        let record = ApiKeyRecord {
+            id: Uuid::new_v4(),
+            name: msg.name,
+            key_prefix: keys::key_prefix(&secret),
+            key_hash: keys::hash_key(&secret),
+            role: msg.role,
+            allowed_sessions: msg.allowed_sessions,
+            expires_at: msg.expires_at,
+            created_at: now,
+            revoked_at: None,
+        };
+        let insert = self.store.insert_api_key(record.clone());
+        let ring = self.keys.clone();
+        Box::pin(async move {
+            insert.await.map_err(store_unavailable)?;
+            ring.insert(record.clone());
+            Ok((record, secret))
+        })
+    }
+}
+
+impl Handler<ListApiKeys> for WebActor {
+    type Result = Result<Vec<ApiKeyRecord>, WebError>;
+
+    fn handle(&mut self, msg: ListApiKeys, _: &mut Context<Self>) -> Self::Result {
+        require(&msg.caller, Role::Admin)?;
+        Ok(self.keys.list())
+    }
+}
+
+impl Handler<GetApiKey> for WebActor {
+    type Result = Result<ApiKeyRecord, WebError>;
+
+    fn handle(&mut self, msg: GetApiKey, _: &mut Context<Self>) -> Self::Result {
+        require(&msg.caller, Role::Admin)?;
+        self.keys
+            .get(msg.id)
+            .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))
+    }
+}
+
+impl Handler<RevokeApiKey> for WebActor {
+    type Result = ResponseFuture<Result<(), WebError>>;
+
+    fn handle(&mut self, msg: RevokeApiKey, _: &mut Context<Self>) -> Self::Result {
+        let check = require(&msg.caller, Role::Admin).and_then(|()| {
+            self.keys
+                .get(msg.id)
+                .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))
+        });
+        let key = match check {
+            Ok(k) => k,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if key.revoked_at.is_some() {
+            return Box::pin(async { Ok(()) });
+        }
+        let now = Utc::now();
+        let revoke = self.store.revoke_api_key(msg.id, now);
+        let ring = self.keys.clone();
+        Box::pin(async move {
+            match revoke.await {
+                Ok(()) => {
+                    ring.revoke(msg.id, now);
+                    Ok(())
+                }
+                Err(StoreError::NotFound) => Err(WebError::ApiKeyNotFound(msg.id.to_string())),
+                Err(e) => Err(store_unavailable(e)),
+            }
+        })
+    }
+}
+
+impl Handler<CheckReady> for WebActor {
+    type Result = ResponseFuture<Result<(), WebError>>;
+
+    fn handle(&mut self, _: CheckReady, _: &mut Context<Self>) -> Self::Result {
+        let ping = self.store.ping();
+        Box::pin(async move {
+            ping.await.map_err(|e| {
+                log::warn!("readiness: {e}");
+                WebError::Unavailable("The database is not answering".to_string())
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names() {
+        for ok in ["abc", "my-bot", "A-1", &"x".repeat(50)] {
+            assert_eq!(validate_session_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["ab", "", "with space", "émoji", "a_b", &"x".repeat(51)] {
+            assert!(
+                matches!(validate_session_name(bad), Err(WebError::Validation(m)) if m.starts_with("name must be 3–50")),
+                "{bad}"
+            );
+        }
+        let uuid = "8f3c2b1a-9d4e-4c7a-8b2f-1e6d5a4c3b2a";
+        assert_eq!(
+            validate_session_name(uuid),
+            Err(WebError::Validation("name must not be a UUID".into()))
+        );
+    }
+
+    #[test]
+    fn proxies() {
+        assert_eq!(validate_proxy(None, None), Ok(None));
+        assert_eq!(
+            validate_proxy(Some("http://p.example:8080"), None),
+            Ok(Some(ProxyType::Http))
+        );
+        assert_eq!(
+            validate_proxy(Some("socks5://u:p@10.0.0.1:1080"), Some(ProxyType::Socks5)),
+            Ok(Some(ProxyType::Socks5))
+        );
+        assert_eq!(
+            validate_proxy(Some("https://p.example"), None),
+            Ok(Some(ProxyType::Https))
+        );
+        for bad in [
+            "ftp://p.example",
+            "p.example:8080",
+            "http://",
+            "socks5://:1080",
+            "not a url",
+        ] {
+            assert!(
+                matches!(validate_proxy(Some(bad), None), Err(WebError::Validation(m)) if m.starts_with("proxyUrl must be")),
+                "{bad}"
+            );
+        }
+        assert!(
+            matches!(validate_proxy(Some("http://p.example"), Some(ProxyType::Socks5)), Err(WebError::Validation(m)) if m.contains("does not match"))
+        );
+        assert_eq!(
+            validate_proxy(None, Some(ProxyType::Http)),
+            Err(WebError::Validation("proxyType requires proxyUrl".into()))
+        );
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(
+            mask_proxy_url("socks5://user:secret@p.example:1080"),
+            "socks5://user:***@p.example:1080"
+        );
+        assert_eq!(
+            mask_proxy_url("http://p.example:8080"),
+            "http://p.example:8080"
+        );
+        assert_eq!(
+            mask_proxy_url("http://u:p@w@p.example/x?a=b@c"),
+            "http://u:***@p.example/x?a=b@c"
+        );
+        assert_eq!(
+            mask_proxy_url("http://user@p.example"),
+            "http://user:***@p.example"
+        );
+    }
+}
