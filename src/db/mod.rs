@@ -50,6 +50,12 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database task was cancelled")]
     Cancelled,
+    /// A stored row that does not parse (unknown status, bad JSON, …).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The caller handed in data that breaks an invariant; nothing was written.
+    #[error("invalid write: {0}")]
+    Invalid(String),
 }
 
 impl DbError {
@@ -64,6 +70,15 @@ impl DbError {
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, DbError::Query(diesel::result::Error::NotFound))
+    }
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _
+            ))
+        )
     }
 }
 
@@ -85,8 +100,8 @@ impl ManageConnection for ConnectionManager {
                 PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?,
             ),
             Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.url)
-                    .map_err(r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; the busy timeout makes
                 // concurrent writers wait instead of failing; foreign keys make
                 // deletes cascade as on PostgreSQL.
@@ -102,7 +117,8 @@ impl ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
@@ -182,3 +198,5 @@ impl Db {
     }
 }
 pub mod records;
+pub mod schema;
+pub mod testing;
