@@ -50,6 +50,12 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database task was cancelled")]
     Cancelled,
+    /// A stored row that does not parse (unknown status, bad JSON, …).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The caller handed in data that breaks an invariant; nothing was written.
+    #[error("invalid write: {0}")]
+    Invalid(String),
 }
 
 impl DbError {
@@ -64,6 +70,15 @@ impl DbError {
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, DbError::Query(diesel::result::Error::NotFound))
+    }
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _
+            ))
+        )
     }
 }
 
@@ -183,3 +198,5 @@ impl Db {
     }
 }
 pub mod records;
+pub mod schema;
+pub mod testing;

@@ -1,0 +1,3 @@
+DROP TABLE session_events;
+DROP TABLE api_keys;
+DROP TABLE sessions;

@@ -1,0 +1,168 @@
+//! Throw-away databases for tests, on both backends.
+//!
+//! Compiled into the product (integration tests in `tests/` cannot see
+//! `#[cfg(test)]` items) but only ever creates and drops databases of its
+//! own, named `wasup_test_<random>`; nothing in the gateway calls it.
+//!
+//! ```ignore
+//! use wasup::db::testing::TestDatabase;
+//!
+//! for t in TestDatabase::all("my_test") {
+//!     let db = t.open();            // migrated, empty
+//!     // … or hand t.url() to a server under test …
+//! }                                 // dropped here: file removed / DROP DATABASE
+//! ```
+//!
+//! - SQLite: a fresh file in a fresh directory under the system temp dir.
+//! - PostgreSQL: only when `WASUP_TEST_DATABASE_URL` names a server
+//!   (e.g. `postgres://postgres@127.0.0.1:5432/test`). The helper connects to
+//!   that URL, runs `CREATE DATABASE wasup_test_<random>`, points the URL at
+//!   it and drops it (`WITH (FORCE)`, so open pools do not block) when the
+//!   [`TestDatabase`] is dropped, also when the test panics. Without the
+//!   variable [`TestDatabase::postgres`] prints why it skips and returns None.
+
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+use super::{Backend, Db};
+
+/// The environment variable naming the PostgreSQL server tests may use.
+pub const POSTGRES_URL_VAR: &str = "WASUP_TEST_DATABASE_URL";
+
+/// A fresh, empty database that is removed when this value is dropped.
+pub struct TestDatabase {
+    url: String,
+    backend: Backend,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    /// Remove this directory (the SQLite file and its -wal/-shm).
+    Dir(PathBuf),
+    /// `DROP DATABASE name` through a connection to `admin_url`.
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// A fresh SQLite database file. Panics when the temp dir is unusable.
+    pub fn sqlite() -> TestDatabase {
+        let dir =
+            std::env::temp_dir().join(format!("wasup-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let url = dir.join("wasup.db").to_string_lossy().into_owned();
+        TestDatabase {
+            url,
+            backend: Backend::Sqlite,
+            cleanup: Cleanup::Dir(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database on the server `WASUP_TEST_DATABASE_URL`
+    /// names, or None (with a note on stderr) when the variable is unset.
+    /// Panics when the variable is set but the server refuses: a configured
+    /// backend that silently skips would hide failures.
+    pub fn postgres(test: &str) -> Option<TestDatabase> {
+        let admin_url = match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => {
+                eprintln!(
+                    "{test}: PostgreSQL part skipped: set {POSTGRES_URL_VAR} \
+                     (e.g. postgres://postgres@127.0.0.1:5432/test) to run it"
+                );
+                return None;
+            }
+        };
+        let name = format!("wasup_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&admin_url)
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        Some(TestDatabase {
+            url: with_database(&admin_url, &name),
+            backend: Backend::Postgres,
+            cleanup: Cleanup::Postgres { admin_url, name },
+        })
+    }
+
+    /// SQLite always, PostgreSQL when configured.
+    pub fn all(test: &str) -> Vec<TestDatabase> {
+        let mut dbs = vec![TestDatabase::sqlite()];
+        dbs.extend(TestDatabase::postgres(test));
+        dbs
+    }
+
+    /// The URL to hand to `Db::open` or to a server under test.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Open (and migrate) the database. Panics on failure.
+    pub fn open(&self) -> Db {
+        Db::open(&self.url).unwrap_or_else(|e| panic!("{:?} test database: {e}", self.backend))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                let dropped = PgConnection::establish(admin_url)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| {
+                        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = dropped {
+                    eprintln!("could not drop test database {name}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name` (query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(i) => (&url[..i], &url[i..]),
+        None => (url, ""),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_replaces_or_adds_the_path() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "x"),
+            "postgres://h:5432/x"
+        );
+        assert_eq!(with_database("postgres://h/", "x"), "postgres://h/x");
+    }
+}
