@@ -209,7 +209,7 @@ fn scoped_keys_see_only_their_sessions() {
             "/api/sessions",
             Some(json!({"name": "more"})),
         );
-        assert_error(status, &got, 403, "insufficient_role");
+        assert_error(status, &got, 403, "scope_forbidden");
     }
 }
 

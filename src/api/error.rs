@@ -96,6 +96,7 @@ impl From<WebError> for ApiError {
             }
             WebError::SessionNotInScope(_) => (StatusCode::UNAUTHORIZED, "session_not_in_scope"),
             WebError::InsufficientRole(_) => (StatusCode::FORBIDDEN, "insufficient_role"),
+            WebError::ScopeForbidden(_) => (StatusCode::FORBIDDEN, "scope_forbidden"),
             WebError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
             WebError::Validation(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
             // WhatsApp refused an operation on a healthy request: the caller

@@ -25,6 +25,8 @@ struct KeyBody {
     allowed_sessions: Option<Vec<String>>,
     expires_at: Option<String>,
     created_at: String,
+    /// Extension: when the key was revoked (revoked keys stay listed for audit).
+    revoked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<String>,
 }
@@ -41,6 +43,7 @@ impl KeyBody {
                 .map(|ids| ids.iter().map(Uuid::to_string).collect()),
             expires_at: iso_opt(key.expires_at),
             created_at: iso(key.created_at),
+            revoked_at: iso_opt(key.revoked_at),
             api_key: secret,
         }
     }
