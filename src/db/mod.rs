@@ -136,8 +136,21 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connect, apply the embedded migrations of the backend, and build the pool.
+    /// Connect, apply the embedded migrations of the backend, and build the
+    /// pool (at most 4 connections on SQLite, 16 on PostgreSQL).
     pub fn open(url: &str) -> Result<Db, DbError> {
+        let max_size = match Backend::of_url(url) {
+            // SQLite has one writer at a time; a few connections serve readers.
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
+        Db::open_with_max_connections(url, max_size)
+    }
+
+    /// `open` with a chosen pool size. The pool keeps one idle connection
+    /// and opens more on demand, up to `max_size` (tests use small pools so
+    /// that many test databases fit in the server's connection limit).
+    pub fn open_with_max_connections(url: &str, max_size: u32) -> Result<Db, DbError> {
         let backend = Backend::of_url(url);
         let manager = ConnectionManager {
             url: url.to_string(),
@@ -156,13 +169,9 @@ impl Db {
         }
         .map_err(|e| DbError::Migration(e.to_string()))?;
         drop(conn);
-        let max_size = match backend {
-            // SQLite has one writer at a time; a few connections serve readers.
-            Backend::Sqlite => 4,
-            Backend::Postgres => 16,
-        };
         let pool = r2d2::Pool::builder()
-            .max_size(max_size)
+            .max_size(max_size.max(1))
+            .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
@@ -197,6 +206,11 @@ impl Db {
         self.run(move |conn| conn.transaction(|tx| work(tx))).await
     }
 }
+/// Sessions, API keys and the session event log; `DbStore` implements the
+/// actors' `Store` port.
 pub mod records;
+/// The `table!`s of the records tables, shared by both backends.
 pub mod schema;
+/// Fresh throw-away databases on both backends, for unit and integration
+/// tests (`TestDatabase::all`); unused by the gateway itself.
 pub mod testing;

@@ -104,9 +104,12 @@ impl TestDatabase {
         self.backend
     }
 
-    /// Open (and migrate) the database. Panics on failure.
+    /// Open (and migrate) the database with a small pool (up to 4
+    /// connections, opened on demand), so that many tests running at once
+    /// stay within the server's connection limit. Panics on failure.
     pub fn open(&self) -> Db {
-        Db::open(&self.url).unwrap_or_else(|e| panic!("{:?} test database: {e}", self.backend))
+        Db::open_with_max_connections(&self.url, 4)
+            .unwrap_or_else(|e| panic!("{:?} test database: {e}", self.backend))
     }
 }
 
@@ -120,7 +123,12 @@ impl Drop for TestDatabase {
                 let dropped = PgConnection::establish(admin_url)
                     .map_err(|e| e.to_string())
                     .and_then(|mut c| {
+                        // FORCE (PostgreSQL 13+) closes connections a pool
+                        // still holds; older servers get the plain form.
                         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .or_else(|_| {
+                                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                            })
                             .map_err(|e| e.to_string())
                     });
                 if let Err(e) = dropped {

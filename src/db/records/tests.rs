@@ -55,6 +55,7 @@ both_backends!(
     events_after_pages_by_seq,
     api_keys_round_trip_and_revoke,
     api_key_hash_is_unique,
+    concurrent_saves_all_commit,
 );
 
 /// Now, truncated to what the database keeps (milliseconds).
@@ -505,4 +506,133 @@ async fn api_key_hash_is_unique(store: DbStore) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.count_api_keys().await.unwrap(), 1);
+}
+
+/// Sessions saved concurrently (more writers than pooled connections) all
+/// commit: SQLite writers wait for the lock instead of failing, and each
+/// session's log stays gapless.
+async fn concurrent_saves_all_commit(store: DbStore) {
+    const SESSIONS: usize = 12;
+    const SAVES: u64 = 8;
+    let mut records = Vec::new();
+    for i in 0..SESSIONS {
+        let r = minimal_session(&format!("busy-{i}"));
+        store.insert_session(r.clone()).await.unwrap();
+        records.push(r);
+    }
+    let writers = records.iter().cloned().map(|mut record| {
+        let store = store.clone();
+        async move {
+            for i in 0..SAVES {
+                let to = if i % 2 == 0 {
+                    SessionStatus::Initializing
+                } else {
+                    SessionStatus::QrReady
+                };
+                let e = transition(&mut record, to);
+                store.save_session(record.clone(), vec![e]).await.unwrap();
+                // Readers run beside the writers.
+                store.load_sessions().await.unwrap();
+            }
+            record
+        }
+    });
+    let finished = futures::future::join_all(writers).await;
+    for record in finished {
+        assert_eq!(store.load_session(record.id).await.unwrap(), record);
+        let seqs: Vec<u64> = store
+            .events(record.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=SAVES).collect::<Vec<_>>());
+    }
+    assert_eq!(event_rows(&store).await, (SESSIONS as u64 * SAVES) as i64);
+}
+
+// ------------------------------------------------------- whole-database tests
+
+/// Reopening a database applies no migration twice and keeps the records.
+#[tokio::test]
+async fn reopen_keeps_records() {
+    for t in crate::db::testing::TestDatabase::all("db::records::tests::reopen_keeps_records") {
+        let mut record = full_session("survivor");
+        let key = api_key("k", 4);
+        {
+            let store = DbStore::new(t.open());
+            store.insert_session(record.clone()).await.unwrap();
+            let e = transition(&mut record, SessionStatus::Ready);
+            store.save_session(record.clone(), vec![e]).await.unwrap();
+            store.insert_api_key(key.clone()).await.unwrap();
+        }
+        let store = DbStore::new(t.open());
+        assert_eq!(store.load_sessions().await.unwrap(), vec![record.clone()]);
+        assert_eq!(store.load_api_keys().await.unwrap(), vec![key]);
+        assert_eq!(store.events(record.id).await.unwrap().len(), 1);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, QueryableByName)]
+struct ColumnInfo {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    table_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    column_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    data_type: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    not_null: bool,
+}
+
+async fn columns(db: &crate::db::Db) -> Vec<ColumnInfo> {
+    use crate::db::DbConn;
+    let mut cols = db
+        .run(|conn| {
+            Ok(match conn {
+                DbConn::Sqlite(c) => diesel::sql_query(
+                    "SELECT m.name AS table_name, p.name AS column_name, \
+                            lower(p.type) AS data_type, p.\"notnull\" <> 0 AS not_null \
+                     FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+                       AND m.name <> '__diesel_schema_migrations'",
+                )
+                .load::<ColumnInfo>(c)?,
+                DbConn::Postgres(c) => diesel::sql_query(
+                    "SELECT table_name::text AS table_name, column_name::text AS column_name, \
+                            data_type::text AS data_type, is_nullable = 'NO' AS not_null \
+                     FROM information_schema.columns \
+                     WHERE table_schema = current_schema() \
+                       AND table_name <> '__diesel_schema_migrations'",
+                )
+                .load::<ColumnInfo>(c)?,
+            })
+        })
+        .await
+        .unwrap();
+    for c in &mut cols {
+        // The same logical type, spelled per backend.
+        if c.data_type == "bytea" {
+            c.data_type = "blob".into();
+        }
+    }
+    cols.sort();
+    cols
+}
+
+/// The two migration folders must describe one logical schema: the same
+/// tables, columns, types and nullability (this covers every migration,
+/// not only the records one).
+#[tokio::test]
+async fn both_backends_have_the_same_columns() {
+    let Some(pg) = crate::db::testing::TestDatabase::postgres(
+        "db::records::tests::both_backends_have_the_same_columns",
+    ) else {
+        return;
+    };
+    let lite = crate::db::testing::TestDatabase::sqlite();
+    let (lite_cols, pg_cols) = (columns(&lite.open()).await, columns(&pg.open()).await);
+    assert!(lite_cols.iter().any(|c| c.table_name == "session_events"));
+    assert_eq!(lite_cols, pg_cols);
 }
