@@ -525,19 +525,16 @@ impl SessionActor {
                     )))
                     .boxed_local();
                 }
-                self.start()
+                self.start(false)
             }
             ActorOp::RestoreStart => {
                 if self.engine.is_some() {
                     return fut::ready(Ok(self.view())).boxed_local();
                 }
                 self.restore_slot = true;
-                self.start()
+                self.start(false)
             }
-            ActorOp::Command(SessionOp::Restart) => self
-                .stop_engine()
-                .then(|(), act, _| act.start())
-                .boxed_local(),
+            ActorOp::Command(SessionOp::Restart) => self.start(true),
             ActorOp::RetryDue => {
                 if self.engine.is_some() {
                     return fut::ready(Ok(self.view())).boxed_local();
@@ -615,14 +612,23 @@ impl SessionActor {
     /// A person's start: when the store refuses the new state (desired
     /// `running`), nothing starts and the state is left as it was, so that
     /// the caller's error tells the truth.
-    fn start(&mut self) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+    ///
+    /// A restart persists first and only then replaces the running engine:
+    /// when the store refuses, the old engine keeps running.
+    fn start(&mut self, restart: bool) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
         let before = (self.state.clone(), self.record.clone(), self.unsaved.len());
         self.commit(Input::Start)
-            .then(move |committed, act, ctx| match committed.saved {
-                Ok(()) => act
-                    .act(committed.action, ctx)
-                    .map(|(), act, _| Ok(act.view()))
-                    .boxed_local(),
+            .then(move |committed, act, _| match committed.saved {
+                Ok(()) => {
+                    let stop = if restart {
+                        act.stop_engine()
+                    } else {
+                        fut::ready(()).boxed_local()
+                    };
+                    stop.then(move |(), act, ctx| act.act(committed.action, ctx))
+                        .map(|(), act, _| Ok(act.view()))
+                        .boxed_local()
+                }
                 Err(err) => {
                     let (state, record, unsaved) = before;
                     act.state = state;

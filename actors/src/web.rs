@@ -133,6 +133,16 @@ pub struct RevokeApiKey {
 #[rtype(result = "Result<(), WebError>")]
 pub struct CheckReady;
 
+/// First boot: when no API key exists at all, create one admin key (named
+/// "admin") with the `preset` secret (`WASUP_ADMIN_KEY`) or a fresh one, and
+/// return the secret so the binary can print it once and write admin.key.
+/// `None` when keys already exist.
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, WebError>")]
+pub struct BootstrapAdminKey {
+    pub preset: Option<String>,
+}
+
 // ====================================================================== the actor
 
 use std::collections::HashSet;
@@ -581,6 +591,45 @@ impl Handler<RevokeApiKey> for WebActor {
                 Err(StoreError::NotFound) => Err(WebError::ApiKeyNotFound(msg.id.to_string())),
                 Err(e) => Err(store_unavailable(e)),
             }
+        })
+    }
+}
+
+impl Handler<BootstrapAdminKey> for WebActor {
+    type Result = ResponseFuture<Result<Option<String>, WebError>>;
+
+    fn handle(&mut self, msg: BootstrapAdminKey, _: &mut Context<Self>) -> Self::Result {
+        if !self.keys.is_empty() {
+            return Box::pin(async { Ok(None) });
+        }
+        let secret = match msg.preset.map(|p| p.trim().to_string()) {
+            Some(p) if p.len() >= 16 => p,
+            Some(_) => {
+                return Box::pin(async {
+                    Err(WebError::Validation(
+                        "WASUP_ADMIN_KEY must be at least 16 characters".to_string(),
+                    ))
+                })
+            }
+            None => keys::generate_key(),
+        };
+        let record = ApiKeyRecord {
+            id: Uuid::new_v4(),
+            name: "admin".to_string(),
+            key_prefix: keys::key_prefix(&secret),
+            key_hash: keys::hash_key(&secret),
+            role: Role::Admin,
+            allowed_sessions: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        let insert = self.store.insert_api_key(record.clone());
+        let ring = self.keys.clone();
+        Box::pin(async move {
+            insert.await.map_err(store_unavailable)?;
+            ring.insert(record);
+            Ok(Some(secret))
         })
     }
 }

@@ -753,4 +753,24 @@ async fn events_the_store_refused_go_out_with_the_next_save() {
         .filter(|(r, _)| r.id == id)
         .count();
     assert_eq!(saves, 2);
+
+    // A restart the store refuses leaves the running engine alone.
+    h.store.down.store(true, Ordering::SeqCst);
+    let err = h.command(id, Cmd::Restart).await.unwrap_err();
+    assert_eq!(
+        err,
+        WebError::Unavailable("The database is unavailable; try again later".into())
+    );
+    h.store.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        (engine.starts_of(id), engine.0.stops.load(Ordering::SeqCst)),
+        (1, 0)
+    );
+    let view = h.view(id);
+    assert_eq!(
+        (view.record.status, view.engine_alive),
+        (SessionStatus::Authenticating, true)
+    );
+    engine.sinks_of(id)[0].emit(connected("628"));
+    h.wait_status(id, SessionStatus::Ready).await;
 }

@@ -651,3 +651,58 @@ async fn api_key_validation() {
         "a key the store refused is not usable"
     );
 }
+
+#[actix::test]
+async fn first_boot_gets_one_admin_key() {
+    let h = boot(vec![], FakeEngine::default(), fast_options()).await;
+    let web = &h.gw.web;
+    let secret = web
+        .send(BootstrapAdminKey { preset: None })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let who = h.gw.keys.authenticate(Some(&secret), Utc::now()).unwrap();
+    assert_eq!((who.role, who.scope), (Role::Admin, None));
+    assert_eq!(h.store.keys.lock().len(), 1);
+    // Keys exist: nothing more is created.
+    assert_eq!(
+        web.send(BootstrapAdminKey { preset: None }).await.unwrap(),
+        Ok(None)
+    );
+    assert_eq!(h.store.keys.lock().len(), 1);
+
+    let h = boot(vec![], FakeEngine::default(), fast_options()).await;
+    let preset = "my-own-admin-key-0123456789".to_string();
+    let got =
+        h.gw.web
+            .send(BootstrapAdminKey {
+                preset: Some(preset.clone()),
+            })
+            .await
+            .unwrap();
+    assert_eq!(got, Ok(Some(preset.clone())));
+    assert_eq!(
+        h.gw.keys
+            .authenticate(Some(&preset), Utc::now())
+            .unwrap()
+            .role,
+        Role::Admin
+    );
+    let stored = h.store.keys.lock().values().next().cloned().unwrap();
+    assert_eq!(
+        (stored.key_hash, stored.key_prefix.as_str()),
+        (hash_key(&preset), "my-own-admin")
+    );
+
+    let h = boot(vec![], FakeEngine::default(), fast_options()).await;
+    let short =
+        h.gw.web
+            .send(BootstrapAdminKey {
+                preset: Some("short".into()),
+            })
+            .await
+            .unwrap();
+    assert!(matches!(short, Err(WebError::Validation(_))));
+    assert!(h.gw.keys.is_empty());
+}
