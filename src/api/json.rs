@@ -76,6 +76,13 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "The request body must be a JSON object",
         ));
     }
+    // serde would also read a struct from a JSON array: only objects are bodies.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ApiError::validation("The request body must be a JSON object"),
+            Err(e) => classify("", &e),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -97,10 +104,11 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
         ),
         Category::Data if text.starts_with("unknown field") => {
             let field = text.split('`').nth(1).unwrap_or("?");
+            // The path already ends with the unknown field when known.
             let field = if path.is_empty() || path == "." {
-                field.to_string()
+                field
             } else {
-                format!("{path}.{field}")
+                path
             };
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -140,6 +148,9 @@ mod tests {
     fn errors_name_the_field_and_code() {
         assert_eq!(parse::<Sample>(b"{").unwrap_err().code, "invalid_json");
         assert_eq!(parse::<Sample>(b"").unwrap_err().code, "invalid_json");
+        assert_eq!(parse::<Sample>(b"[1").unwrap_err().code, "invalid_json");
+        let e = parse::<Sample>(br#"["a", 1]"#).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), ("validation_failed", "The request body must be a JSON object"));
         let e = parse::<Sample>(br#"{"name":"a","x":1}"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
