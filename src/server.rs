@@ -113,11 +113,15 @@ async fn serve(config: Config) -> Result<(), StartError> {
     let _ = std::io::stdout().flush();
     let server = server.run();
     let handle = server.handle();
+    // Under systemd (Type=notify): ready once migrated and listening.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog(gateway.web.clone());
 
     actix_web::rt::spawn(async move {
         wait_for_stop_signal().await;
         log::info!("stop signal received: draining requests, closing sessions");
         draining.store(true, Ordering::Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
     });
     server.await.map_err(StartError::Serve)?;
@@ -147,6 +151,29 @@ fn engine_options(config: &Config) -> EngineOptions {
         options.transport = crate::engine::Transport::SimulatorUrl(url.clone());
     }
     options
+}
+
+/// Under systemd with `WatchdogSec=`, ping the watchdog at half the period,
+/// but only while a real liveness check passes: the database answers through
+/// the WebActor (so the actor system is alive too).
+fn spawn_watchdog(web: actix::Addr<wasup_actors::web::WebActor>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let check = web.send(wasup_actors::web::CheckReady);
+            match tokio::time::timeout(period, check).await {
+                Ok(Ok(Ok(()))) => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                _ => log::warn!("liveness check failed: not pinging the systemd watchdog"),
+            }
+        }
+    });
 }
 
 async fn wait_for_stop_signal() {
