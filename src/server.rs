@@ -9,10 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
-use chrono::Utc;
-use wasup_actors::keys::{generate_key, hash_key, key_prefix};
-use wasup_actors::model::{ApiKeyRecord, Role};
-use wasup_actors::ports::Store;
 
 use crate::api::{self, json::BodyLimit, AppState};
 use crate::config::Config;
@@ -74,7 +70,6 @@ async fn serve(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Engine(e.to_string()))??;
     log::info!("database ready ({:?})", db.backend());
     let store = Arc::new(DbStore::new(db.clone()));
-    bootstrap_admin_key(&*store, &config).await?;
 
     let engine = WaEngine::new(db.clone(), secrets, engine_options(&config))
         .map_err(|e| StartError::Engine(e.to_string()))?;
@@ -87,6 +82,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
         },
     )
     .await?;
+    bootstrap_admin_key(&gateway.web, &config).await?;
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
@@ -186,40 +182,31 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// First start with no key: create one admin key. Its value comes from
-/// `WASUP_ADMIN_KEY` or is random; a random one is printed once on stdout
-/// and written to `<data dir>/admin.key` (mode 0600). Never again after.
-async fn bootstrap_admin_key(store: &dyn Store, config: &Config) -> Result<(), StartError> {
-    if !store.load_api_keys().await?.is_empty() {
-        return Ok(());
-    }
-    let (secret, generated) = match &config.admin_key {
-        Some(key) => (key.clone(), false),
-        None => (generate_key(), true),
-    };
-    let now = Utc::now();
-    store
-        .insert_api_key(ApiKeyRecord {
-            id: uuid::Uuid::new_v4(),
-            name: "admin".into(),
-            key_prefix: key_prefix(&secret),
-            key_hash: hash_key(&secret),
-            role: Role::Admin,
-            allowed_sessions: None,
-            expires_at: None,
-            created_at: now,
-            revoked_at: None,
-        })
-        .await?;
-    if generated {
-        let path = config.data_dir.join("admin.key");
-        write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
-        println!(
-            "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
-            path.display()
-        );
-    } else {
-        log::info!("created the first admin API key from WASUP_ADMIN_KEY");
+/// First start with no key: the WebActor creates one admin key. Its value
+/// comes from `WASUP_ADMIN_KEY` or is random; a random one is printed once on
+/// stdout and written to `<data dir>/admin.key` (mode 0600). Never again after.
+async fn bootstrap_admin_key(
+    web: &actix::Addr<wasup_actors::web::WebActor>,
+    config: &Config,
+) -> Result<(), StartError> {
+    let preset = config.admin_key.clone();
+    let from_env = preset.is_some();
+    let created = web
+        .send(wasup_actors::web::BootstrapAdminKey { preset })
+        .await
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?;
+    match created {
+        Some(_) if from_env => log::info!("created the first admin API key from WASUP_ADMIN_KEY"),
+        Some(secret) => {
+            let path = config.data_dir.join("admin.key");
+            write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
+            println!(
+                "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
+                path.display()
+            );
+        }
+        None => {}
     }
     Ok(())
 }
