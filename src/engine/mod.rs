@@ -1,1 +1,3 @@
 //! whatsapp-rust adapter behind the Engine port.
+
+pub mod store;
