@@ -1,0 +1,240 @@
+//! Engine tests without a route to WhatsApp (this machine has no internet).
+
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use wasup_actors::model::ProxyType;
+use wasup_actors::ports::{
+    Engine, EngineEvent, EngineEventMsg, EngineEventSink, EngineSpec, ProxySpec,
+};
+
+use super::*;
+use crate::engine::store::tests::sqlite_db;
+
+struct Collector {
+    tx: mpsc::UnboundedSender<(Instant, EngineEvent)>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<EngineEventMsg> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: EngineEventMsg, _: &mut Context<Self>) {
+        let _ = self.tx.send((Instant::now(), msg.event));
+    }
+}
+
+fn sink(
+    id: uuid::Uuid,
+) -> (
+    EngineEventSink,
+    mpsc::UnboundedReceiver<(Instant, EngineEvent)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = Collector { tx }.start();
+    (
+        EngineEventSink {
+            session_id: id,
+            generation: 1,
+            recipient: addr.recipient(),
+        },
+        rx,
+    )
+}
+
+fn engine(db: &crate::db::Db, timeout: Duration, version: Option<(u32, u32, u32)>) -> WaEngine {
+    WaEngine::new(
+        db.clone(),
+        Arc::new(SecretBox::new(&[1u8; 32])),
+        EngineOptions {
+            wa_version: version,
+            connect_timeout: timeout,
+            transport: TransportChoice::WhatsApp,
+        },
+    )
+    .unwrap()
+}
+
+fn spec(id: uuid::Uuid) -> EngineSpec {
+    EngineSpec {
+        session_id: id,
+        proxy: None,
+        push_name: Some("Tester".into()),
+    }
+}
+
+/// Collect events until `quiet` passes without one (or `limit` is reached).
+async fn drain(
+    rx: &mut mpsc::UnboundedReceiver<(Instant, EngineEvent)>,
+    limit: Duration,
+) -> Vec<(Instant, EngineEvent)> {
+    let mut out = Vec::new();
+    let end = Instant::now() + limit;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+        out.push(ev);
+    }
+    out
+}
+
+/// Mark the session as linked so the client takes the linked path
+/// (auto-reconnect off from the start).
+async fn link(engine: &WaEngine, id: uuid::Uuid) {
+    use whatsapp_rust::wacore::store::traits::DeviceStore;
+    let store = engine.device_store(&id.to_string());
+    store.create().await.unwrap();
+    let mut dev = store.load().await.unwrap().unwrap();
+    dev.pn = Some("15550001111@s.whatsapp.net".parse().unwrap());
+    dev.push_name = "Tester".into();
+    store.save(&dev).await.unwrap();
+}
+
+async fn expect_connect_failed(
+    linked: bool,
+    version: Option<(u32, u32, u32)>,
+    cause_words: &[&str],
+) {
+    let t = sqlite_db();
+    let timeout = Duration::from_secs(3);
+    let engine = engine(&t.db, timeout, version);
+    let id = uuid::Uuid::new_v4();
+    if linked {
+        link(&engine, id).await;
+    }
+    let (sink, mut rx) = sink(id);
+    let started = Instant::now();
+    let handle = engine.start(spec(id), sink).await.expect("start");
+    let events = drain(&mut rx, timeout + Duration::from_secs(8)).await;
+    assert_eq!(events.len(), 1, "exactly one event, got {events:?}");
+    let (at, event) = &events[0];
+    let EngineEvent::ConnectFailed { reason } = event else {
+        panic!("expected ConnectFailed, got {event:?}");
+    };
+    println!(
+        "linked={linked} version={version:?}: after {:?}: {reason}",
+        *at - started
+    );
+    assert!(reason.starts_with("could not reach WhatsApp: "), "{reason}");
+    assert!(
+        cause_words.iter().any(|w| reason.contains(w)),
+        "reason should name the cause ({cause_words:?}): {reason}"
+    );
+    assert!(
+        *at - started <= timeout + Duration::from_secs(3),
+        "too late"
+    );
+    // Stopping an ended engine is harmless and silent.
+    handle.stop().await;
+    assert!(drain(&mut rx, Duration::from_millis(300)).await.is_empty());
+}
+
+#[actix::test]
+async fn unlinked_without_network_fails_with_the_version_check_cause() {
+    expect_connect_failed(false, None, &["version check"]).await;
+}
+
+#[actix::test]
+async fn linked_without_network_fails_at_once_with_the_version_check_cause() {
+    expect_connect_failed(true, None, &["version check"]).await;
+}
+
+#[actix::test]
+async fn pinned_version_without_network_names_the_websocket_cause() {
+    expect_connect_failed(
+        true,
+        Some((2, 3000, 1042742319)),
+        &["wss://web.whatsapp.com"],
+    )
+    .await;
+    expect_connect_failed(
+        false,
+        Some((2, 3000, 1042742319)),
+        &["wss://web.whatsapp.com"],
+    )
+    .await;
+}
+
+#[actix::test]
+async fn stop_before_the_deadline_is_silent() {
+    let t = sqlite_db();
+    let timeout = Duration::from_secs(3);
+    let engine = engine(&t.db, timeout, None);
+    let id = uuid::Uuid::new_v4();
+    let (sink, mut rx) = sink(id);
+    let handle = engine.start(spec(id), sink).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(15), handle.stop())
+        .await
+        .expect("stop returns");
+    let events = drain(&mut rx, timeout + Duration::from_secs(2)).await;
+    assert!(events.is_empty(), "no events after stop: {events:?}");
+}
+
+#[actix::test]
+async fn abort_and_logout_are_silent() {
+    let t = sqlite_db();
+    let timeout = Duration::from_secs(2);
+    let engine = engine(&t.db, timeout, None);
+    let (id1, id2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (sink1, mut rx1) = sink(id1);
+    let (sink2, mut rx2) = sink(id2);
+    let h1 = engine.start(spec(id1), sink1).await.expect("start");
+    let h2 = engine.start(spec(id2), sink2).await.expect("start");
+    h1.abort();
+    tokio::time::timeout(Duration::from_secs(15), h2.logout())
+        .await
+        .expect("logout returns")
+        .expect("logout ok");
+    let (e1, e2) = tokio::join!(
+        drain(&mut rx1, timeout + Duration::from_secs(2)),
+        drain(&mut rx2, Duration::from_millis(500))
+    );
+    assert!(e1.is_empty() && e2.is_empty(), "{e1:?} {e2:?}");
+}
+
+#[actix::test]
+async fn proxy_is_refused_with_a_clear_error() {
+    let t = sqlite_db();
+    let engine = engine(&t.db, Duration::from_secs(2), None);
+    let id = uuid::Uuid::new_v4();
+    let (sink, _rx) = sink(id);
+    let mut s = spec(id);
+    s.proxy = Some(ProxySpec {
+        url: "socks5://127.0.0.1:1080".into(),
+        kind: ProxyType::Socks5,
+    });
+    let err = engine.start(s, sink).await.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("proxy type socks5 is not supported"),
+        "{err}"
+    );
+}
+
+#[actix::test]
+async fn forget_wipes_the_device() {
+    use whatsapp_rust::wacore::store::traits::DeviceStore;
+    let t = sqlite_db();
+    let engine = engine(&t.db, Duration::from_secs(2), None);
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    link(&engine, a).await;
+    link(&engine, b).await;
+    engine.forget(a).await.unwrap();
+    assert!(!engine.device_store(&a.to_string()).exists().await.unwrap());
+    assert!(engine.device_store(&b.to_string()).exists().await.unwrap());
+}
+
+#[actix::test]
+async fn pair_code_without_socket_is_not_ready() {
+    let t = sqlite_db();
+    let engine = engine(&t.db, Duration::from_secs(1), Some((2, 3000, 1042742319)));
+    let id = uuid::Uuid::new_v4();
+    let (sink, _rx) = sink(id);
+    let h = engine.start(spec(id), sink).await.expect("start");
+    let err = h.pair_with_code("15550001111".into()).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotReady(_)), "{err:?}");
+    h.stop().await;
+}
