@@ -57,7 +57,7 @@ pub const PRE_KEY_COUNT: usize = 50;
 
 /// WhatsApp Web version used when talking to the simulator without a pinned
 /// version (no HTTPS fetch then): the default of wacore 0.7.0's `Device`.
-#[cfg(feature = "simulator")]
+#[cfg(any(test, feature = "simulator"))]
 pub const SIMULATOR_WA_VERSION: (u32, u32, u32) = (2, 3000, 1042742319);
 
 /// Extra time after `PairSuccess` for the 515 re-login and the first sync.
@@ -73,8 +73,8 @@ pub enum TransportChoice {
     /// The real WhatsApp Web websocket (wss://web.whatsapp.com/ws/chat).
     #[default]
     WhatsApp,
-    /// An in-process transport (the simulator's `TransportFactory`).
-    #[cfg(feature = "simulator")]
+    /// An in-process transport (the simulator's `TransportFactory`; tests).
+    #[cfg(any(test, feature = "simulator"))]
     Factory(Arc<dyn TransportFactory>),
     /// A websocket URL, e.g. `ws://127.0.0.1:PORT/ws/chat` (the simulator process).
     #[cfg(feature = "simulator")]
@@ -85,7 +85,7 @@ impl std::fmt::Debug for TransportChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TransportChoice::WhatsApp => f.write_str("WhatsApp"),
-            #[cfg(feature = "simulator")]
+            #[cfg(any(test, feature = "simulator"))]
             TransportChoice::Factory(_) => f.write_str("Factory(..)"),
             #[cfg(feature = "simulator")]
             TransportChoice::Url(u) => write!(f, "Url({u})"),
@@ -306,7 +306,8 @@ impl Shared {
     }
 
     /// Why the connection never came up, in words a person can act on.
-    fn connect_failure_reason(&self, timeout: Duration) -> String {
+    /// `ended`: the run loop gave up by itself (rather than the deadline passing).
+    fn connect_failure_reason(&self, timeout: Duration, ended: bool) -> String {
         let causes: Vec<String> = [
             self.version_error.lock().clone(),
             self.transport_error.lock().clone(),
@@ -318,7 +319,10 @@ impl Shared {
             return format!("could not reach WhatsApp: {}", causes.join("; "));
         }
         let connected = self.client().is_some_and(|c| c.is_connected());
-        if connected {
+        if ended {
+            "could not connect to WhatsApp: the connection closed during the handshake or login"
+                .to_string()
+        } else if connected {
             format!(
                 "connected to WhatsApp but the login did not complete within {}s",
                 timeout.as_secs()
@@ -572,6 +576,7 @@ pub struct WaEngineHandle {
     client: Arc<Client>,
     commands: mpsc::UnboundedSender<Command>,
     monitor: tokio::task::AbortHandle,
+    run: tokio::task::AbortHandle,
     rt: tokio::runtime::Handle,
     connect_timeout: Duration,
 }
@@ -599,8 +604,8 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
             Arc::new(TokioWebSocketTransportFactory::new()),
             "WhatsApp (wss://web.whatsapp.com)".to_string(),
         ),
-        #[cfg(feature = "simulator")]
-        TransportChoice::Factory(f) => (f.clone(), "the in-process simulator".to_string()),
+        #[cfg(any(test, feature = "simulator"))]
+        TransportChoice::Factory(f) => (f.clone(), "the in-process transport".to_string()),
         #[cfg(feature = "simulator")]
         TransportChoice::Url(url) => (
             Arc::new(TokioWebSocketTransportFactory::new().with_url(url.clone())),
@@ -609,7 +614,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
     };
     #[allow(unused_mut)]
     let mut version = options.wa_version;
-    #[cfg(feature = "simulator")]
+    #[cfg(any(test, feature = "simulator"))]
     if version.is_none() && !matches!(options.transport, TransportChoice::WhatsApp) {
         version = Some(SIMULATOR_WA_VERSION);
     }
@@ -650,6 +655,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         .store(!linked, std::sync::atomic::Ordering::SeqCst);
 
     let run = tokio::spawn(AssertUnwindSafe(bot.run()).catch_unwind());
+    let run_abort = run.abort_handle();
     let (tx, rx) = mpsc::unbounded_channel();
     let monitor = tokio::spawn(monitor(
         shared.clone(),
@@ -663,6 +669,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         client,
         commands: tx,
         monitor: monitor.abort_handle(),
+        run: run_abort,
         rt,
         connect_timeout: options.connect_timeout,
     })
@@ -711,7 +718,7 @@ async fn monitor(
                                 }
                             } else {
                                 EngineEvent::ConnectFailed {
-                                    reason: shared.connect_failure_reason(connect_timeout),
+                                    reason: shared.connect_failure_reason(connect_timeout, true),
                                 }
                             }
                         }
@@ -780,7 +787,7 @@ async fn monitor(
                     deadline = now + connect_timeout;
                 } else {
                     shared.emit(EngineEvent::ConnectFailed {
-                        reason: shared.connect_failure_reason(connect_timeout),
+                        reason: shared.connect_failure_reason(connect_timeout, false),
                     });
                     close(&client, &mut run, false).await;
                     return;
@@ -813,7 +820,8 @@ impl EngineHandle for WaEngineHandle {
 
     fn abort(&self) {
         self.shared.silence();
-        self.monitor.abort(); // drops the run task's handle; the task is aborted below
+        self.monitor.abort();
+        self.run.abort();
         let client = self.client.clone();
         self.rt.spawn(async move {
             // Close the socket without waiting for anything else.

@@ -238,3 +238,111 @@ async fn pair_code_without_socket_is_not_ready() {
     assert!(matches!(err, EngineError::NotReady(_)), "{err:?}");
     h.stop().await;
 }
+
+/// A transport that panics (a bug in one client) or closes at once.
+struct OddTransport {
+    panic: bool,
+}
+
+struct ClosedPipe;
+
+#[async_trait::async_trait]
+impl whatsapp_rust::transport::Transport for ClosedPipe {
+    async fn send(
+        &self,
+        _data: whatsapp_rust::bytes::Bytes,
+    ) -> Result<(), whatsapp_rust::anyhow::Error> {
+        Ok(())
+    }
+    async fn disconnect(&self) {}
+}
+
+#[async_trait::async_trait]
+impl TransportFactory for OddTransport {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn whatsapp_rust::transport::Transport>,
+            whatsapp_rust::async_channel::Receiver<whatsapp_rust::transport::TransportEvent>,
+        ),
+        whatsapp_rust::anyhow::Error,
+    > {
+        if self.panic {
+            panic!("transport exploded");
+        }
+        let (tx, rx) = whatsapp_rust::async_channel::bounded(4);
+        let _ = tx
+            .send(whatsapp_rust::transport::TransportEvent::Disconnected(
+                whatsapp_rust::transport::DisconnectReason::StreamEnded,
+            ))
+            .await;
+        Ok((Arc::new(ClosedPipe), rx))
+    }
+}
+
+fn odd_engine(db: &crate::db::Db, panic: bool) -> WaEngine {
+    WaEngine::new(
+        db.clone(),
+        Arc::new(SecretBox::new(&[1u8; 32])),
+        EngineOptions {
+            wa_version: None, // a custom transport pins the version itself
+            connect_timeout: Duration::from_secs(3),
+            transport: TransportChoice::Factory(Arc::new(OddTransport { panic })),
+        },
+    )
+    .unwrap()
+}
+
+#[actix::test]
+async fn a_panicking_client_crashes_alone() {
+    let t = sqlite_db();
+    let bad = odd_engine(&t.db, true);
+    let good = engine(&t.db, Duration::from_secs(2), Some((2, 3000, 1042742319)));
+    let (id1, id2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    link(&bad, id1).await;
+    let (sink1, mut rx1) = sink(id1);
+    let (sink2, mut rx2) = sink(id2);
+    let _h1 = bad.start(spec(id1), sink1).await.expect("start");
+    let _h2 = good.start(spec(id2), sink2).await.expect("start");
+    let e1 = drain(&mut rx1, Duration::from_secs(5)).await;
+    assert_eq!(e1.len(), 1, "{e1:?}");
+    match &e1[0].1 {
+        EngineEvent::Crashed { cause } => assert!(cause.contains("transport exploded"), "{cause}"),
+        other => panic!("expected Crashed, got {other:?}"),
+    }
+    // The same runtime still runs other clients: a second start works...
+    let id3 = uuid::Uuid::new_v4();
+    let (sink3, mut rx3) = sink(id3);
+    let h3 = bad
+        .start(spec(id3), sink3)
+        .await
+        .expect("start after a crash");
+    assert!(matches!(
+        drain(&mut rx3, Duration::from_secs(5)).await.first(),
+        Some((_, EngineEvent::Crashed { .. }))
+    ));
+    h3.stop().await;
+    // ...and the other engine's session ends on its own terms.
+    let e2 = drain(&mut rx2, Duration::from_secs(6)).await;
+    assert!(
+        matches!(e2.as_slice(), [(_, EngineEvent::ConnectFailed { .. })]),
+        "{e2:?}"
+    );
+}
+
+#[actix::test]
+async fn a_connection_closed_in_the_handshake_is_a_connect_failure() {
+    let t = sqlite_db();
+    let engine = odd_engine(&t.db, false);
+    let id = uuid::Uuid::new_v4();
+    link(&engine, id).await;
+    let (sink, mut rx) = sink(id);
+    let _h = engine.start(spec(id), sink).await.expect("start");
+    let events = drain(&mut rx, Duration::from_secs(6)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let EngineEvent::ConnectFailed { reason } = &events[0].1 else {
+        panic!("expected ConnectFailed, got {events:?}");
+    };
+    assert!(reason.contains("handshake"), "{reason}");
+}
