@@ -346,3 +346,98 @@ async fn a_connection_closed_in_the_handshake_is_a_connect_failure() {
     };
     assert!(reason.contains("handshake"), "{reason}");
 }
+
+fn shared_for(sink: EngineEventSink) -> Arc<Shared> {
+    Arc::new(Shared {
+        sink,
+        closed: Mutex::new(false),
+        progress: Mutex::new(Progress::default()),
+        client: OnceLock::new(),
+        wake: Notify::new(),
+        transport_error: Mutex::new(None),
+        version_error: Mutex::new(None),
+    })
+}
+
+#[actix::test]
+async fn events_map_in_order_and_nothing_follows_a_terminal_one() {
+    use whatsapp_rust::types::events as ev;
+    let id = uuid::Uuid::new_v4();
+    let (sink, mut rx) = sink(id);
+    let shared = shared_for(sink);
+    let fwd = Forwarder {
+        shared: shared.clone(),
+    };
+    let send = |e: Event| fwd.handle_event(Arc::new(e));
+    let jid: whatsapp_rust::Jid = "15550001111@s.whatsapp.net".parse().unwrap();
+    let lid: whatsapp_rust::Jid = "100000012345678@lid".parse().unwrap();
+    send(Event::PairingQrCode(
+        ev::PairingQrCode::builder()
+            .code("ref,a,b,c,d".into())
+            .timeout(Duration::from_secs(60))
+            .build(),
+    ));
+    send(Event::PairSuccess(
+        ev::PairSuccess::builder()
+            .id(jid)
+            .lid(lid)
+            .business_name("Shop".into())
+            .platform("android".into())
+            .build(),
+    ));
+    send(Event::Connected(ev::Connected::builder().build()));
+    send(Event::StreamReplaced(ev::StreamReplaced::builder().build()));
+    // After the terminal event: nothing more.
+    send(Event::PairingQrCodesExhausted(
+        ev::PairingQrCodesExhausted::builder()
+            .disconnected(true)
+            .build(),
+    ));
+    send(Event::Connected(ev::Connected::builder().build()));
+    let events: Vec<EngineEvent> = drain(&mut rx, Duration::from_millis(300))
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            EngineEvent::Qr {
+                code: "ref,a,b,c,d".into(),
+                timeout: Duration::from_secs(60)
+            },
+            EngineEvent::PairSuccess {
+                phone: "15550001111".into(),
+                push_name: Some("Shop".into())
+            },
+            EngineEvent::Connected {
+                phone: String::new(), // no client in this test
+                push_name: None
+            },
+            EngineEvent::Replaced,
+        ]
+    );
+    assert!(shared.is_closed());
+}
+
+#[actix::test]
+async fn connect_failure_before_login_is_connect_failed() {
+    use whatsapp_rust::types::events as ev;
+    let id = uuid::Uuid::new_v4();
+    let (sink, mut rx) = sink(id);
+    let fwd = Forwarder {
+        shared: shared_for(sink),
+    };
+    fwd.handle_event(Arc::new(Event::ConnectFailure(
+        ev::ConnectFailure::builder()
+            .reason(ev::ConnectFailureReason::ServiceUnavailable)
+            .build(),
+    )));
+    let events = drain(&mut rx, Duration::from_millis(300)).await;
+    match events.as_slice() {
+        [(_, EngineEvent::ConnectFailed { reason })] => {
+            assert!(reason.contains("503"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
