@@ -127,6 +127,11 @@ pub struct WaEngine {
     db: Db,
     secrets: Arc<SecretBox>,
     options: EngineOptions,
+    /// Shared by every client: one TLS configuration and one HTTP pool per
+    /// process instead of one per session (memory).
+    transport: Arc<dyn TransportFactory>,
+    transport_target: String,
+    http: UreqHttpClient,
 }
 
 impl Drop for WaEngine {
@@ -150,12 +155,32 @@ impl WaEngine {
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
+        let (transport, transport_target): (Arc<dyn TransportFactory>, String) =
+            match &options.transport {
+                TransportChoice::WhatsApp => (
+                    Arc::new(
+                        TokioWebSocketTransportFactory::new()
+                            .with_connector(whatsapp_rust::transport::default_tls_connector()),
+                    ),
+                    "WhatsApp (wss://web.whatsapp.com)".to_string(),
+                ),
+                #[cfg(any(test, feature = "simulator"))]
+                TransportChoice::Factory(f) => (f.clone(), "the in-process transport".to_string()),
+                #[cfg(feature = "simulator")]
+                TransportChoice::Url(url) => (
+                    Arc::new(TokioWebSocketTransportFactory::new().with_url(url.clone())),
+                    url.clone(),
+                ),
+            };
         Ok(WaEngine {
             rt: Some(rt),
             handle,
             db,
             secrets,
             options,
+            transport,
+            transport_target,
+            http: UreqHttpClient::new(),
         })
     }
 
@@ -210,6 +235,9 @@ impl Engine for WaEngine {
             push_name: spec.push_name.filter(|n| !n.trim().is_empty()),
             sink,
             rt: self.handle.clone(),
+            transport: self.transport.clone(),
+            transport_target: self.transport_target.clone(),
+            http: self.http.clone(),
         };
         let started = on_runtime(&self.handle, start_session(ctx));
         async move {
@@ -247,6 +275,9 @@ struct StartCtx {
     push_name: Option<String>,
     sink: EngineEventSink,
     rt: tokio::runtime::Handle,
+    transport: Arc<dyn TransportFactory>,
+    transport_target: String,
+    http: UreqHttpClient,
 }
 
 /// What the monitor and the event handler share about one started client.
@@ -588,6 +619,9 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         push_name,
         sink,
         rt,
+        transport,
+        transport_target,
+        http,
     } = ctx;
     let shared = Arc::new(Shared {
         sink,
@@ -599,19 +633,6 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         version_error: Mutex::new(None),
     });
 
-    let (factory, target): (Arc<dyn TransportFactory>, String) = match &options.transport {
-        TransportChoice::WhatsApp => (
-            Arc::new(TokioWebSocketTransportFactory::new()),
-            "WhatsApp (wss://web.whatsapp.com)".to_string(),
-        ),
-        #[cfg(any(test, feature = "simulator"))]
-        TransportChoice::Factory(f) => (f.clone(), "the in-process transport".to_string()),
-        #[cfg(feature = "simulator")]
-        TransportChoice::Url(url) => (
-            Arc::new(TokioWebSocketTransportFactory::new().with_url(url.clone())),
-            url.clone(),
-        ),
-    };
     #[allow(unused_mut)]
     let mut version = options.wa_version;
     #[cfg(any(test, feature = "simulator"))]
@@ -622,12 +643,12 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
     let mut builder = Bot::builder()
         .with_backend(store)
         .with_transport_factory(RecordingTransport {
-            inner: factory,
+            inner: transport,
             shared: shared.clone(),
-            target,
+            target: transport_target,
         })
         .with_http_client(RecordingHttp {
-            inner: UreqHttpClient::new(),
+            inner: http,
             shared: shared.clone(),
         })
         .with_runtime(TokioRuntime)
