@@ -184,6 +184,42 @@ impl WaEngine {
         })
     }
 
+    /// `Engine::start` with the concrete handle.
+    pub fn start_typed(
+        &self,
+        spec: EngineSpec,
+        sink: EngineEventSink,
+    ) -> BoxFuture<'static, Result<WaEngineHandle, EngineError>> {
+        if let Some(proxy) = &spec.proxy {
+            let kind = proxy.kind.as_str();
+            return futures::future::ready(Err(EngineError::Failed(format!(
+                "proxy type {kind} is not supported: whatsapp-rust's websocket transport \
+                 (0.7.0) has no proxy support"
+            ))))
+            .boxed();
+        }
+        let ctx = StartCtx {
+            store: self.device_store(&spec.session_id.to_string()),
+            options: self.options.clone(),
+            push_name: spec.push_name.filter(|n| !n.trim().is_empty()),
+            sink,
+            rt: self.handle.clone(),
+            transport: self.transport.clone(),
+            transport_target: self.transport_target.clone(),
+            http: self.http.clone(),
+        };
+        let started = on_runtime(&self.handle, start_session(ctx));
+        async move {
+            match started.await {
+                Ok(result) => result,
+                Err(panic) => Err(EngineError::Failed(format!(
+                    "engine start crashed: {panic}"
+                ))),
+            }
+        }
+        .boxed()
+    }
+
     /// The device store of one session (e.g. for tools and tests).
     pub fn device_store(&self, session_id: &str) -> DeviceDb {
         DeviceDb::new(self.db.clone(), self.secrets.clone(), session_id)
@@ -221,35 +257,9 @@ impl Engine for WaEngine {
         spec: EngineSpec,
         sink: EngineEventSink,
     ) -> BoxFuture<'static, Result<Box<dyn EngineHandle>, EngineError>> {
-        if let Some(proxy) = &spec.proxy {
-            let kind = proxy.kind.as_str();
-            return futures::future::ready(Err(EngineError::Failed(format!(
-                "proxy type {kind} is not supported: whatsapp-rust's websocket transport \
-                 (0.7.0) has no proxy support"
-            ))))
-            .boxed();
-        }
-        let ctx = StartCtx {
-            store: self.device_store(&spec.session_id.to_string()),
-            options: self.options.clone(),
-            push_name: spec.push_name.filter(|n| !n.trim().is_empty()),
-            sink,
-            rt: self.handle.clone(),
-            transport: self.transport.clone(),
-            transport_target: self.transport_target.clone(),
-            http: self.http.clone(),
-        };
-        let started = on_runtime(&self.handle, start_session(ctx));
-        async move {
-            match started.await {
-                Ok(Ok(handle)) => Ok(Box::new(handle) as Box<dyn EngineHandle>),
-                Ok(Err(e)) => Err(e),
-                Err(panic) => Err(EngineError::Failed(format!(
-                    "engine start crashed: {panic}"
-                ))),
-            }
-        }
-        .boxed()
+        self.start_typed(spec, sink)
+            .map(|r| r.map(|h| Box::new(h) as Box<dyn EngineHandle>))
+            .boxed()
     }
 
     fn forget(

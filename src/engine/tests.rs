@@ -441,3 +441,32 @@ async fn connect_failure_before_login_is_connect_failed() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Every restart builds a new client: the old one must be freed entirely
+/// (its background tasks end), or memory grows with each restart.
+#[actix::test]
+async fn a_stopped_or_failed_client_is_freed() {
+    let t = sqlite_db();
+    let engine = engine(&t.db, Duration::from_secs(2), Some((2, 3000, 1042742319)));
+    // Stopped while connecting (unlinked: retrying).
+    let id = uuid::Uuid::new_v4();
+    let (s, _rx) = sink(id);
+    let h = engine.start_typed(spec(id), s).await.expect("start");
+    let weak = Arc::downgrade(&h.client);
+    h.stop().await;
+    drop(h);
+    // Failed by itself (linked: the run loop ends at once).
+    let id2 = uuid::Uuid::new_v4();
+    link(&engine, id2).await;
+    let (s2, mut rx2) = sink(id2);
+    let h2 = engine.start_typed(spec(id2), s2).await.expect("start");
+    let weak2 = Arc::downgrade(&h2.client);
+    assert!(!drain(&mut rx2, Duration::from_secs(2)).await.is_empty());
+    drop(h2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (weak.strong_count() > 0 || weak2.strong_count() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(weak.strong_count(), 0, "stopped client still referenced");
+    assert_eq!(weak2.strong_count(), 0, "failed client still referenced");
+}
