@@ -665,7 +665,10 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         .with_event_handler(Forwarder {
             shared: shared.clone(),
         })
-        .with_wanted_pre_key_count(PRE_KEY_COUNT);
+        .with_wanted_pre_key_count(PRE_KEY_COUNT)
+        // wasup exposes no chat history: acknowledge the phone's history
+        // uploads without downloading them (each can be many MB per link).
+        .skip_history_sync();
     if let Some(v) = version {
         builder = builder.with_version(v);
     }
