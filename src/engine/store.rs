@@ -857,23 +857,25 @@ impl ProtocolStore for DeviceDb {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        // A LID maps to one phone number: drop its rows under other numbers.
+        // A LID maps to one phone number: drop its rows under other numbers,
+        // in the same transaction as the write.
         let sid = self.sid.clone();
         self.db
             .run(move |conn| {
-                each_backend!(conn, c => c.transaction(|c| {
-                    for row in &rows {
-                        diesel::delete(ds::device_state
-                            .filter(ds::session_id.eq(&sid))
-                            .filter(ds::kind.eq(LID))
-                            .filter(ds::k.eq(&row.k))
-                            .filter(ds::k2.ne(&row.k2)))
-                            .execute(c)?;
-                    }
-                    Ok::<_, diesel::result::Error>(())
-                }))
-                .map_err(DbError::from)?;
-                upsert_rows(conn, &rows).map_err(DbError::from)
+                conn.transaction(|conn| {
+                    each_backend!(&mut *conn, c => {
+                        for row in &rows {
+                            diesel::delete(ds::device_state
+                                .filter(ds::session_id.eq(&sid))
+                                .filter(ds::kind.eq(LID))
+                                .filter(ds::k.eq(&row.k))
+                                .filter(ds::k2.ne(&row.k2)))
+                                .execute(c)?;
+                        }
+                    });
+                    upsert_rows(conn, &rows)
+                })
+                .map_err(DbError::from)
             })
             .await
             .map_err(db_err)
