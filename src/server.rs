@@ -144,7 +144,7 @@ fn engine_options(config: &Config) -> EngineOptions {
     };
     #[cfg(feature = "simulator")]
     if let Some(url) = &config.simulator_url {
-        options.transport = crate::engine::Transport::SimulatorUrl(url.clone());
+        options.transport = crate::engine::TransportChoice::Url(url.clone());
     }
     options
 }
