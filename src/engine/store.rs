@@ -136,11 +136,11 @@ impl DeviceDb {
         }
     }
 
-    fn aad(&self, key: Key<'_>) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(
-            self.sid.len() + key.kind.len() + key.k.len() + key.k2.len() + key.k3.len() + 4,
-        );
-        for part in [&self.sid[..], key.kind, key.k, key.k2, key.k3] {
+    /// Associated data binding a sealed value to its row.
+    fn aad(&self, kind: &str, k: &str, k2: &str, k3: &str) -> Vec<u8> {
+        let parts = [&self.sid[..], kind, k, k2, k3];
+        let mut aad = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for part in parts {
             aad.extend_from_slice(part.as_bytes());
             aad.push(0);
         }
@@ -154,30 +154,16 @@ impl DeviceDb {
             k: key.k.to_string(),
             k2: key.k2.to_string(),
             k3: key.k3.to_string(),
-            value: self.secrets.seal(&self.aad(key), plain),
+            value: self
+                .secrets
+                .seal(&self.aad(key.kind, key.k, key.k2, key.k3), plain),
             n1,
             n2,
         }
     }
 
     fn open(&self, row: &Row) -> Result<Vec<u8>> {
-        let key = Key {
-            kind: kind_static(&row.kind),
-            k: &row.k,
-            k2: &row.k2,
-            k3: &row.k3,
-        };
-        // The kind in the AAD must be the stored one, even if unknown here.
-        let aad = if key.kind.is_empty() {
-            let mut aad = Vec::new();
-            for part in [&self.sid[..], &row.kind, &row.k, &row.k2, &row.k3] {
-                aad.extend_from_slice(part.as_bytes());
-                aad.push(0);
-            }
-            aad
-        } else {
-            self.aad(key)
-        };
+        let aad = self.aad(&row.kind, &row.k, &row.k2, &row.k3);
         self.secrets
             .open(&aad, &row.value)
             .map_err(|e| StoreError::Validation(format!("device_state {}: {e}", row.kind)))
@@ -330,32 +316,6 @@ impl DeviceDb {
     fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(ser_err)
     }
-}
-
-/// The static name of a known kind ("" when unknown), for AAD building.
-fn kind_static(kind: &str) -> &'static str {
-    const ALL: &[&str] = &[
-        DEVICE,
-        IDENTITY,
-        SESSION,
-        PREKEY,
-        SIGNED_PREKEY,
-        SENDER_KEY,
-        SYNC_KEY,
-        LATEST_SYNC_KEY,
-        APP_VERSION,
-        MUTATION_MAC,
-        SKD,
-        LID,
-        BASE_KEY,
-        DEVICE_LIST,
-        GROUP_META,
-        TC_TOKEN,
-        SENT_MSG,
-        PENDING_IN,
-        MSG_SECRET,
-    ];
-    ALL.iter().copied().find(|k| *k == kind).unwrap_or("")
 }
 
 /// Insert or replace rows in one transaction. Upserts need the backend's own

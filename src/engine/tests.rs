@@ -470,3 +470,20 @@ async fn a_stopped_or_failed_client_is_freed() {
     assert_eq!(weak.strong_count(), 0, "stopped client still referenced");
     assert_eq!(weak2.strong_count(), 0, "failed client still referenced");
 }
+
+#[actix::test]
+async fn a_wrong_master_key_fails_the_start_clearly() {
+    let t = sqlite_db();
+    let id = uuid::Uuid::new_v4();
+    link(&engine(&t.db, Duration::from_secs(1), None), id).await;
+    let other_key = WaEngine::new(
+        t.db.clone(),
+        Arc::new(SecretBox::new(&[2u8; 32])),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let (s, mut rx) = sink(id);
+    let err = other_key.start(spec(id), s).await.err().expect("refused");
+    assert!(err.to_string().contains("wrong master key"), "{err}");
+    assert!(drain(&mut rx, Duration::from_millis(300)).await.is_empty());
+}
