@@ -107,7 +107,11 @@ impl Settings {
             return Err(invalid("WASUP_DATA_DIR", "must not be empty"));
         }
         let database_url = match self.database_url.filter(|u| !u.trim().is_empty()) {
-            None => self.data_dir.join("wasup.db").to_string_lossy().into_owned(),
+            None => self
+                .data_dir
+                .join("wasup.db")
+                .to_string_lossy()
+                .into_owned(),
             Some(url) => parse_database_url(&url)?,
         };
         let admin_key = match self.admin_key {
@@ -200,7 +204,9 @@ fn parse_wa_version(text: &str) -> Result<(u32, u32, u32), String> {
     let nums: Result<Vec<u32>, _> = parts.iter().map(|p| p.parse::<u32>()).collect();
     match nums.as_deref() {
         Ok([a, b, c]) => Ok((*a, *b, *c)),
-        _ => Err(format!("'{text}' is not MAJOR.MINOR.PATCH, e.g. 2.3000.1023456789")),
+        _ => Err(format!(
+            "'{text}' is not MAJOR.MINOR.PATCH, e.g. 2.3000.1023456789"
+        )),
     }
 }
 

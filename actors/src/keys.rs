@@ -70,7 +70,10 @@ impl KeyRing {
 
     pub fn revoke(&self, id: ApiKeyId, at: DateTime<Utc>) -> bool {
         let mut keys = self.by_hash.write();
-        match keys.values_mut().find(|k| k.id == id && k.revoked_at.is_none()) {
+        match keys
+            .values_mut()
+            .find(|k| k.id == id && k.revoked_at.is_none())
+        {
             Some(key) => {
                 key.revoked_at = Some(at);
                 true
@@ -91,8 +94,15 @@ impl KeyRing {
     }
 
     /// Who is calling with this secret, as of `now`.
-    pub fn authenticate(&self, secret: Option<&str>, now: DateTime<Utc>) -> Result<Caller, AuthError> {
-        let secret = secret.map(str::trim).filter(|s| !s.is_empty()).ok_or(AuthError::Missing)?;
+    pub fn authenticate(
+        &self,
+        secret: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Caller, AuthError> {
+        let secret = secret
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::Missing)?;
         let keys = self.by_hash.read();
         let key = keys.get(&hash_key(secret)).ok_or(AuthError::Invalid)?;
         if key.revoked_at.is_some() {
@@ -149,15 +159,27 @@ mod tests {
         let id = key.id;
         let ring = KeyRing::new(vec![key]);
         assert_eq!(ring.authenticate(None, now), Err(AuthError::Missing));
-        assert_eq!(ring.authenticate(Some("nope"), now), Err(AuthError::Invalid));
-        assert_eq!(ring.authenticate(Some(&secret), now).unwrap().role, Role::Operator);
+        assert_eq!(
+            ring.authenticate(Some("nope"), now),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            ring.authenticate(Some(&secret), now).unwrap().role,
+            Role::Operator
+        );
         ring.revoke(id, now);
-        assert_eq!(ring.authenticate(Some(&secret), now), Err(AuthError::Revoked));
+        assert_eq!(
+            ring.authenticate(Some(&secret), now),
+            Err(AuthError::Revoked)
+        );
 
         let secret = generate_key();
         let mut key = record(&secret, Role::Viewer);
         key.expires_at = Some(now - chrono::Duration::seconds(1));
         ring.insert(key);
-        assert_eq!(ring.authenticate(Some(&secret), now), Err(AuthError::Expired));
+        assert_eq!(
+            ring.authenticate(Some(&secret), now),
+            Err(AuthError::Expired)
+        );
     }
 }

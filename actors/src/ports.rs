@@ -80,9 +80,15 @@ pub enum EngineEvent {
     /// Not linked: a QR to show. Rotates; each one replaces the last.
     Qr { code: String, timeout: Duration },
     /// The phone accepted the link; the login is finishing.
-    PairSuccess { phone: String, push_name: Option<String> },
+    PairSuccess {
+        phone: String,
+        push_name: Option<String>,
+    },
     /// Logged in and connected.
-    Connected { phone: String, push_name: Option<String> },
+    Connected {
+        phone: String,
+        push_name: Option<String>,
+    },
 
     // --- terminal: the engine is gone after these ---
     /// The connection dropped; a restart may heal it.
@@ -107,7 +113,9 @@ impl EngineEvent {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            EngineEvent::Qr { .. } | EngineEvent::PairSuccess { .. } | EngineEvent::Connected { .. }
+            EngineEvent::Qr { .. }
+                | EngineEvent::PairSuccess { .. }
+                | EngineEvent::Connected { .. }
         )
     }
 }

@@ -19,7 +19,10 @@ struct Inner {
 }
 
 fn status_index(status: SessionStatus) -> usize {
-    SessionStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)
+    SessionStatus::ALL
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(0)
 }
 
 impl Inner {
@@ -52,12 +55,18 @@ impl SessionRegistry {
             }
         }
         inner.count(&view, 1);
-        inner.by_name.insert(view.record.name.clone(), view.record.id);
+        inner
+            .by_name
+            .insert(view.record.name.clone(), view.record.id);
         inner.by_id.insert(view.record.id, view);
     }
 
     /// Change a session's view in place; returns the new view, or None when unknown.
-    pub fn update<F: FnOnce(&mut SessionView)>(&self, id: SessionId, change: F) -> Option<SessionView> {
+    pub fn update<F: FnOnce(&mut SessionView)>(
+        &self,
+        id: SessionId,
+        change: F,
+    ) -> Option<SessionView> {
         let mut inner = self.inner.write();
         let mut view = inner.by_id.remove(&id)?;
         inner.count(&view, -1);
@@ -106,7 +115,10 @@ impl SessionRegistry {
         let inner = self.inner.read();
         let mut views: Vec<SessionView> = match &caller.scope {
             None => inner.by_id.values().cloned().collect(),
-            Some(ids) => ids.iter().filter_map(|id| inner.by_id.get(id).cloned()).collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| inner.by_id.get(id).cloned())
+                .collect(),
         };
         views.sort_by(|a, b| {
             b.record

@@ -85,8 +85,8 @@ impl ManageConnection for ConnectionManager {
                 PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?,
             ),
             Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.url)
-                    .map_err(r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; the busy timeout makes
                 // concurrent writers wait instead of failing; foreign keys make
                 // deletes cascade as on PostgreSQL.
@@ -102,7 +102,8 @@ impl ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
