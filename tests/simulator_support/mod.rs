@@ -99,3 +99,16 @@ impl TestClient {
         }
     }
 }
+
+/// Starts a client, links it to `phone` by QR and waits for `Connected`.
+pub async fn linked_client(
+    sim: &wasup::simulator::Simulator,
+    phone: &str,
+    name: &str,
+) -> (TestClient, wasup::simulator::LinkedDevice) {
+    let mut c = start_client(sim.transport_factory(), new_backend(), name).await;
+    let qr = c.qr().await;
+    let dev = sim.scan(&qr, phone, name).await.expect("scan links");
+    c.connected().await;
+    (c, dev)
+}
