@@ -77,7 +77,7 @@ async fn unlink_logs_out_and_the_device_is_forgotten() {
     let mut c2 = start_client(sim.transport_factory(), backend, "A").await;
     let lo = c2
         .wait_for(30, |e| match e {
-            Event::LoggedOut(l) => Some((l.on_connect, l.reason.clone())),
+            Event::LoggedOut(l) => Some((l.on_connect, l.reason)),
             _ => None,
         })
         .await;
