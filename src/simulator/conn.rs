@@ -648,21 +648,20 @@ impl Conn {
             let _ = link.reply.send(Err(SimError::LinkRejected(e)));
             return;
         }
+        let rec = LinkedDeviceRec::new(
+            link.device,
+            link.key_index,
+            &link.noise_pub,
+            &link.companion_identity,
+            &link.platform,
+            &link.push_name,
+        );
+        let linked_at = rec.linked_at;
         let lid = {
             let mut st = self.inner.state.lock();
             let lid = match st.accounts.get_mut(&link.phone) {
                 Some(acct) => {
-                    acct.rec.devices.insert(
-                        link.device,
-                        LinkedDeviceRec::new(
-                            link.device,
-                            link.key_index,
-                            &link.noise_pub,
-                            &link.companion_identity,
-                            &link.platform,
-                            &link.push_name,
-                        ),
-                    );
+                    acct.rec.devices.insert(link.device, rec);
                     acct.rec.lid.clone()
                 }
                 None => String::new(),
@@ -679,7 +678,7 @@ impl Conn {
             device: link.device,
             lid,
             platform: link.platform.clone(),
-            linked_at: now_secs(),
+            linked_at,
         };
         let _ = link.reply.send(Ok(dev));
         self.inner.conns.lock().remove(&self.id);
