@@ -81,6 +81,27 @@ pub enum SimError {
     InvalidPhone,
     #[error("storage: {0}")]
     Storage(String),
+    #[error("invalid fault: {0}")]
+    InvalidFault(String),
+}
+
+impl SimError {
+    /// The HTTP status a control API should answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            SimError::QrMalformed(_)
+            | SimError::InvalidPhone
+            | SimError::InvalidFault(_)
+            | SimError::WrongCode(_) => 400,
+            SimError::QrExpiredOrUnknown
+            | SimError::NoPendingCode(_)
+            | SimError::NoSuchPhone
+            | SimError::NoSuchDevice => 404,
+            SimError::NotConnected | SimError::ConnectionGone | SimError::LinkRejected(_) => 409,
+            SimError::LinkTimeout => 504,
+            SimError::Storage(_) => 500,
+        }
+    }
 }
 
 /// A device linked to a virtual phone.
@@ -153,6 +174,40 @@ pub enum FaultKind {
     /// `<stream:error code=N/>`; the transport is closed for codes the client
     /// does not close itself (503, 429, 500 …).
     StreamError(u16),
+}
+
+impl FaultKind {
+    /// From the names a control API uses: `drop`, `outage` (`seconds`),
+    /// `unlink`, `replaced`, `ban` (`code`, default 101; `seconds`, default
+    /// 3600), `outdated`, `stream_error` (`code`).
+    pub fn from_parts(
+        kind: &str,
+        seconds: Option<u64>,
+        code: Option<u32>,
+    ) -> Result<Self, SimError> {
+        let need = |what: &str| SimError::InvalidFault(format!("`{kind}` needs `{what}`"));
+        Ok(match kind {
+            "drop" => FaultKind::Drop,
+            "outage" => {
+                FaultKind::Outage(Duration::from_secs(seconds.ok_or_else(|| need("seconds"))?))
+            }
+            "unlink" => FaultKind::Unlink,
+            "replaced" => FaultKind::Replaced,
+            "ban" => FaultKind::Ban {
+                code: code.unwrap_or(101),
+                expire: Duration::from_secs(seconds.unwrap_or(3600)),
+            },
+            "outdated" => FaultKind::Outdated,
+            "stream_error" => {
+                let c = code.ok_or_else(|| need("code"))?;
+                FaultKind::StreamError(
+                    u16::try_from(c)
+                        .map_err(|_| SimError::InvalidFault("code out of range".into()))?,
+                )
+            }
+            other => return Err(SimError::InvalidFault(format!("unknown kind `{other}`"))),
+        })
+    }
 }
 
 pub(crate) type DevKey = (String, u16);
