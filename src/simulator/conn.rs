@@ -333,7 +333,7 @@ impl Conn {
                     Some(Input::Closed) | None => return Ok(()),
                 },
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(c) => self.command(c),
+                    Some(c) => self.command(c).await,
                     None => return Ok(()),
                 },
             }
@@ -474,7 +474,7 @@ impl Conn {
         Ok(())
     }
 
-    fn command(&mut self, cmd: ConnCmd) {
+    async fn command(&mut self, cmd: ConnCmd) {
         match cmd {
             ConnCmd::PairSuccess { node, link } => {
                 self.send(&node);
@@ -492,6 +492,7 @@ impl Conn {
                         .send(Err(SimError::WrongCode("superseded".into())));
                 }
             }
+            ConnCmd::Deliver(m) => self.deliver(m).await,
             ConnCmd::Fault { nodes, close } => {
                 for n in &nodes {
                     self.send(n);
@@ -507,6 +508,22 @@ impl Conn {
         match node.tag.as_ref() {
             "iq" => self.handle_iq(node).await,
             "message" => {
+                if let (Some(key), Some(id), Some(to)) =
+                    (self.login.clone(), attr(&node, "id"), attr(&node, "to"))
+                {
+                    let enc_count = node
+                        .get_optional_child("participants")
+                        .map(|p| p.get_children_by_tag("to").count())
+                        .unwrap_or(0)
+                        + node.get_children_by_tag("enc").count();
+                    self.inner.sent.lock().push(super::SentMessage {
+                        from_phone: key.0,
+                        from_device: key.1,
+                        to,
+                        id,
+                        enc_count,
+                    });
+                }
                 if let Some(id) = attr(&node, "id") {
                     let mut b = NodeBuilder::new("ack")
                         .attr("class", "message")
@@ -539,6 +556,14 @@ impl Conn {
             ("passive", _) => {
                 self.send(&result(&id, vec![]));
                 if first_tag == "active" {
+                    let queued = self
+                        .login
+                        .as_ref()
+                        .and_then(|k| self.inner.offline.lock().remove(k))
+                        .unwrap_or_default();
+                    for m in queued {
+                        self.deliver(m).await;
+                    }
                     let ib = NodeBuilder::new("ib")
                         .attr("from", SERVER)
                         .children([NodeBuilder::new("offline").attr("count", "0").build()])
@@ -567,7 +592,32 @@ impl Conn {
                 self.send(&result(&id, vec![]));
                 self.maybe_share_app_state_key().await;
             }
-            ("encrypt", "digest") => self.send(&result(&id, vec![])),
+            ("encrypt", "key") => {
+                let resp = self.key_bundles(first.as_ref());
+                self.send(&result(&id, vec![resp]));
+            }
+            ("encrypt", "digest") => {
+                // Without the device's bundle (e.g. after a simulator restart)
+                // a 404 makes the client upload its prekeys again.
+                let known = self
+                    .login
+                    .as_ref()
+                    .is_some_and(|k| self.inner.bundles.lock().contains_key(k));
+                if known {
+                    self.send(&result(&id, vec![]));
+                } else {
+                    let e = NodeBuilder::new("iq")
+                        .attr("type", "error")
+                        .attr("id", id)
+                        .attr("from", SERVER)
+                        .children([NodeBuilder::new("error")
+                            .attr("code", "404")
+                            .attr("text", "item-not-found")
+                            .build()])
+                        .build();
+                    self.send(&e);
+                }
+            }
             ("w:sync:app:state", "sync") => {
                 let cols: Vec<Node> = first
                     .as_ref()
@@ -885,6 +935,175 @@ impl Conn {
                 self.send(&msg);
             }
             Err(e) => log::warn!("simulator: app-state key share failed: {e}"),
+        }
+    }
+
+    /// Answers a prekey fetch: companions' uploaded bundles, and a bundle
+    /// for each virtual phone (device 0) signed with its account key.
+    fn key_bundles(&self, key: Option<&Node>) -> Node {
+        let users: Vec<String> = key
+            .map(|k| {
+                k.get_children_by_tag("user")
+                    .filter_map(|u| attr(u, "jid"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for jid in users {
+            let (user, server) = jid.split_once('@').unwrap_or((&jid, "s.whatsapp.net"));
+            let (user, dev) = match user.split_once(':') {
+                Some((u, d)) => (u, d.parse::<u16>().unwrap_or(0)),
+                None => (user, 0),
+            };
+            let phone = {
+                let st = self.inner.state.lock();
+                if server == "lid" {
+                    st.accounts
+                        .values()
+                        .find(|a| a.rec.lid == user)
+                        .map(|a| a.rec.phone.clone())
+                } else {
+                    st.accounts.contains_key(user).then(|| user.to_string())
+                }
+            };
+            let bundle = phone.and_then(|p| {
+                if dev == 0 {
+                    self.phone_bundle(&p).map(|b| (b, None))
+                } else {
+                    let mut all = self.inner.bundles.lock();
+                    all.get_mut(&(p, dev)).map(|b| {
+                        let pk = (!b.pre_keys.is_empty()).then(|| b.pre_keys.remove(0));
+                        (b.clone(), pk)
+                    })
+                }
+            });
+            let node = match bundle {
+                Some((b, pk)) => {
+                    let mut ch = vec![
+                        NodeBuilder::new("registration")
+                            .bytes(b.registration_id.to_be_bytes().to_vec())
+                            .build(),
+                        NodeBuilder::new("type").bytes(vec![5u8]).build(),
+                        NodeBuilder::new("identity")
+                            .bytes(b.identity.to_vec())
+                            .build(),
+                        NodeBuilder::new("skey")
+                            .children([
+                                NodeBuilder::new("id")
+                                    .bytes(b.signed_pre_key_id.to_be_bytes()[1..].to_vec())
+                                    .build(),
+                                NodeBuilder::new("value")
+                                    .bytes(b.signed_pre_key.to_vec())
+                                    .build(),
+                                NodeBuilder::new("signature")
+                                    .bytes(b.signed_pre_key_sig.clone())
+                                    .build(),
+                            ])
+                            .build(),
+                    ];
+                    if let Some((id, v)) = pk {
+                        ch.push(
+                            NodeBuilder::new("key")
+                                .children([
+                                    NodeBuilder::new("id")
+                                        .bytes(id.to_be_bytes()[1..].to_vec())
+                                        .build(),
+                                    NodeBuilder::new("value").bytes(v.to_vec()).build(),
+                                ])
+                                .build(),
+                        );
+                    }
+                    NodeBuilder::new("user")
+                        .attr("jid", jid.clone())
+                        .children(ch)
+                        .build()
+                }
+                None => NodeBuilder::new("user")
+                    .attr("jid", jid.clone())
+                    .children([NodeBuilder::new("error")
+                        .attr("code", "404")
+                        .attr("text", "item-not-found")
+                        .build()])
+                    .build(),
+            };
+            out.push(node);
+        }
+        NodeBuilder::new("list").children(out).build()
+    }
+
+    /// The virtual phone's own prekey bundle (made once per run).
+    fn phone_bundle(&self, phone: &str) -> Option<UploadedBundle> {
+        if let Some(b) = self.inner.phone_prekeys.lock().get(phone) {
+            return Some(b.clone());
+        }
+        let account = {
+            let st = self.inner.state.lock();
+            st.accounts.get(phone).map(|a| a.identity.clone())?
+        };
+        let spk = new_keypair();
+        let sig = account
+            .private_key
+            .calculate_signature(&spk.public_key.serialize(), &mut phone::rng())
+            .ok()?;
+        let b = UploadedBundle {
+            registration_id: u32::from_le_bytes(random_bytes::<4>()) & 0x3fff,
+            identity: pub32(&account),
+            signed_pre_key_id: 1,
+            signed_pre_key: pub32(&spk),
+            signed_pre_key_sig: sig.to_vec(),
+            pre_keys: vec![],
+        };
+        self.inner
+            .phone_prekeys
+            .lock()
+            .insert(phone.to_string(), b.clone());
+        Some(b)
+    }
+
+    /// Encrypts and sends a queued inbound message; without the device's
+    /// prekey bundle it stays queued for the next login.
+    async fn deliver(&mut self, m: super::QueuedMsg) {
+        let Some(key) = self.login.clone() else {
+            return;
+        };
+        let taken = {
+            let mut b = self.inner.bundles.lock();
+            b.get_mut(&key).map(|b| {
+                let pk = (!b.pre_keys.is_empty()).then(|| b.pre_keys.remove(0));
+                (b.clone(), pk)
+            })
+        };
+        let Some((bundle, pre_key)) = taken else {
+            self.inner.offline.lock().entry(key).or_default().push(m);
+            return;
+        };
+        let sender = {
+            let st = self.inner.state.lock();
+            st.accounts.get(&m.from).map(|a| a.identity.clone())
+        };
+        let Some(sender) = sender else { return };
+        let plain = wa::Message {
+            conversation: Some(m.text.clone()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        match phone::encrypt_from_phone(&sender, &key.0, key.1, &bundle, pre_key, &plain).await {
+            Ok(ct) => {
+                let node = NodeBuilder::new("message")
+                    .attr("from", format!("{}@s.whatsapp.net", m.from))
+                    .attr("type", "text")
+                    .attr("id", m.id)
+                    .attr("t", m.t.to_string())
+                    .attr("notify", m.notify)
+                    .children([NodeBuilder::new("enc")
+                        .attr("v", "2")
+                        .attr("type", "pkmsg")
+                        .bytes(ct)
+                        .build()])
+                    .build();
+                self.send(&node);
+            }
+            Err(e) => log::warn!("simulator: cannot encrypt to {key:?}: {e}"),
         }
     }
 

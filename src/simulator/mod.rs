@@ -45,7 +45,7 @@ use wacore_binary::Node;
 use whatsapp_rust::transport::DisconnectReason;
 
 pub use state::STATE_FILE;
-pub use transport::SimTransportFactory;
+pub use transport::{DynTransportFactory, SimTransportFactory};
 pub use ws::WsServer;
 
 use phone::{new_keypair, now_secs, pub32, UploadedBundle};
@@ -239,11 +239,37 @@ pub(crate) enum ConnCmd {
     PairSuccess { node: Node, link: PendingLink },
     /// Send `primary_hello` and wait for `companion_finish`.
     PrimaryHello { node: Node, stage: CodeStage },
+    /// Deliver an inbound message from a simulated contact.
+    Deliver(QueuedMsg),
     /// Send these stanzas, then optionally close the transport.
     Fault {
         nodes: Vec<Node>,
         close: Option<DisconnectReason>,
     },
+}
+
+/// An inbound text waiting for delivery to one device.
+#[derive(Clone, Debug)]
+pub(crate) struct QueuedMsg {
+    pub from: String,
+    pub notify: String,
+    pub id: String,
+    pub t: i64,
+    pub text: String,
+}
+
+/// A message a linked client sent (recorded, not decrypted).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SentMessage {
+    /// Sender phone and device.
+    pub from_phone: String,
+    pub from_device: u16,
+    /// The `to` of the stanza (a user JID or group).
+    pub to: String,
+    /// The message id the client chose (what `send_*` returned).
+    pub id: String,
+    /// Number of per-device `<enc>` payloads it carried.
+    pub enc_count: usize,
 }
 
 /// A companion's `companion_hello`, waiting for the phone to enter the code.
@@ -281,6 +307,9 @@ pub(crate) struct Inner {
     pub key_share_due: Mutex<HashSet<DevKey>>,
     pub outages: Mutex<HashMap<DevKey, Instant>>,
     pub pending_failures: Mutex<HashMap<DevKey, Node>>,
+    pub offline: Mutex<HashMap<DevKey, Vec<QueuedMsg>>>,
+    pub sent: Mutex<Vec<SentMessage>>,
+    pub phone_prekeys: Mutex<HashMap<String, UploadedBundle>>,
 }
 
 impl Inner {
@@ -422,6 +451,9 @@ impl Simulator {
                 key_share_due: Mutex::new(HashSet::new()),
                 outages: Mutex::new(HashMap::new()),
                 pending_failures: Mutex::new(HashMap::new()),
+                offline: Mutex::new(HashMap::new()),
+                sent: Mutex::new(Vec::new()),
+                phone_prekeys: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -429,6 +461,13 @@ impl Simulator {
     /// The in-process transport for `BotBuilder::with_transport_factory`.
     pub fn transport_factory(&self) -> SimTransportFactory {
         SimTransportFactory::new(self.inner.clone())
+    }
+
+    /// The same factory as a trait object, for code that stores factories as
+    /// `Arc<dyn TransportFactory>` (wrap it in [`DynTransportFactory`] to
+    /// give it back to `with_transport_factory`).
+    pub fn transport_factory_arc(&self) -> Arc<dyn whatsapp_rust::transport::TransportFactory> {
+        Arc::new(self.transport_factory())
     }
 
     /// Serves `ws://ADDR/ws/chat` (any path is accepted). `addr` must be a
@@ -750,6 +789,73 @@ impl Simulator {
             }
         }
         Ok(())
+    }
+
+    /// A contact `from_phone` (a virtual phone, created if new) sends `text`
+    /// to `to_phone`: every device linked to `to_phone` gets it, Signal
+    /// encrypted, as `Event::Messages`. Devices not connected get it at their
+    /// next login (before the offline marker). Returns the message id.
+    pub fn send_text(
+        &self,
+        from_phone: &str,
+        to_phone: &str,
+        text: &str,
+    ) -> Result<String, SimError> {
+        valid_phone(from_phone)?;
+        let (notify, devices) = {
+            let mut st = self.inner.state.lock();
+            let to: Vec<u16> = st
+                .accounts
+                .get(to_phone)
+                .ok_or(SimError::NoSuchPhone)?
+                .rec
+                .devices
+                .keys()
+                .copied()
+                .collect();
+            let from = st
+                .accounts
+                .entry(from_phone.to_string())
+                .or_insert_with(|| Account::new(from_phone, ""));
+            let notify = if from.rec.push_name.is_empty() {
+                format!("+{from_phone}")
+            } else {
+                from.rec.push_name.clone()
+            };
+            st.save_logged();
+            (notify, to)
+        };
+        let id = format!(
+            "3EB0{:016X}",
+            u64::from_le_bytes(phone::random_bytes::<8>())
+        );
+        let msg = QueuedMsg {
+            from: from_phone.to_string(),
+            notify,
+            id: id.clone(),
+            t: now_secs(),
+            text: text.to_string(),
+        };
+        for dev in devices {
+            let key = (to_phone.to_string(), dev);
+            let live = self.inner.live_conns(&key);
+            match live.first() {
+                Some(c) if c.send(ConnCmd::Deliver(msg.clone())).is_ok() => {}
+                _ => self
+                    .inner
+                    .offline
+                    .lock()
+                    .entry(key)
+                    .or_default()
+                    .push(msg.clone()),
+            }
+        }
+        Ok(id)
+    }
+
+    /// Messages linked clients have sent, oldest first.
+    pub fn sent_messages(&self) -> Vec<SentMessage> {
+        self.inner.sent.lock().clone()
     }
 
     /// Lifts a ban early.

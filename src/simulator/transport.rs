@@ -88,3 +88,20 @@ impl TransportFactory for SimTransportFactory {
         Ok((Arc::new(SimTransport { input: in_tx }), ev_rx))
     }
 }
+
+/// Wraps an `Arc<dyn TransportFactory>` so it can be handed to
+/// `BotBuilder::with_transport_factory`, which takes a concrete factory.
+#[derive(Clone)]
+pub struct DynTransportFactory(pub Arc<dyn TransportFactory>);
+
+#[whatsapp_rust::async_trait]
+impl TransportFactory for DynTransportFactory {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (Arc<dyn Transport>, async_channel::Receiver<TransportEvent>),
+        whatsapp_rust::anyhow::Error,
+    > {
+        self.0.create_transport().await
+    }
+}
