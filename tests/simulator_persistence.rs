@@ -33,6 +33,20 @@ async fn restarted_simulator_recognises_linked_devices() {
     })
     .await;
     assert!(sim.is_connected(phone, dev.device));
+
+    // The restarted simulator lost the uploaded prekeys; the digest check
+    // makes the client upload them again, so messages still get through.
+    sim.send_text("15551259999", phone, "after restart")
+        .unwrap();
+    c.wait_for(30, |e| match e {
+        Event::Messages(b) => b
+            .messages
+            .iter()
+            .any(|m| m.message.conversation.as_deref() == Some("after restart"))
+            .then_some(()),
+        _ => None,
+    })
+    .await;
     c.shutdown().await;
 }
 

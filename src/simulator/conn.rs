@@ -591,6 +591,15 @@ impl Conn {
                 self.store_prekeys(&node);
                 self.send(&result(&id, vec![]));
                 self.maybe_share_app_state_key().await;
+                // Messages that waited for this device's bundle.
+                let queued = self
+                    .login
+                    .as_ref()
+                    .and_then(|k| self.inner.offline.lock().remove(k))
+                    .unwrap_or_default();
+                for m in queued {
+                    self.deliver(m).await;
+                }
             }
             ("encrypt", "key") => {
                 let resp = self.key_bundles(first.as_ref());
