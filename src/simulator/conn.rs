@@ -516,7 +516,11 @@ impl Conn {
                         .map(|p| p.get_children_by_tag("to").count())
                         .unwrap_or(0)
                         + node.get_children_by_tag("enc").count();
-                    self.inner.sent.lock().push(super::SentMessage {
+                    let mut sent = self.inner.sent.lock();
+                    if sent.len() >= super::SENT_LOG_CAP {
+                        sent.drain(..super::SENT_LOG_CAP / 2);
+                    }
+                    sent.push(super::SentMessage {
                         from_phone: key.0,
                         from_device: key.1,
                         to,

@@ -51,6 +51,10 @@ pub use ws::WsServer;
 use phone::{new_keypair, now_secs, pub32, UploadedBundle};
 use state::{Account, State};
 
+/// At most this many recorded outbound messages are kept (the oldest half
+/// is dropped when full), so long benchmarks do not grow without bound.
+pub const SENT_LOG_CAP: usize = 10_000;
+
 /// How long `scan` / `enter_code` wait for the client to finish the link.
 const LINK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -853,7 +857,8 @@ impl Simulator {
         Ok(id)
     }
 
-    /// Messages linked clients have sent, oldest first.
+    /// Messages linked clients have sent, oldest first (the last
+    /// [`SENT_LOG_CAP`] at most).
     pub fn sent_messages(&self) -> Vec<SentMessage> {
         self.inner.sent.lock().clone()
     }
