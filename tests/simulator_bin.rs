@@ -99,6 +99,26 @@ async fn binary_links_a_client_and_injects_faults() {
 
     let (st, body) = call(
         "POST",
+        format!("{base}/send-text"),
+        Some(json!({"from": "15551279999", "to": "15551270001", "text": "via control API"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    c.wait_for(20, |e| match e {
+        Event::Messages(b) => b
+            .messages
+            .iter()
+            .any(|m| m.message.conversation.as_deref() == Some("via control API"))
+            .then_some(()),
+        _ => None,
+    })
+    .await;
+    let (st, sent) = call("GET", format!("{base}/sent"), None).await;
+    assert_eq!(st, 200);
+    assert!(sent.is_array());
+
+    let (st, body) = call(
+        "POST",
         format!("{base}/scan"),
         Some(json!({"qr": "2@x,AAAA,AAAA,AAAA", "phone": "15551270001"})),
     )

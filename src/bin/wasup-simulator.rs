@@ -12,6 +12,8 @@
 //! | `GET /phones/{phone}/devices` | | `[{phone, device, lid, platform, linked_at}]` |
 //! | `POST /fault` | `{"phone","device" \| "ref", "kind", "seconds"?, "code"?}` | `{"ok":true}` |
 //! | `POST /unban` | `{"phone","device"}` | `{"ok":true}` |
+//! | `POST /send-text` | `{"from","to","text"}` | `{"id"}` (a contact writes to every device of `to`) |
+//! | `GET /sent` | | messages linked clients sent `[{from_phone, from_device, to, id, enc_count}]` |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status.
 
@@ -128,6 +130,24 @@ async fn fault(sim: web::Data<Simulator>, req: web::Json<FaultReq>) -> HttpRespo
     }
 }
 
+#[derive(Deserialize)]
+struct TextReq {
+    from: String,
+    to: String,
+    text: String,
+}
+
+async fn send_text(sim: web::Data<Simulator>, req: web::Json<TextReq>) -> HttpResponse {
+    match sim.send_text(&req.from, &req.to, &req.text) {
+        Ok(id) => HttpResponse::Ok().json(serde_json::json!({ "id": id })),
+        Err(e) => err(e),
+    }
+}
+
+async fn sent(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(sim.sent_messages())
+}
+
 async fn unban(sim: web::Data<Simulator>, req: web::Json<DevReq>) -> HttpResponse {
     match sim.unban(&req.phone, req.device) {
         Ok(()) => ok(),
@@ -167,6 +187,8 @@ async fn main() -> std::io::Result<()> {
             .route("/phones/{phone}/devices", web::get().to(devices))
             .route("/fault", web::post().to(fault))
             .route("/unban", web::post().to(unban))
+            .route("/send-text", web::post().to(send_text))
+            .route("/sent", web::get().to(sent))
     })
     .workers(1)
     .bind(args.control)?

@@ -937,3 +937,83 @@ pub(crate) fn ban_failure(code: u32, expire_secs: u64) -> Node {
         .attr("expire", expire_secs.to_string())
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_from_jid() {
+        assert_eq!(
+            Target::from_jid("15551234567:3@s.whatsapp.net"),
+            Some(Target::device("15551234567", 3))
+        );
+        assert_eq!(Target::from_jid("15551234567@s.whatsapp.net"), None);
+    }
+
+    #[test]
+    fn fault_kind_from_parts() {
+        assert_eq!(
+            FaultKind::from_parts("drop", None, None),
+            Ok(FaultKind::Drop)
+        );
+        assert_eq!(
+            FaultKind::from_parts("outage", Some(5), None),
+            Ok(FaultKind::Outage(Duration::from_secs(5)))
+        );
+        assert!(FaultKind::from_parts("outage", None, None).is_err());
+        assert_eq!(
+            FaultKind::from_parts("ban", None, None),
+            Ok(FaultKind::Ban {
+                code: 101,
+                expire: Duration::from_secs(3600)
+            })
+        );
+        assert_eq!(
+            FaultKind::from_parts("stream_error", None, Some(503)),
+            Ok(FaultKind::StreamError(503))
+        );
+        assert!(FaultKind::from_parts("nope", None, None).is_err());
+    }
+
+    #[test]
+    fn errors_map_to_http_statuses() {
+        assert_eq!(SimError::QrExpiredOrUnknown.http_status(), 404);
+        assert_eq!(SimError::InvalidPhone.http_status(), 400);
+        assert_eq!(SimError::NotConnected.http_status(), 409);
+        assert_eq!(
+            SimError::QrExpiredOrUnknown.to_string(),
+            "QR code expired or unknown"
+        );
+    }
+
+    #[test]
+    fn signed_link_verifies_and_tampering_does_not() {
+        let account = phone::new_keypair();
+        let companion = phone::new_keypair();
+        let companion_pub = pub32(&companion);
+        let container = phone::build_device_identity(&account, 7, 3, &companion_pub, &[9u8; 32]);
+        // What the client does with it (wacore's own pairing code).
+        let state = wacore::pair::DeviceState {
+            identity_key: companion.clone(),
+            noise_key: phone::new_keypair(),
+            adv_secret_key: [9u8; 32],
+        };
+        let (signed, key_index) =
+            wacore::pair::PairUtils::do_pair_crypto(&state, &container).expect("client accepts");
+        assert_eq!(key_index, 3);
+        assert_eq!(
+            phone::verify_pair_device_sign(&pub32(&account), &companion_pub, &signed),
+            Ok(3)
+        );
+        let mut bad = signed.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(phone::verify_pair_device_sign(&pub32(&account), &companion_pub, &bad).is_err());
+        let wrong_secret = wacore::pair::DeviceState {
+            adv_secret_key: [8u8; 32],
+            ..state
+        };
+        assert!(wacore::pair::PairUtils::do_pair_crypto(&wrong_secret, &container).is_err());
+    }
+}
