@@ -177,3 +177,18 @@ async fn drop_of_an_unlinked_connection_by_qr_ref() {
     assert_ne!(qr, qr2);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_of_the_same_device_replaces_the_first() {
+    init_log();
+    let sim = Simulator::new();
+    let (mut c, d) = linked_client(&sim, "15551240009", "A").await;
+    // Another process with the same credentials logs in.
+    let mut c2 = start_client(sim.transport_factory(), c.backend.clone(), "A").await;
+    c2.connected().await;
+    c.wait_for(10, |e| matches!(e, Event::StreamReplaced(_)).then_some(()))
+        .await;
+    assert!(sim.is_connected(&d.phone, d.device));
+    c.shutdown().await;
+    c2.shutdown().await;
+}

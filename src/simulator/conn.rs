@@ -394,6 +394,18 @@ impl Conn {
             self.close(DisconnectReason::StreamEnded);
             return false;
         }
+        // Like the real server: a new login of the same device replaces the
+        // older connection (another process holding the same credentials).
+        for old in self.inner.live_conns(&key) {
+            let _ = old.send(ConnCmd::Fault {
+                nodes: vec![NodeBuilder::new("stream:error")
+                    .children([NodeBuilder::new("conflict")
+                        .attr("type", "replaced")
+                        .build()])
+                    .build()],
+                close: Some(DisconnectReason::StreamEnded),
+            });
+        }
         self.inner.conns.lock().insert(
             self.id,
             ConnEntry {

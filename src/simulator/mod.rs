@@ -321,7 +321,7 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn live_conns(&self, key: &DevKey) -> Vec<mpsc::UnboundedSender<ConnCmd>> {
+    pub(crate) fn live_conns(&self, key: &DevKey) -> Vec<mpsc::UnboundedSender<ConnCmd>> {
         self.conns
             .lock()
             .values()
