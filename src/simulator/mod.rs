@@ -6,23 +6,41 @@
 //! it follows are in `shared/notes/simulator.md`.
 //!
 //! ```ignore
-//! let sim = Simulator::new();
+//! let sim = Simulator::new();                 // or Simulator::open(data_dir)?
 //! let bot = Bot::builder()
 //!     .with_backend(InMemoryBackend::new())
 //!     .with_transport_factory(sim.transport_factory())
+//!     .with_version((2, 3000, 1_027_000_000)) // pin it: no version fetch
 //!     .with_push_name("Alice")
 //!     .build().await?;
-//! // on Event::PairingQrCode { code, .. }:
-//! let dev = sim.scan(&code, "15551234567", "Alice").await?; // the phone scans it
-//! // on Event::PairingCode { code, .. } (after client.pair_with_code(..)):
+//! // on Event::PairingQrCode { code, .. }: the phone scans it
+//! let dev = sim.scan(&code, "15551234567", "Alice").await?;
+//! // or, on Event::PairingCode { code, .. } after client.pair_with_code(..):
 //! let dev = sim.enter_code("15551234567", &code).await?;
 //! sim.fault(Target::device("15551234567", dev.device), FaultKind::Drop)?;
+//! sim.send_text("15559876543", "15551234567", "hello")?;  // inbound message
 //! ```
+//!
+//! Control API (all on [`Simulator`], cheap to clone):
+//! - [`Simulator::scan`], [`Simulator::enter_code`] / [`Simulator::enter_code_as`]
+//!   return the [`LinkedDevice`] once the client signed the link (its
+//!   `PairSuccess`); the client then reconnects and gets `Connected` by itself.
+//! - [`Simulator::fault`] with a [`Target`] (linked device, or an unlinked
+//!   connection by QR ref) and a [`FaultKind`]; [`Simulator::unban`].
+//! - [`Simulator::phone_devices`], [`Simulator::phones`],
+//!   [`Simulator::is_connected`].
+//! - [`Simulator::send_text`] (a virtual contact writes; queued while the
+//!   device is offline) and [`Simulator::sent_messages`] (what clients sent).
+//! - [`Simulator::serve_ws`] for out-of-process clients (loopback only); the
+//!   `wasup-simulator` binary wraps it with a JSON control API.
+//! - [`SimError`] has human messages and [`SimError::http_status`];
+//!   [`FaultKind::from_parts`] parses the names a control route uses.
 //!
 //! Each phone number is an account with its own identity key; each link adds
 //! a device (id = ADV key index, 1, 2, …). Accounts, linked devices and the
 //! server's static Noise key survive a restart when the simulator was made
-//! with [`Simulator::open`].
+//! with [`Simulator::open`]. A new login of a device replaces (kicks) its
+//! older connection, like the real server.
 
 mod conn;
 mod phone;
