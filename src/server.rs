@@ -71,7 +71,8 @@ async fn serve(config: Config) -> Result<(), StartError> {
     log::info!("database ready ({:?})", db.backend());
     let store = Arc::new(DbStore::new(db.clone()));
 
-    let engine = WaEngine::new(db.clone(), secrets, engine_options(&config))
+    let simulator = embedded_simulator(&config)?;
+    let engine = WaEngine::new(db.clone(), secrets, engine_options(&config, &simulator))
         .map_err(|e| StartError::Engine(e.to_string()))?;
     let gateway = wasup_actors::start_system(
         store,
@@ -89,6 +90,8 @@ async fn serve(config: Config) -> Result<(), StartError> {
         web: gateway.web.clone(),
         keys: gateway.keys.clone(),
         draining: draining.clone(),
+        #[cfg(feature = "simulator")]
+        simulator,
     });
     let limit = config.body_limit;
     let server = HttpServer::new(move || {
@@ -135,16 +138,48 @@ async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-fn engine_options(config: &Config) -> EngineOptions {
+/// The embedded simulator of a simulator build (none when the gateway is
+/// pointed at a simulator process by URL).
+#[cfg(feature = "simulator")]
+type EmbeddedSimulator = Option<crate::simulator::Simulator>;
+#[cfg(not(feature = "simulator"))]
+type EmbeddedSimulator = ();
+
+#[cfg(feature = "simulator")]
+fn embedded_simulator(config: &Config) -> Result<EmbeddedSimulator, StartError> {
+    if config.simulator_url.is_some() {
+        return Ok(None);
+    }
+    let dir = config.data_dir.join("simulator");
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    crate::simulator::Simulator::open(&dir)
+        .map(Some)
+        .map_err(|e| StartError::Engine(format!("simulator: {e}")))
+}
+
+#[cfg(not(feature = "simulator"))]
+fn embedded_simulator(_: &Config) -> Result<EmbeddedSimulator, StartError> {
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "simulator"), allow(unused_variables))]
+fn engine_options(config: &Config, simulator: &EmbeddedSimulator) -> EngineOptions {
     #[allow(unused_mut)]
     let mut options = EngineOptions {
         wa_version: config.wa_version,
         connect_timeout: config.connect_timeout,
         ..Default::default()
     };
+    // A simulator build never dials WhatsApp: the embedded simulator, or the
+    // simulator process named by WASUP_SIMULATOR_URL.
     #[cfg(feature = "simulator")]
-    if let Some(url) = &config.simulator_url {
-        options.transport = crate::engine::TransportChoice::Url(url.clone());
+    {
+        options.transport = match simulator {
+            Some(sim) => crate::engine::TransportChoice::Factory(sim.transport_factory_arc()),
+            None => crate::engine::TransportChoice::Url(
+                config.simulator_url.clone().unwrap_or_default(),
+            ),
+        };
     }
     options
 }

@@ -130,3 +130,24 @@ impl From<actix::MailboxError> for ApiError {
         )
     }
 }
+
+#[cfg(feature = "simulator")]
+impl From<crate::simulator::SimError> for ApiError {
+    fn from(err: crate::simulator::SimError) -> Self {
+        use crate::simulator::SimError::*;
+        let (status, code) = match &err {
+            QrMalformed(_) => (StatusCode::BAD_REQUEST, "qr_malformed"),
+            InvalidPhone | InvalidFault(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
+            WrongCode(_) => (StatusCode::BAD_REQUEST, "pairing_code_rejected"),
+            QrExpiredOrUnknown => (StatusCode::NOT_FOUND, "qr_expired"),
+            NoPendingCode(_) => (StatusCode::NOT_FOUND, "no_pending_pairing_code"),
+            NoSuchPhone => (StatusCode::NOT_FOUND, "phone_not_found"),
+            NoSuchDevice => (StatusCode::NOT_FOUND, "device_not_found"),
+            NotConnected | ConnectionGone => (StatusCode::CONFLICT, "session_not_connected"),
+            LinkRejected(_) => (StatusCode::CONFLICT, "link_rejected"),
+            LinkTimeout => (StatusCode::CONFLICT, "link_timeout"),
+            Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "simulator_unavailable"),
+        };
+        ApiError::new(status, code, err.to_string())
+    }
+}

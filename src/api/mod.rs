@@ -8,6 +8,8 @@ pub mod health;
 pub mod json;
 pub mod keys;
 pub mod sessions;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 pub mod time;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,9 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Set once shutdown began: readiness answers 503.
     pub draining: Arc<AtomicBool>,
+    /// The embedded simulator (simulator builds without WASUP_SIMULATOR_URL).
+    #[cfg(feature = "simulator")]
+    pub simulator: Option<crate::simulator::Simulator>,
 }
 
 impl AppState {
@@ -76,10 +81,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .get(keys::get)
                     .delete(keys::revoke),
             )
-            .service(resource("/auth/validate").post(keys::validate)),
+            .service(resource("/auth/validate").post(keys::validate))
+            .configure(simulator_routes),
     )
     .default_service(web::to(route_not_found));
 }
+
+#[cfg(feature = "simulator")]
+fn simulator_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/simulator/sessions/{id}/scan").post(simulator::scan))
+        .service(resource("/simulator/sessions/{id}/faults").post(simulator::fault))
+        .service(resource("/simulator/phones/{phone}/enter-code").post(simulator::enter_code));
+}
+
+#[cfg(not(feature = "simulator"))]
+fn simulator_routes(_: &mut web::ServiceConfig) {}
 
 /// A resource whose unmatched methods answer 405 in the contract's shape.
 fn resource(path: &str) -> Resource {
