@@ -143,7 +143,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
 #[cfg(feature = "simulator")]
 type EmbeddedSimulator = Option<crate::simulator::Simulator>;
 #[cfg(not(feature = "simulator"))]
-type EmbeddedSimulator = ();
+type EmbeddedSimulator = Option<std::convert::Infallible>;
 
 #[cfg(feature = "simulator")]
 fn embedded_simulator(config: &Config) -> Result<EmbeddedSimulator, StartError> {
@@ -159,7 +159,7 @@ fn embedded_simulator(config: &Config) -> Result<EmbeddedSimulator, StartError> 
 
 #[cfg(not(feature = "simulator"))]
 fn embedded_simulator(_: &Config) -> Result<EmbeddedSimulator, StartError> {
-    Ok(())
+    Ok(None)
 }
 
 #[cfg_attr(not(feature = "simulator"), allow(unused_variables))]
