@@ -3,6 +3,11 @@
 //! The binary wires real adapters (diesel `db`, whatsapp-rust `engine`) into
 //! the actors of `wasup_actors` and serves the HTTP `api`.
 
+/// jemalloc: less fragmentation than glibc's per-thread arenas with many
+/// sessions, and real heap figures for the overview (`memory`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod api;
 pub mod config;
 pub mod crypto;

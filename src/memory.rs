@@ -18,20 +18,15 @@ pub fn usage() -> MemoryUsage {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// From jemalloc (the process allocator, see lib.rs): bytes allocated to the
+/// program, and bytes of physical memory it holds.
 fn heap() -> (u64, u64) {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    // uordblks: in use from the main heap and arenas; hblkhd: in use through mmap.
-    let used = info.uordblks as u64 + info.hblkhd as u64;
-    let total = info.arena as u64 + info.hblkhd as u64;
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // Statistics are cached; advancing the epoch refreshes them.
+    let _ = epoch::advance();
+    let used = stats::allocated::read().unwrap_or(0) as u64;
+    let total = stats::resident::read().unwrap_or(0) as u64;
     (used, total.max(used))
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap() -> (u64, u64) {
-    let rss = rss();
-    (rss, rss)
 }
 
 /// Resident set size from /proc/self/statm (0 where unavailable).
