@@ -20,6 +20,7 @@
 //! Exactly one terminal event is sent per start, nothing after it, and
 //! nothing at all after `stop`/`abort`/`logout`.
 
+pub mod proxy;
 pub mod store;
 
 use std::future::Future;
@@ -131,6 +132,9 @@ pub struct WaEngine {
     /// process instead of one per session (memory).
     transport: Arc<dyn TransportFactory>,
     transport_target: String,
+    /// The websocket URL dialled (None for an in-process transport), for
+    /// sessions that go through a proxy.
+    ws_url: Option<String>,
     http: UreqHttpClient,
 }
 
@@ -172,7 +176,15 @@ impl WaEngine {
                     url.clone(),
                 ),
             };
+        let ws_url = match &options.transport {
+            TransportChoice::WhatsApp => Some(wacore::net::WHATSAPP_WEB_WS_URL.to_string()),
+            #[cfg(any(test, feature = "simulator"))]
+            TransportChoice::Factory(_) => None,
+            #[cfg(feature = "simulator")]
+            TransportChoice::Url(url) => Some(url.clone()),
+        };
         Ok(WaEngine {
+            ws_url,
             rt: Some(rt),
             handle,
             db,
@@ -190,22 +202,40 @@ impl WaEngine {
         spec: EngineSpec,
         sink: EngineEventSink,
     ) -> BoxFuture<'static, Result<WaEngineHandle, EngineError>> {
-        if let Some(proxy) = &spec.proxy {
-            let kind = proxy.kind.as_str();
-            return futures::future::ready(Err(EngineError::Failed(format!(
-                "proxy type {kind} is not supported: whatsapp-rust's websocket transport \
-                 (0.7.0) has no proxy support"
-            ))))
-            .boxed();
-        }
+        // A session with a proxy dials through its own tunnel.
+        let (transport, transport_target) = match (&spec.proxy, &self.ws_url) {
+            (None, _) => (self.transport.clone(), self.transport_target.clone()),
+            (Some(proxy), Some(url)) => match proxy::ProxyTransportFactory::new(proxy, url) {
+                Ok(f) => (
+                    Arc::new(f) as Arc<dyn TransportFactory>,
+                    format!(
+                        "{} through the {} proxy",
+                        self.transport_target,
+                        proxy.kind.as_str()
+                    ),
+                ),
+                Err(e) => {
+                    return futures::future::ready(Err(EngineError::Failed(format!(
+                        "proxy settings are unusable: {e}"
+                    ))))
+                    .boxed()
+                }
+            },
+            (Some(_), None) => {
+                return futures::future::ready(Err(EngineError::Failed(
+                    "a proxy does not apply to the in-process simulator transport".to_string(),
+                )))
+                .boxed()
+            }
+        };
         let ctx = StartCtx {
             store: self.device_store(&spec.session_id.to_string()),
             options: self.options.clone(),
             push_name: spec.push_name.filter(|n| !n.trim().is_empty()),
             sink,
             rt: self.handle.clone(),
-            transport: self.transport.clone(),
-            transport_target: self.transport_target.clone(),
+            transport,
+            transport_target,
             http: self.http.clone(),
         };
         let started = on_runtime(&self.handle, start_session(ctx));

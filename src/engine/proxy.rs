@@ -1,0 +1,238 @@
+//! A transport that reaches WhatsApp through a session's proxy: HTTP CONNECT
+//! (`http://`, or `https://` with TLS to the proxy) or SOCKS5, with optional
+//! credentials from the proxy URL; then TLS and the same websocket client
+//! whatsapp-rust's own transport uses (`from_websocket`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use whatsapp_rust::transport::{
+    default_tls_connector, from_websocket, Connector, Transport, TransportEvent, TransportFactory,
+};
+
+use wasup_actors::model::ProxyType;
+use wasup_actors::ports::ProxySpec;
+
+/// The Origin header WhatsApp Web sends.
+const ORIGIN: &str = "https://web.whatsapp.com";
+
+/// A parsed proxy: where it is and how to log in to it.
+#[derive(Clone, Debug)]
+struct Proxy {
+    kind: ProxyType,
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Proxy {
+    fn parse(spec: &ProxySpec) -> Result<Proxy, String> {
+        let url = url::Url::parse(&spec.url).map_err(|e| format!("proxy URL: {e}"))?;
+        let host = url
+            .host_str()
+            .ok_or("proxy URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let default_port = match spec.kind {
+            ProxyType::Http => 80,
+            ProxyType::Https => 443,
+            ProxyType::Socks5 => 1080,
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        Ok(Proxy {
+            kind: spec.kind,
+            host,
+            port: url.port().unwrap_or(default_port),
+            user: (!url.username().is_empty()).then(|| decode(url.username())),
+            password: url.password().map(decode),
+        })
+    }
+}
+
+/// One tunnel per connection attempt to `target` (a ws:// or wss:// URL).
+pub struct ProxyTransportFactory {
+    proxy: Proxy,
+    target: http::Uri,
+}
+
+impl ProxyTransportFactory {
+    pub fn new(spec: &ProxySpec, target: &str) -> Result<ProxyTransportFactory, String> {
+        let target: http::Uri = target
+            .parse()
+            .map_err(|e| format!("transport URL {target}: {e}"))?;
+        target.host().ok_or("transport URL has no host")?;
+        Ok(ProxyTransportFactory {
+            proxy: Proxy::parse(spec)?,
+            target,
+        })
+    }
+
+    fn target_host_port(&self) -> (String, u16) {
+        let host = self.target.host().unwrap_or_default().to_string();
+        let tls = matches!(self.target.scheme_str(), Some("wss") | Some("https"));
+        let port = self.target.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        (host, port)
+    }
+}
+
+#[async_trait]
+impl TransportFactory for ProxyTransportFactory {
+    async fn create_transport(
+        &self,
+    ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
+        let (host, port) = self.target_host_port();
+        let p = &self.proxy;
+        let tcp = TcpStream::connect((p.host.as_str(), p.port))
+            .await
+            .map_err(|e| anyhow::anyhow!("proxy {}:{} unreachable: {e}", p.host, p.port))?;
+        let tls_target = matches!(self.target.scheme_str(), Some("wss") | Some("https"));
+        match p.kind {
+            ProxyType::Http => {
+                let tunnel = http_connect(tcp, p, &host, port).await?;
+                websocket(tunnel, &self.target, &host, tls_target).await
+            }
+            ProxyType::Https => {
+                let to_proxy = default_tls_connector()
+                    .wrap(&p.host, tcp)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("TLS to the proxy failed: {e}"))?;
+                let tunnel = http_connect(to_proxy, p, &host, port).await?;
+                websocket(tunnel, &self.target, &host, tls_target).await
+            }
+            ProxyType::Socks5 => {
+                let tunnel = socks5_connect(tcp, p, &host, port).await?;
+                websocket(tunnel, &self.target, &host, tls_target).await
+            }
+        }
+    }
+}
+
+/// TLS (for wss) and the websocket upgrade over an established tunnel.
+async fn websocket<S>(
+    tunnel: S,
+    target: &http::Uri,
+    host: &str,
+    tls: bool,
+) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let connector = if tls {
+        default_tls_connector()
+    } else {
+        Connector::Plain
+    };
+    let stream = connector
+        .wrap(host, tunnel)
+        .await
+        .map_err(|e| anyhow::anyhow!("TLS through the proxy failed: {e}"))?;
+    let builder = tokio_websockets::ClientBuilder::from_uri(target.clone())
+        .add_header(http::header::ORIGIN, http::HeaderValue::from_static(ORIGIN))?;
+    let (ws, _) = builder
+        .connect_on(stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("WebSocket through the proxy failed: {e}"))?;
+    Ok(from_websocket(ws))
+}
+
+/// `CONNECT host:port` and a 2xx answer.
+async fn http_connect<S>(mut s: S, p: &Proxy, host: &str, port: u16) -> anyhow::Result<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(user) = &p.user {
+        let creds = format!("{user}:{}", p.password.as_deref().unwrap_or(""));
+        let token = base64::engine::general_purpose::STANDARD.encode(creds);
+        req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    // Read the answer head byte by byte: nothing past it may be consumed.
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            anyhow::bail!("proxy answer too long");
+        }
+        let mut byte = [0u8; 1];
+        if s.read(&mut byte).await? == 0 {
+            anyhow::bail!("proxy closed the connection during CONNECT");
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    let code = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if !code.starts_with('2') {
+        anyhow::bail!("proxy refused CONNECT: {status_line}");
+    }
+    Ok(s)
+}
+
+/// RFC 1928 CONNECT by domain name, with RFC 1929 user/password when given.
+async fn socks5_connect<S>(mut s: S, p: &Proxy, host: &str, port: u16) -> anyhow::Result<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let method = if p.user.is_some() { 0x02 } else { 0x00 };
+    s.write_all(&[0x05, 0x01, method]).await?;
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).await?;
+    if reply[0] != 0x05 || reply[1] != method {
+        anyhow::bail!("SOCKS5 proxy refused the authentication method");
+    }
+    if let Some(user) = &p.user {
+        let pass = p.password.as_deref().unwrap_or("");
+        if user.len() > 255 || pass.len() > 255 {
+            anyhow::bail!("SOCKS5 credentials are longer than 255 bytes");
+        }
+        let mut auth = vec![0x01, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass.as_bytes());
+        s.write_all(&auth).await?;
+        s.read_exact(&mut reply).await?;
+        if reply[1] != 0x00 {
+            anyhow::bail!("SOCKS5 proxy rejected the credentials");
+        }
+    }
+    if host.len() > 255 {
+        anyhow::bail!("host name too long for SOCKS5");
+    }
+    let mut req = vec![0x05, 0x01, 0x00, 0x03, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await?;
+    if head[1] != 0x00 {
+        anyhow::bail!("SOCKS5 proxy refused CONNECT (reply code {})", head[1]);
+    }
+    // Skip the bound address.
+    let skip = match head[3] {
+        0x01 => 4,
+        0x04 => 16,
+        0x03 => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len).await?;
+            len[0] as usize
+        }
+        other => anyhow::bail!("SOCKS5 proxy sent address type {other}"),
+    };
+    let mut rest = vec![0u8; skip + 2];
+    s.read_exact(&mut rest).await?;
+    Ok(s)
+}
