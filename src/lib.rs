@@ -13,3 +13,4 @@ pub mod qr;
 pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod webhooks;

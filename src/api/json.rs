@@ -78,10 +78,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     }
     // serde would also read a struct from a JSON array: only objects are bodies.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => ApiError::validation("The request body must be a JSON object"),
-            Err(e) => classify("", &e),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::validation("The request body must be a JSON object"),
+                Err(e) => classify("", &e),
+            },
+        );
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
@@ -150,7 +152,13 @@ mod tests {
         assert_eq!(parse::<Sample>(b"").unwrap_err().code, "invalid_json");
         assert_eq!(parse::<Sample>(b"[1").unwrap_err().code, "invalid_json");
         let e = parse::<Sample>(br#"["a", 1]"#).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), ("validation_failed", "The request body must be a JSON object"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                "validation_failed",
+                "The request body must be a JSON object"
+            )
+        );
         let e = parse::<Sample>(br#"{"name":"a","x":1}"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),

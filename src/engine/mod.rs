@@ -21,7 +21,11 @@ pub struct EngineOptions {
 pub struct WaEngine;
 
 impl WaEngine {
-    pub fn new(_db: Db, _secrets: Arc<SecretBox>, _options: EngineOptions) -> Result<WaEngine, String> {
+    pub fn new(
+        _db: Db,
+        _secrets: Arc<SecretBox>,
+        _options: EngineOptions,
+    ) -> Result<WaEngine, String> {
         Ok(WaEngine)
     }
 }

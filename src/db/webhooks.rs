@@ -1,0 +1,617 @@
+//! Webhooks, the delivery outbox and the attempt log (migrations/*/
+//! 2026-11-22-000300_webhooks). `DbWebhookStore` implements the actors'
+//! `WebhookStore` port; [`insert_deliveries`] runs inside
+//! `save_session_in`'s transaction so an event and its outbox rows commit
+//! together.
+//!
+//! The secret and the custom headers are sealed with the master key
+//! (`SecretBox`), bound to the webhook id: the database never holds them in
+//! plaintext.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use futures::future::BoxFuture;
+use prost::Message;
+use uuid::Uuid;
+use wasup_actors::events::SessionEvent;
+use wasup_actors::model::SessionId;
+use wasup_actors::ports::StoreError;
+use wasup_actors::webhook::{
+    wants, AfterAttempt, AttemptFilter, AttemptOutcome, AttemptRecord, DeliveryJob, WebhookId,
+    WebhookRecord, WebhookStore,
+};
+
+use super::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
+use super::{Db, DbConn, DbError};
+use crate::crypto::SecretBox;
+
+const PENDING: &str = "pending";
+const DELIVERED: &str = "delivered";
+const DEAD: &str = "dead";
+
+fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> Result<DateTime<Utc>, DbError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| DbError::Corrupt(format!("timestamp {ms} ms out of range")))
+}
+
+fn aad(webhook: &str, what: &str) -> Vec<u8> {
+    format!("wasup/webhook/{webhook}/{what}").into_bytes()
+}
+
+// ------------------------------------------------------------ outbox rows
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+struct DeliveryRow<'a> {
+    id: String,
+    webhook_id: &'a str,
+    session_id: &'a str,
+    event_id: &'a str,
+    seq: i64,
+    event_name: &'a str,
+    status: &'a str,
+    attempts: i64,
+    next_attempt_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// One pending delivery row per (event, active webhook of the session that
+/// wants it). Call inside the transaction that inserts the events. Returns
+/// how many rows were written.
+pub(crate) fn insert_deliveries(
+    conn: &mut DbConn,
+    session_id: SessionId,
+    events: &[SessionEvent],
+) -> Result<usize, DbError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let session_id = session_id.to_string();
+    let hooks: Vec<(String, String)> = webhooks::table
+        .filter(webhooks::session_id.eq(&session_id))
+        .filter(webhooks::active.eq(1))
+        .select((webhooks::id, webhooks::events))
+        .load(conn)?;
+    if hooks.is_empty() {
+        return Ok(0);
+    }
+    let hooks: Vec<(String, Vec<String>)> = hooks
+        .into_iter()
+        .map(|(id, events)| {
+            let events: Vec<String> = serde_json::from_str(&events)
+                .map_err(|e| DbError::Corrupt(format!("webhook {id}: events: {e}")))?;
+            Ok((id, events))
+        })
+        .collect::<Result<_, DbError>>()?;
+    let mut n = 0;
+    for event in events {
+        let name = event.name();
+        for (hook, wanted) in &hooks {
+            if !wants(wanted, name) {
+                continue;
+            }
+            let row = DeliveryRow {
+                id: Uuid::now_v7().to_string(),
+                webhook_id: hook,
+                session_id: &session_id,
+                event_id: &event.id,
+                seq: i64::try_from(event.seq)
+                    .map_err(|_| DbError::Invalid(format!("seq {} exceeds i64", event.seq)))?,
+                event_name: name,
+                status: PENDING,
+                attempts: 0,
+                next_attempt_at: event.timestamp_ms,
+                created_at: event.timestamp_ms,
+                updated_at: event.timestamp_ms,
+            };
+            diesel::insert_into(webhook_deliveries::table)
+                .values(&row)
+                .execute(conn)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+// ------------------------------------------------------------ webhooks
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhooks)]
+struct WebhookRow {
+    id: String,
+    session_id: String,
+    url: String,
+    events: String,
+    secret: Vec<u8>,
+    headers: Vec<u8>,
+    active: i64,
+    max_attempts: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// The `WebhookStore` port over the database. Cheap to clone.
+#[derive(Clone)]
+pub struct DbWebhookStore {
+    db: Db,
+    secrets: Arc<SecretBox>,
+}
+
+impl DbWebhookStore {
+    pub fn new(db: Db, secrets: Arc<SecretBox>) -> Self {
+        DbWebhookStore { db, secrets }
+    }
+
+    fn call<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let secrets = self.secrets.clone();
+        Box::pin(async move { Ok(db.run(move |c| work(c, &secrets)).await?) })
+    }
+
+    fn call_in_transaction<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let secrets = self.secrets.clone();
+        Box::pin(async move { Ok(db.transaction(move |c| work(c, &secrets)).await?) })
+    }
+}
+
+fn seal_row(r: &WebhookRecord, secret: &[u8], boxed: &SecretBox) -> Result<WebhookRow, DbError> {
+    let id = r.id.to_string();
+    let headers: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let headers = serde_json::to_vec(&headers)
+        .map_err(|e| DbError::Invalid(format!("webhook headers: {e}")))?;
+    Ok(WebhookRow {
+        secret: boxed.seal(&aad(&id, "secret"), secret),
+        headers: boxed.seal(&aad(&id, "headers"), &headers),
+        session_id: r.session_id.to_string(),
+        url: r.url.clone(),
+        events: serde_json::to_string(&r.events)
+            .map_err(|e| DbError::Invalid(format!("webhook events: {e}")))?,
+        active: i64::from(r.active),
+        max_attempts: i64::from(r.max_attempts),
+        created_at: to_ms(r.created_at),
+        updated_at: to_ms(r.updated_at),
+        id,
+    })
+}
+
+fn open_headers(row: &WebhookRow, boxed: &SecretBox) -> Result<Vec<(String, String)>, DbError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| DbError::Corrupt(format!("webhook {}: headers: {e}", row.id));
+    let plain = boxed
+        .open(&aad(&row.id, "headers"), &row.headers)
+        .map_err(|e| corrupt(&e))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&plain).map_err(|e| corrupt(&e))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
+fn open_secret(row: &WebhookRow, boxed: &SecretBox) -> Result<String, DbError> {
+    let plain = boxed
+        .open(&aad(&row.id, "secret"), &row.secret)
+        .map_err(|e| DbError::Corrupt(format!("webhook {}: secret: {e}", row.id)))?;
+    String::from_utf8(plain)
+        .map_err(|_| DbError::Corrupt(format!("webhook {}: secret is not UTF-8", row.id)))
+}
+
+fn into_record(row: &WebhookRow, boxed: &SecretBox) -> Result<WebhookRecord, DbError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        DbError::Corrupt(format!("webhook {}: {what}: {e}", row.id))
+    };
+    Ok(WebhookRecord {
+        id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
+        session_id: Uuid::parse_str(&row.session_id).map_err(|e| corrupt("session_id", &e))?,
+        url: row.url.clone(),
+        events: serde_json::from_str(&row.events).map_err(|e| corrupt("events", &e))?,
+        headers: open_headers(row, boxed)?,
+        active: row.active != 0,
+        max_attempts: u32::try_from(row.max_attempts).map_err(|e| corrupt("max_attempts", &e))?,
+        created_at: from_ms(row.created_at)?,
+        updated_at: from_ms(row.updated_at)?,
+    })
+}
+
+fn load_row(conn: &mut DbConn, id: &str) -> Result<WebhookRow, DbError> {
+    Ok(webhooks::table
+        .find(id)
+        .select(WebhookRow::as_select())
+        .first(conn)?)
+}
+
+#[derive(Queryable)]
+struct DueRow {
+    id: String,
+    event_id: String,
+    attempts: i64,
+}
+
+fn due_deliveries(
+    conn: &mut DbConn,
+    boxed: &SecretBox,
+    now: DateTime<Utc>,
+    busy: &[WebhookId],
+    limit: usize,
+) -> Result<Vec<DeliveryJob>, DbError> {
+    let busy: Vec<String> = busy.iter().map(Uuid::to_string).collect();
+    // The head of every active webhook's queue.
+    let heads: Vec<(String, Option<i64>)> = webhook_deliveries::table
+        .inner_join(webhooks::table)
+        .filter(webhook_deliveries::status.eq(PENDING))
+        .filter(webhooks::active.eq(1))
+        .filter(webhook_deliveries::webhook_id.ne_all(&busy))
+        .group_by(webhook_deliveries::webhook_id)
+        .select((
+            webhook_deliveries::webhook_id,
+            diesel::dsl::min(webhook_deliveries::seq),
+        ))
+        .load(conn)?;
+    let mut jobs = Vec::new();
+    for (hook, seq) in heads {
+        if jobs.len() >= limit {
+            break;
+        }
+        let Some(seq) = seq else { continue };
+        let due: Option<DueRow> = webhook_deliveries::table
+            .filter(webhook_deliveries::webhook_id.eq(&hook))
+            .filter(webhook_deliveries::seq.eq(seq))
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .filter(webhook_deliveries::next_attempt_at.le(to_ms(now)))
+            .select((
+                webhook_deliveries::id,
+                webhook_deliveries::event_id,
+                webhook_deliveries::attempts,
+            ))
+            .first(conn)
+            .optional()?;
+        let Some(due) = due else { continue };
+        let row = load_row(conn, &hook)?;
+        let payload: Vec<u8> = session_events::table
+            .find(&due.event_id)
+            .select(session_events::payload)
+            .first(conn)?;
+        let event = SessionEvent::decode(payload.as_slice())
+            .map_err(|e| DbError::Corrupt(format!("event {}: {e}", due.event_id)))?;
+        let record = into_record(&row, boxed)?;
+        jobs.push(DeliveryJob {
+            delivery_id: due.id,
+            webhook_id: record.id,
+            url: record.url,
+            secret: open_secret(&row, boxed)?,
+            headers: record.headers,
+            max_attempts: record.max_attempts,
+            attempt: u32::try_from(due.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
+            event,
+        });
+    }
+    Ok(jobs)
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_attempts)]
+struct AttemptRow<'a> {
+    id: String,
+    delivery_id: &'a str,
+    webhook_id: &'a str,
+    event_id: &'a str,
+    event_name: &'a str,
+    attempt: i64,
+    outcome: &'a str,
+    status_code: Option<i64>,
+    error: Option<&'a str>,
+    latency_ms: i64,
+    at: i64,
+}
+
+fn record_attempt(
+    conn: &mut DbConn,
+    delivery_id: &str,
+    webhook_id: WebhookId,
+    a: &AttemptRecord,
+    next: &AfterAttempt,
+) -> Result<(), DbError> {
+    let at = to_ms(a.at);
+    let target = webhook_deliveries::table
+        .find(delivery_id)
+        .filter(webhook_deliveries::status.eq(PENDING));
+    let attempts = i64::from(a.attempt);
+    let updated = match next {
+        AfterAttempt::Delivered => diesel::update(target)
+            .set((
+                webhook_deliveries::status.eq(DELIVERED),
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+        AfterAttempt::Dead => diesel::update(target)
+            .set((
+                webhook_deliveries::status.eq(DEAD),
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+        AfterAttempt::RetryAt(when) => diesel::update(target)
+            .set((
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::next_attempt_at.eq(to_ms(*when)),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+    };
+    if updated == 0 {
+        // Deleted (webhook or session gone) while the attempt ran.
+        return Err(DbError::Query(diesel::result::Error::NotFound));
+    }
+    let webhook_id = webhook_id.to_string();
+    diesel::insert_into(webhook_attempts::table)
+        .values(&AttemptRow {
+            id: Uuid::now_v7().to_string(),
+            delivery_id,
+            webhook_id: &webhook_id,
+            event_id: &a.event_id,
+            event_name: &a.event_name,
+            attempt: attempts,
+            outcome: a.outcome.as_str(),
+            status_code: a.status_code.map(i64::from),
+            error: a.error.as_deref(),
+            latency_ms: i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+            at,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+type AttemptTuple = (
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+fn list_attempts(
+    conn: &mut DbConn,
+    webhook: WebhookId,
+    filter: Option<AttemptFilter>,
+    limit: usize,
+) -> Result<Vec<AttemptRecord>, DbError> {
+    let mut q = webhook_attempts::table
+        .filter(webhook_attempts::webhook_id.eq(webhook.to_string()))
+        .into_boxed();
+    q = match filter {
+        None => q,
+        Some(AttemptFilter::Delivered) => q.filter(webhook_attempts::outcome.eq(DELIVERED)),
+        Some(AttemptFilter::Failed) => {
+            q.filter(webhook_attempts::outcome.eq_any(vec!["failed", DEAD]))
+        }
+        Some(AttemptFilter::Dead) => q.filter(webhook_attempts::outcome.eq(DEAD)),
+    };
+    let rows: Vec<AttemptTuple> = q
+        .order((webhook_attempts::at.desc(), webhook_attempts::id.desc()))
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .select((
+            webhook_attempts::event_id,
+            webhook_attempts::event_name,
+            webhook_attempts::attempt,
+            webhook_attempts::outcome,
+            webhook_attempts::status_code,
+            webhook_attempts::error,
+            webhook_attempts::latency_ms,
+            webhook_attempts::at,
+        ))
+        .load(conn)?;
+    rows.into_iter()
+        .map(
+            |(event_id, event_name, attempt, outcome, status_code, error, latency, at)| {
+                Ok(AttemptRecord {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    outcome: outcome
+                        .parse::<AttemptOutcome>()
+                        .map_err(DbError::Corrupt)?,
+                    status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                    error,
+                    latency_ms: u64::try_from(latency).unwrap_or(0),
+                    at: from_ms(at)?,
+                    event_id,
+                    event_name,
+                })
+            },
+        )
+        .collect()
+}
+
+fn redrive(
+    conn: &mut DbConn,
+    webhook: WebhookId,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let webhook = webhook.to_string();
+    let status: Option<String> = webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(&webhook))
+        .filter(webhook_deliveries::event_id.eq(event_id))
+        .select(webhook_deliveries::status)
+        .first(conn)
+        .optional()?;
+    match status.as_deref() {
+        None => Err(DbError::Query(diesel::result::Error::NotFound)),
+        Some(PENDING) => Err(DbError::Invalid(format!(
+            "event {event_id} is already pending"
+        ))),
+        Some(_) => {
+            diesel::update(
+                webhook_deliveries::table
+                    .filter(webhook_deliveries::webhook_id.eq(&webhook))
+                    .filter(webhook_deliveries::event_id.eq(event_id)),
+            )
+            .set((
+                webhook_deliveries::status.eq(PENDING),
+                webhook_deliveries::attempts.eq(0),
+                webhook_deliveries::next_attempt_at.eq(to_ms(now)),
+                webhook_deliveries::updated_at.eq(to_ms(now)),
+            ))
+            .execute(conn)?;
+            Ok(())
+        }
+    }
+}
+
+fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
+    let before = to_ms(before);
+    // Delivered rows (their attempts go with them).
+    let rows = diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.eq(DELIVERED))
+            .filter(webhook_deliveries::updated_at.lt(before)),
+    )
+    .execute(conn)?;
+    // Old attempts of rows still queued; a dead letter keeps its history.
+    let dead: Vec<String> = webhook_deliveries::table
+        .filter(webhook_deliveries::status.eq(DEAD))
+        .select(webhook_deliveries::id)
+        .load(conn)?;
+    let attempts = diesel::delete(
+        webhook_attempts::table
+            .filter(webhook_attempts::at.lt(before))
+            .filter(webhook_attempts::delivery_id.ne_all(dead)),
+    )
+    .execute(conn)?;
+    Ok((rows + attempts) as u64)
+}
+
+impl WebhookStore for DbWebhookStore {
+    fn insert_webhook(
+        &self,
+        record: WebhookRecord,
+        secret: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call(move |c, boxed| {
+            let row = seal_row(&record, secret.as_bytes(), boxed)?;
+            diesel::insert_into(webhooks::table)
+                .values(&row)
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    fn load_webhooks(
+        &self,
+        session: Option<SessionId>,
+    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>> {
+        self.call(move |c, boxed| {
+            let mut q = webhooks::table.select(WebhookRow::as_select()).into_boxed();
+            if let Some(s) = session {
+                q = q.filter(webhooks::session_id.eq(s.to_string()));
+            }
+            q.order((webhooks::created_at.asc(), webhooks::id.asc()))
+                .load(c)?
+                .iter()
+                .map(|r| into_record(r, boxed))
+                .collect()
+        })
+    }
+
+    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>> {
+        self.call(move |c, boxed| into_record(&load_row(c, &id.to_string())?, boxed))
+    }
+
+    fn update_webhook(&self, record: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, boxed| {
+            let old = load_row(c, &record.id.to_string())?;
+            let row = seal_row(&record, &[], boxed)?;
+            diesel::update(webhooks::table.find(&row.id))
+                .set((
+                    webhooks::url.eq(&row.url),
+                    webhooks::events.eq(&row.events),
+                    webhooks::headers.eq(&row.headers),
+                    webhooks::active.eq(row.active),
+                    webhooks::max_attempts.eq(row.max_attempts),
+                    webhooks::updated_at.eq(row.updated_at),
+                ))
+                .execute(c)?;
+            drop(old);
+            Ok(())
+        })
+    }
+
+    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call(move |c, _| {
+            let n = diesel::delete(webhooks::table.find(id.to_string())).execute(c)?;
+            if n == 0 {
+                return Err(DbError::Query(diesel::result::Error::NotFound));
+            }
+            Ok(())
+        })
+    }
+
+    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>> {
+        self.call(move |c, boxed| open_secret(&load_row(c, &id.to_string())?, boxed))
+    }
+
+    fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        busy: Vec<WebhookId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>> {
+        self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit))
+    }
+
+    fn record_attempt(
+        &self,
+        delivery_id: String,
+        webhook_id: WebhookId,
+        attempt: AttemptRecord,
+        next: AfterAttempt,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, _| {
+            record_attempt(c, &delivery_id, webhook_id, &attempt, &next)
+        })
+    }
+
+    fn list_attempts(
+        &self,
+        webhook: WebhookId,
+        filter: Option<AttemptFilter>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>> {
+        self.call(move |c, _| list_attempts(c, webhook, filter, limit))
+    }
+
+    fn redrive(
+        &self,
+        webhook: WebhookId,
+        event_id: String,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, _| redrive(c, webhook, &event_id, now))
+    }
+
+    fn prune(&self, before: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        self.call_in_transaction(move |c, _| prune(c, before))
+    }
+}
