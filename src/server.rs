@@ -157,6 +157,8 @@ async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+// The placeholder engine's options have no further fields yet.
+#[allow(clippy::needless_update)]
 fn engine_options(config: &Config) -> EngineOptions {
     #[allow(unused_mut)]
     let mut options = EngineOptions {
