@@ -100,6 +100,16 @@ impl SecretBox {
         out
     }
 
+    /// `seal` without associated data.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.seal(b"", plaintext)
+    }
+
+    /// `open` without associated data.
+    pub fn decrypt(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open(b"", sealed)
+    }
+
     /// Check and decrypt a blob made by [`SecretBox::seal`] with the same `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < OVERHEAD {
@@ -255,6 +265,7 @@ mod tests {
             let sealed = b.seal(b"ctx", plain);
             assert_eq!(sealed.len(), plain.len() + OVERHEAD);
             assert_eq!(b.open(b"ctx", &sealed).unwrap(), plain);
+            assert_eq!(b.decrypt(&b.encrypt(plain)).unwrap(), plain);
         }
     }
 

@@ -9,10 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
-use chrono::Utc;
-use wasup_actors::keys::{generate_key, hash_key, key_prefix};
-use wasup_actors::model::{ApiKeyRecord, Role};
-use wasup_actors::ports::Store;
 
 use crate::api::{self, json::BodyLimit, AppState};
 use crate::config::Config;
@@ -77,7 +73,6 @@ async fn serve(config: Config) -> Result<(), StartError> {
     log::info!("database ready ({:?})", db.backend());
     let outbox = Arc::new(wasup_actors::webhook::WorkSignal::new());
     let store = Arc::new(DbStore::new(db.clone()).with_outbox_signal(outbox.clone()));
-    bootstrap_admin_key(&*store, &config).await?;
 
     let webhook_store = Arc::new(DbWebhookStore::new(db.clone(), secrets.clone()));
     let engine = WaEngine::new(db.clone(), secrets, engine_options(&config))
@@ -91,6 +86,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
         },
     )
     .await?;
+    bootstrap_admin_key(&gateway.web, &config).await?;
     if config.webhook_allow_private {
         log::warn!(
             "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
@@ -135,11 +131,15 @@ async fn serve(config: Config) -> Result<(), StartError> {
     let _ = std::io::stdout().flush();
     let server = server.run();
     let handle = server.handle();
+    // Under systemd (Type=notify): ready once migrated and listening.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog(gateway.web.clone());
 
     actix_web::rt::spawn(async move {
         wait_for_stop_signal().await;
         log::info!("stop signal received: draining requests, closing sessions");
         draining.store(true, Ordering::Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
     });
     server.await.map_err(StartError::Serve)?;
@@ -157,8 +157,6 @@ async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-// The placeholder engine's options have no further fields yet.
-#[allow(clippy::needless_update)]
 fn engine_options(config: &Config) -> EngineOptions {
     #[allow(unused_mut)]
     let mut options = EngineOptions {
@@ -168,9 +166,32 @@ fn engine_options(config: &Config) -> EngineOptions {
     };
     #[cfg(feature = "simulator")]
     if let Some(url) = &config.simulator_url {
-        options.transport = crate::engine::Transport::SimulatorUrl(url.clone());
+        options.transport = crate::engine::TransportChoice::Url(url.clone());
     }
     options
+}
+
+/// Under systemd with `WatchdogSec=`, ping the watchdog at half the period,
+/// but only while a real liveness check passes: the database answers through
+/// the WebActor (so the actor system is alive too).
+fn spawn_watchdog(web: actix::Addr<wasup_actors::web::WebActor>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let check = web.send(wasup_actors::web::CheckReady);
+            match tokio::time::timeout(period, check).await {
+                Ok(Ok(Ok(()))) => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                _ => log::warn!("liveness check failed: not pinging the systemd watchdog"),
+            }
+        }
+    });
 }
 
 async fn wait_for_stop_signal() {
@@ -183,40 +204,31 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// First start with no key: create one admin key. Its value comes from
-/// `WASUP_ADMIN_KEY` or is random; a random one is printed once on stdout
-/// and written to `<data dir>/admin.key` (mode 0600). Never again after.
-async fn bootstrap_admin_key(store: &dyn Store, config: &Config) -> Result<(), StartError> {
-    if !store.load_api_keys().await?.is_empty() {
-        return Ok(());
-    }
-    let (secret, generated) = match &config.admin_key {
-        Some(key) => (key.clone(), false),
-        None => (generate_key(), true),
-    };
-    let now = Utc::now();
-    store
-        .insert_api_key(ApiKeyRecord {
-            id: uuid::Uuid::new_v4(),
-            name: "admin".into(),
-            key_prefix: key_prefix(&secret),
-            key_hash: hash_key(&secret),
-            role: Role::Admin,
-            allowed_sessions: None,
-            expires_at: None,
-            created_at: now,
-            revoked_at: None,
-        })
-        .await?;
-    if generated {
-        let path = config.data_dir.join("admin.key");
-        write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
-        println!(
-            "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
-            path.display()
-        );
-    } else {
-        log::info!("created the first admin API key from WASUP_ADMIN_KEY");
+/// First start with no key: the WebActor creates one admin key. Its value
+/// comes from `WASUP_ADMIN_KEY` or is random; a random one is printed once on
+/// stdout and written to `<data dir>/admin.key` (mode 0600). Never again after.
+async fn bootstrap_admin_key(
+    web: &actix::Addr<wasup_actors::web::WebActor>,
+    config: &Config,
+) -> Result<(), StartError> {
+    let preset = config.admin_key.clone();
+    let from_env = preset.is_some();
+    let created = web
+        .send(wasup_actors::web::BootstrapAdminKey { preset })
+        .await
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?;
+    match created {
+        Some(_) if from_env => log::info!("created the first admin API key from WASUP_ADMIN_KEY"),
+        Some(secret) => {
+            let path = config.data_dir.join("admin.key");
+            write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
+            println!(
+                "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
+                path.display()
+            );
+        }
+        None => {}
     }
     Ok(())
 }

@@ -102,6 +102,8 @@ fn restart_keeps_sessions_keys_and_desired_state() {
     }
 }
 
+/// Production build only: a simulator build never dials WhatsApp.
+#[cfg(not(feature = "simulator"))]
 #[test]
 fn real_engine_without_route_to_whatsapp_ends_failed_with_the_cause() {
     for db in backends() {

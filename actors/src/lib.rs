@@ -2,6 +2,18 @@
 //! (SessionSupervisor, SessionActor, WebActor, WebhookActor) and the ports they need
 //! (`Engine`, `Store`). No diesel, whatsapp-rust or actix-web in here: the
 //! `wasup` binary crate plugs real adapters into the ports.
+//!
+//! Wiring (inside an actix System):
+//! ```ignore
+//! let gw = wasup_actors::start_system(store, engine, SupervisorOptions::default()).await?;
+//! if let Some(secret) = gw.web.send(BootstrapAdminKey { preset }).await?? { /* print once */ }
+//! // handlers: gw.keys.authenticate(..) then gw.web.send(<message from `web`>)
+//! // on SIGTERM: gw.shutdown().await
+//! ```
+//! - `state`: the one state machine (`step`); `backoff`: the restart policy.
+//! - `session`/`supervisor`: one SessionActor per session with work (engine
+//!   running or command in flight); restarts, panics, restore, shutdown.
+//! - `web`: one message per use case, roles, scopes and validation.
 
 pub mod backoff;
 pub mod error;

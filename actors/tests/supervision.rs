@@ -774,3 +774,23 @@ async fn events_the_store_refused_go_out_with_the_next_save() {
     engine.sinks_of(id)[0].emit(connected("628"));
     h.wait_status(id, SessionStatus::Ready).await;
 }
+
+#[actix::test]
+async fn a_command_whose_actor_panics_is_retried_once_on_a_fresh_actor() {
+    let engine = FakeEngine::default();
+    let rec = record("retry-cmd", 1, 5);
+    let id = rec.id;
+    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    *h.store.panic_on.lock() = Some((id, SessionStatus::Initializing));
+    let view = h.command(id, Cmd::Start).await.unwrap();
+    assert_eq!(view.record.status, SessionStatus::Initializing);
+    h.wait_status(id, SessionStatus::Ready).await;
+    assert_eq!(engine.starts_of(id), 1);
+    tokio::time::sleep(ms(20)).await;
+    let stats = h.stats().await;
+    assert_eq!((stats.actor_deaths, stats.actors), (1, 1));
+    assert_eq!(
+        event_names(&h.store.events(id)),
+        vec!["status:initializing", "status:ready", "authenticated"]
+    );
+}

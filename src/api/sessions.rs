@@ -73,21 +73,6 @@ struct CreatedBody {
     last_active_at: Option<String>,
 }
 
-/// `user:pass@` becomes `user:***@`; the password is never echoed.
-pub fn mask_proxy(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
@@ -129,7 +114,7 @@ pub async fn create(
     Ok(HttpResponse::Created().json(CreatedBody {
         session: SessionBody::from(&view),
         config: record.config,
-        proxy_url: record.proxy_url.as_deref().map(mask_proxy),
+        proxy_url: record.proxy_url.as_deref().map(mask_proxy_url),
         proxy_type: record.proxy_type,
         last_active_at: iso_opt(record.last_active),
     }))
@@ -336,18 +321,4 @@ pub async fn overview(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
             "rss": mib(mem.rss),
         },
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_proxy;
-
-    #[test]
-    fn proxy_password_is_masked() {
-        assert_eq!(
-            mask_proxy("http://bob:secret@proxy.example:8080/x"),
-            "http://bob:***@proxy.example:8080/x"
-        );
-        assert_eq!(mask_proxy("socks5://proxy:1080"), "socks5://proxy:1080");
-    }
 }

@@ -36,7 +36,7 @@ use wasup_actors::webhook::WorkSignal;
 
 use std::sync::Arc;
 
-use super::schema::{api_keys, session_events, sessions};
+use super::schema::{api_keys, device_state, session_events, sessions};
 use super::{Db, DbConn, DbError};
 
 impl From<DbError> for StoreError {
@@ -153,7 +153,7 @@ impl Store for DbStore {
     }
 
     fn delete_session(&self, id: SessionId) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.call(move |c| delete_session(c, id))
+        self.call_in_transaction(move |c| delete_session(c, id))
     }
 
     fn load_api_keys(&self) -> BoxFuture<'static, Result<Vec<ApiKeyRecord>, StoreError>> {
@@ -391,6 +391,10 @@ pub(crate) fn check_event_batch(
 /// Delete a session; its events (and every other row with a foreign key to
 /// it) go with it through `ON DELETE CASCADE`. `NotFound` when there was none.
 pub(crate) fn delete_session(conn: &mut DbConn, id: SessionId) -> Result<(), DbError> {
+    // Device credentials carry no foreign key (their table belongs to the
+    // engine); they go in the same transaction as the record.
+    diesel::delete(device_state::table.filter(device_state::session_id.eq(id.to_string())))
+        .execute(conn)?;
     let deleted = diesel::delete(sessions::table.find(id.to_string())).execute(conn)?;
     if deleted == 0 {
         return Err(DbError::Query(diesel::result::Error::NotFound));

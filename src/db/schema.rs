@@ -48,6 +48,20 @@ diesel::table! {
     }
 }
 
+// Device credentials and protocol state (src/engine/store.rs); sealed values.
+diesel::table! {
+    device_state (session_id, kind, k, k2, k3) {
+        session_id -> Text,
+        kind -> Text,
+        k -> Text,
+        k2 -> Text,
+        k3 -> Text,
+        value -> Binary,
+        n1 -> BigInt,
+        n2 -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(session_events -> sessions (session_id));
 
 // ---- migrations/*/2026-11-22-000300_webhooks

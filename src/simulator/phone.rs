@@ -1,0 +1,335 @@
+//! What the virtual phone computes: ADV identities for `pair-success`, the
+//! check of the companion's `pair-device-sign`, the signed key-index list for
+//! usync, the pairing-code key exchange and the app-state key share.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use wacore::libsignal::protocol::{
+    message_encrypt, process_prekey_bundle, DeviceId, IdentityKey, KeyPair, PreKeyBundle, PreKeyId,
+    PrivateKey, PublicKey, SignedPreKeyId, UsePQRatchet,
+};
+use wacore::types::jid::JidExt;
+use waproto::buffa::Message as _;
+use waproto::whatsapp as wa;
+use whatsapp_rust::Jid;
+
+const PREFIX_ACCOUNT_SIGNATURE: &[u8] = &[6, 0];
+const PREFIX_DEVICE_SIGNATURE: &[u8] = &[6, 1];
+const PREFIX_KEY_INDEX_LIST: &[u8] = &[6, 2];
+
+pub(crate) fn rng() -> rand_010::rngs::StdRng {
+    rand_010::make_rng::<rand_010::rngs::StdRng>()
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand_010::RngExt as _;
+    let mut out = [0u8; N];
+    rng().fill(&mut out);
+    out
+}
+
+pub(crate) fn new_keypair() -> KeyPair {
+    KeyPair::generate(&mut rng())
+}
+
+pub(crate) fn keypair_from_private(bytes: &[u8]) -> Option<KeyPair> {
+    let private = PrivateKey::deserialize(bytes).ok()?;
+    let public = private.public_key().ok()?;
+    Some(KeyPair::new(public, private))
+}
+
+pub(crate) fn pub32(kp: &KeyPair) -> [u8; 32] {
+    kp.public_key
+        .public_key_bytes()
+        .try_into()
+        .expect("X25519 public key is 32 bytes")
+}
+
+/// The `<device-identity>` content of a `pair-success`: an
+/// `ADVSignedDeviceIdentityHMAC` whose HMAC covers the encoded
+/// `ADVSignedDeviceIdentity`, keyed by the ADV secret.
+pub(crate) fn build_device_identity(
+    account: &KeyPair,
+    raw_id: u32,
+    key_index: u32,
+    companion_identity_pub: &[u8; 32],
+    adv_secret: &[u8; 32],
+) -> Vec<u8> {
+    let details = wa::ADVDeviceIdentity {
+        raw_id: Some(raw_id),
+        timestamp: Some(now_secs() as u64),
+        key_index: Some(key_index),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+        device_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+    let mut msg = Vec::with_capacity(2 + details.len() + 32);
+    msg.extend_from_slice(PREFIX_ACCOUNT_SIGNATURE);
+    msg.extend_from_slice(&details);
+    msg.extend_from_slice(companion_identity_pub);
+    let sig = account
+        .private_key
+        .calculate_signature(&msg, &mut rng())
+        .expect("XEdDSA signing with a valid key");
+    let signed = wa::ADVSignedDeviceIdentity {
+        details: Some(details),
+        account_signature_key: Some(pub32(account).to_vec()),
+        account_signature: Some(sig.to_vec()),
+        device_signature: None,
+    }
+    .encode_to_vec();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(adv_secret).expect("any key length");
+    mac.update(&signed);
+    let hmac = mac.finalize().into_bytes().to_vec();
+    wa::ADVSignedDeviceIdentityHMAC {
+        details: Some(signed),
+        hmac: Some(hmac),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec()
+}
+
+/// Verifies the companion's `pair-device-sign`: its device signature and the
+/// echoed account signature. Returns the key index it signed.
+pub(crate) fn verify_pair_device_sign(
+    account_pub: &[u8; 32],
+    companion_identity_pub: &[u8; 32],
+    signed_identity: &[u8],
+) -> Result<u32, String> {
+    let signed = wa::ADVSignedDeviceIdentity::decode_from_slice(signed_identity)
+        .map_err(|e| format!("undecodable ADVSignedDeviceIdentity: {e}"))?;
+    let details = signed.details.as_deref().ok_or("no details")?;
+    let account_key = signed
+        .account_signature_key
+        .as_deref()
+        .ok_or("no account signature key")?;
+    if account_key != account_pub {
+        return Err("account signature key is not the phone's".into());
+    }
+    let companion = PublicKey::from_djb_public_key_bytes(companion_identity_pub)
+        .map_err(|e| format!("bad companion key: {e}"))?;
+    let account = PublicKey::from_djb_public_key_bytes(account_pub)
+        .map_err(|e| format!("bad account key: {e}"))?;
+
+    let device_sig = signed
+        .device_signature
+        .as_deref()
+        .ok_or("no device signature")?;
+    let msg = [
+        PREFIX_DEVICE_SIGNATURE,
+        details,
+        companion_identity_pub,
+        account_pub,
+    ]
+    .concat();
+    if !companion.verify_signature(&msg, device_sig) {
+        return Err("device signature does not verify".into());
+    }
+    let account_sig = signed
+        .account_signature
+        .as_deref()
+        .ok_or("no account signature")?;
+    let msg = [PREFIX_ACCOUNT_SIGNATURE, details, companion_identity_pub].concat();
+    if !account.verify_signature(&msg, account_sig) {
+        return Err("account signature does not verify".into());
+    }
+    let identity = wa::ADVDeviceIdentity::decode_from_slice(details)
+        .map_err(|e| format!("undecodable ADVDeviceIdentity: {e}"))?;
+    identity.key_index.ok_or_else(|| "no key index".into())
+}
+
+/// `ADVSignedKeyIndexList` for usync: the account's valid key indexes,
+/// signed with the account key over `[6,2] || details`.
+pub(crate) fn key_index_list(account: &KeyPair, raw_id: u32, valid: &[u32], ts: u64) -> Vec<u8> {
+    let details = wa::ADVKeyIndexList {
+        raw_id: Some(raw_id),
+        timestamp: Some(ts),
+        current_index: Some(valid.iter().copied().max().unwrap_or(0)),
+        valid_indexes: valid.to_vec(),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+    let msg = [PREFIX_KEY_INDEX_LIST, &details[..]].concat();
+    let sig = account
+        .private_key
+        .calculate_signature(&msg, &mut rng())
+        .expect("XEdDSA signing with a valid key");
+    wa::ADVSignedKeyIndexList {
+        details: Some(details),
+        account_signature: Some(sig.to_vec()),
+        account_signature_key: Some(pub32(account).to_vec()),
+    }
+    .encode_to_vec()
+}
+
+/// Phone side of `companion_finish`: decrypts the wrapped key bundle with the
+/// ephemeral DH, checks both identities and derives the ADV secret.
+pub(crate) fn finish_code_pairing(
+    phone_ephemeral: &KeyPair,
+    companion_ephemeral_pub: &[u8; 32],
+    account: &KeyPair,
+    companion_identity_pub: &[u8; 32],
+    wrapped_bundle: &[u8],
+) -> Result<[u8; 32], String> {
+    if wrapped_bundle.len() < 32 + 12 + 16 {
+        return Err("wrapped key bundle too short".into());
+    }
+    let e_c = PublicKey::from_djb_public_key_bytes(companion_ephemeral_pub)
+        .map_err(|e| format!("bad companion ephemeral: {e}"))?;
+    let eph_shared = phone_ephemeral
+        .private_key
+        .calculate_agreement(&e_c)
+        .map_err(|e| format!("ephemeral agreement: {e}"))?;
+    let salt = &wrapped_bundle[..32];
+    let iv: [u8; 12] = wrapped_bundle[32..44].try_into().expect("12 bytes");
+    let mut key = [0u8; 32];
+    wacore::crypto::hkdf_sha256_into(
+        &eph_shared,
+        Some(salt),
+        b"link_code_pairing_key_bundle_encryption_key",
+        &mut key,
+    )
+    .map_err(|_| "bundle key derivation failed")?;
+    let mut bundle = Vec::with_capacity(96);
+    wacore::libsignal::crypto::aes_256_gcm_decrypt(
+        &key,
+        &iv,
+        b"",
+        &wrapped_bundle[44..],
+        &mut bundle,
+    )
+    .map_err(|_| "the key bundle does not decrypt (wrong pairing code?)")?;
+    if bundle.len() != 96 {
+        return Err("key bundle has the wrong length".into());
+    }
+    if &bundle[..32] != companion_identity_pub {
+        return Err("key bundle names another companion identity".into());
+    }
+    if bundle[32..64] != pub32(account) {
+        return Err("key bundle names another primary identity".into());
+    }
+    let companion = PublicKey::from_djb_public_key_bytes(companion_identity_pub)
+        .map_err(|e| format!("bad companion identity: {e}"))?;
+    let id_shared = account
+        .private_key
+        .calculate_agreement(&companion)
+        .map_err(|e| format!("identity agreement: {e}"))?;
+    let ikm = [&eph_shared[..], &id_shared[..], &bundle[64..96]].concat();
+    let mut adv = [0u8; 32];
+    wacore::crypto::hkdf_sha256_into(&ikm, None, b"adv_secret", &mut adv)
+        .map_err(|_| "adv secret derivation failed")?;
+    Ok(adv)
+}
+
+/// The companion's uploaded prekey bundle (`<iq xmlns=encrypt type=set>`).
+#[derive(Clone, Debug)]
+pub(crate) struct UploadedBundle {
+    pub registration_id: u32,
+    pub identity: [u8; 32],
+    pub signed_pre_key_id: u32,
+    pub signed_pre_key: [u8; 32],
+    pub signed_pre_key_sig: Vec<u8>,
+    pub pre_keys: Vec<(u32, [u8; 32])>,
+}
+
+/// Encrypts `plaintext` (an encoded `wa::Message`) from the phone (device 0 of
+/// `phone`, identity = the account key) to a companion as a pkmsg. Returns the
+/// serialized `PreKeySignalMessage`.
+pub(crate) async fn encrypt_from_phone(
+    account: &KeyPair,
+    phone: &str,
+    companion_device: u16,
+    bundle: &UploadedBundle,
+    pre_key: Option<(u32, [u8; 32])>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, String> {
+    use whatsapp_rust::store::signal_adapter::SignalProtocolStoreAdapter;
+    use whatsapp_rust::store::signal_cache::SignalStoreCache;
+
+    let mut device =
+        whatsapp_rust::store::Device::new(Arc::new(wacore::store::InMemoryBackend::new()));
+    device.core.identity_key = account.clone();
+    let device = Arc::new(async_lock::RwLock::new(device));
+    let mut st = SignalProtocolStoreAdapter::new(device, Arc::new(SignalStoreCache::new()));
+
+    let pk = |b: &[u8; 32]| PublicKey::from_djb_public_key_bytes(b).map_err(|e| e.to_string());
+    let pre_key = match pre_key {
+        Some((id, key)) => Some((PreKeyId::from(id), pk(&key)?)),
+        None => None,
+    };
+    let prekey_bundle = PreKeyBundle::new(
+        bundle.registration_id,
+        DeviceId::new(companion_device as u32),
+        pre_key,
+        SignedPreKeyId::from(bundle.signed_pre_key_id),
+        pk(&bundle.signed_pre_key)?,
+        bundle.signed_pre_key_sig.clone(),
+        IdentityKey::new(pk(&bundle.identity)?),
+    )
+    .map_err(|e| e.to_string())?;
+    let addr = Jid::pn_device(phone.to_string(), companion_device).to_protocol_address();
+    process_prekey_bundle(
+        &addr,
+        &mut st.session_store,
+        &mut st.identity_store,
+        &prekey_bundle,
+        &mut rng(),
+        UsePQRatchet::No,
+    )
+    .await
+    .map_err(|e| format!("process_prekey_bundle: {e}"))?;
+    let padded = wacore::messages::MessageUtils::pad_message_v2(plaintext.to_vec());
+    let ct = message_encrypt(
+        &padded,
+        &addr,
+        &mut st.session_store,
+        &mut st.identity_store,
+    )
+    .await
+    .map_err(|e| format!("message_encrypt: {e}"))?;
+    Ok(ct.serialize().to_vec())
+}
+
+/// The phone's `APP_STATE_SYNC_KEY_SHARE` message for a freshly linked
+/// companion: one random app-state key.
+pub(crate) fn app_state_key_share(raw_id: u32, key_index: u32) -> Vec<u8> {
+    use wa::message::{
+        AppStateSyncKey, AppStateSyncKeyData, AppStateSyncKeyFingerprint, AppStateSyncKeyId,
+        AppStateSyncKeyShare, ProtocolMessage,
+    };
+    let key_id = random_bytes::<6>().to_vec();
+    let key = AppStateSyncKey {
+        key_id: waproto::buffa::MessageField::some(AppStateSyncKeyId {
+            key_id: Some(key_id),
+        }),
+        key_data: waproto::buffa::MessageField::some(AppStateSyncKeyData {
+            key_data: Some(random_bytes::<32>().to_vec()),
+            fingerprint: waproto::buffa::MessageField::some(AppStateSyncKeyFingerprint {
+                raw_id: Some(raw_id),
+                current_index: Some(key_index),
+                device_indexes: vec![0, key_index],
+            }),
+            timestamp: Some(now_secs() * 1000),
+        }),
+    };
+    wa::Message {
+        protocol_message: waproto::buffa::MessageField::some(ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),
+            app_state_sync_key_share: waproto::buffa::MessageField::some(AppStateSyncKeyShare {
+                keys: vec![key],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

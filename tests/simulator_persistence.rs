@@ -1,0 +1,61 @@
+//! A simulator reopened from its data dir still knows its linked devices.
+#![cfg(feature = "simulator")]
+
+mod simulator_support;
+
+use simulator_support::*;
+use wasup::simulator::Simulator;
+use whatsapp_rust::types::events::Event;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_simulator_recognises_linked_devices() {
+    init_log();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = "15551250001";
+    let backend;
+    let dev;
+    {
+        let sim = Simulator::open(dir.path()).unwrap();
+        let (mut c, d) = linked_client(&sim, phone, "Dora").await;
+        backend = c.backend.clone();
+        dev = d;
+        c.shutdown().await;
+    }
+    assert!(dir.path().join(wasup::simulator::STATE_FILE).exists());
+
+    let sim = Simulator::open(dir.path()).unwrap();
+    assert_eq!(sim.phone_devices(phone).unwrap(), vec![dev.clone()]);
+    let mut c = start_client(sim.transport_factory(), backend, "Dora").await;
+    c.wait_for(30, |e| match e {
+        Event::Connected(_) => Some(()),
+        Event::PairingQrCode(_) => panic!("a linked client must not get a QR"),
+        _ => None,
+    })
+    .await;
+    assert!(sim.is_connected(phone, dev.device));
+
+    // The restarted simulator lost the uploaded prekeys; the digest check
+    // makes the client upload them again, so messages still get through.
+    sim.send_text("15551259999", phone, "after restart")
+        .unwrap();
+    c.wait_for(30, |e| match e {
+        Event::Messages(b) => b
+            .messages
+            .iter()
+            .any(|m| m.message.conversation.as_deref() == Some("after restart"))
+            .then_some(()),
+        _ => None,
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[test]
+fn a_corrupt_state_file_is_an_error_not_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(wasup::simulator::STATE_FILE), b"{nope").unwrap();
+    assert!(matches!(
+        Simulator::open(dir.path()),
+        Err(wasup::simulator::SimError::Storage(_))
+    ));
+}
