@@ -29,11 +29,14 @@ impl Drop for Child {
     }
 }
 
+/// Every request received: (lowercase headers, body).
+type Got = Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>;
+
 /// Receives webhook POSTs (answers 204) and keeps (headers, JSON body).
-fn receiver() -> (String, Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>) {
+fn receiver() -> (String, Arc<Got>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>> = Arc::default();
+    let got: Arc<Got> = Arc::default();
     let sink = got.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
@@ -70,7 +73,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>) {
     (url, got)
 }
 
-fn bodies(got: &Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>) -> Vec<Value> {
+fn bodies(got: &Got) -> Vec<Value> {
     got.lock()
         .unwrap()
         .iter()
@@ -78,11 +81,7 @@ fn bodies(got: &Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>) -> Vec<Value> {
         .collect()
 }
 
-fn wait_for(
-    got: &Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>,
-    what: &str,
-    pick: impl Fn(&Value) -> bool,
-) -> Value {
+fn wait_for(got: &Got, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = bodies(got).into_iter().find(|b| pick(b)) {
