@@ -758,13 +758,15 @@ fn a_slow_receiver_does_not_delay_another() {
             g.len() >= stored.len()
         });
         let took = started.elapsed();
-        // Behind the slow receiver it would take at least 9 s per event.
+        // Queued behind the slow receiver, events 2 and 3 would each wait
+        // 9 s (18 s or more): the bound leaves room for a loaded machine.
         assert!(
-            took < Duration::from_secs(8),
+            took < Duration::from_secs(15),
             "{}: the fast receiver waited {took:?}",
             db.label()
         );
-        assert!(slow.received().len() <= 1, "one at a time per webhook");
+        // One request at a time per webhook: at most a second one started.
+        assert!(slow.received().len() <= 2, "one at a time per webhook");
     }
 }
 
