@@ -57,6 +57,26 @@ pub struct Settings {
     #[arg(long, env = "WASUP_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Allow webhook URLs that resolve to loopback, private, link-local (cloud
+    /// metadata), CGNAT or other non-public addresses. Off by default (SSRF).
+    #[arg(
+        long,
+        env = "WASUP_WEBHOOK_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_private: bool,
+
+    /// Days delivered webhook events and attempt logs are kept (dead letters
+    /// are kept until redriven or their webhook is deleted).
+    #[arg(long, env = "WASUP_WEBHOOK_RETENTION_DAYS", default_value_t = 7)]
+    pub webhook_retention_days: u64,
+
+    /// Webhook deliveries in flight at once (each webhook has at most one).
+    #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+
     /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
     /// (only in builds with the `simulator` feature).
     #[cfg(feature = "simulator")]
@@ -76,6 +96,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub restore_concurrency: usize,
     pub body_limit: usize,
+    pub webhook_allow_private: bool,
+    pub webhook_retention: Duration,
+    pub webhook_concurrency: usize,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
 }
@@ -142,6 +165,15 @@ impl Settings {
         if !(1024..=64 * 1024 * 1024).contains(&self.body_limit) {
             return Err(invalid("WASUP_BODY_LIMIT", "must be 1 KiB–64 MiB"));
         }
+        if !(1..=3650).contains(&self.webhook_retention_days) {
+            return Err(invalid(
+                "WASUP_WEBHOOK_RETENTION_DAYS",
+                "must be 1–3650 days",
+            ));
+        }
+        if !(1..=1024).contains(&self.webhook_concurrency) {
+            return Err(invalid("WASUP_WEBHOOK_CONCURRENCY", "must be 1–1024"));
+        }
         #[cfg(feature = "simulator")]
         if let Some(url) = &self.simulator_url {
             if !url.starts_with("ws://") {
@@ -158,6 +190,9 @@ impl Settings {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             restore_concurrency: self.restore_concurrency,
             body_limit: self.body_limit,
+            webhook_allow_private: self.webhook_allow_private,
+            webhook_retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
+            webhook_concurrency: self.webhook_concurrency,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
         })
@@ -225,6 +260,16 @@ mod tests {
         let c = settings(&[]).unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:2785");
         assert!(c.database_url.ends_with("wasup.db"));
+        assert!(!c.webhook_allow_private);
+        assert_eq!(c.webhook_retention, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let c = settings(&["--webhook-allow-private", "true"]).unwrap();
+        assert!(c.webhook_allow_private);
+        let e = settings(&["--webhook-retention-days", "0"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_WEBHOOK_RETENTION_DAYS");
     }
 
     #[test]

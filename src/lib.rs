@@ -18,3 +18,4 @@ pub mod qr;
 pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod webhooks;

@@ -13,8 +13,10 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::{self, json::BodyLimit, AppState};
 use crate::config::Config;
 use crate::db::records::DbStore;
+use crate::db::webhooks::DbWebhookStore;
 use crate::db::Db;
 use crate::engine::{EngineOptions, WaEngine};
+use crate::webhooks::HttpSender;
 
 /// How long in-flight requests get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,8 +71,10 @@ async fn serve(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Engine(e.to_string()))??;
     log::info!("database ready ({:?})", db.backend());
-    let store = Arc::new(DbStore::new(db.clone()));
+    let outbox = Arc::new(wasup_actors::webhook::WorkSignal::new());
+    let store = Arc::new(DbStore::new(db.clone()).with_outbox_signal(outbox.clone()));
 
+    let webhook_store = Arc::new(DbWebhookStore::new(db.clone(), secrets.clone()));
     let simulator = embedded_simulator(&config)?;
     let engine = WaEngine::new(db.clone(), secrets, engine_options(&config, &simulator))
         .map_err(|e| StartError::Engine(e.to_string()))?;
@@ -84,10 +88,28 @@ async fn serve(config: Config) -> Result<(), StartError> {
     )
     .await?;
     bootstrap_admin_key(&gateway.web, &config).await?;
+    if config.webhook_allow_private {
+        log::warn!(
+            "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
+        );
+    }
+    let sender = HttpSender::new(config.webhook_allow_private).map_err(StartError::Engine)?;
+    let webhooks = wasup_actors::webhook::start_webhooks(
+        webhook_store,
+        Arc::new(sender),
+        gateway.registry.clone(),
+        Some(outbox),
+        wasup_actors::webhook::WebhookOptions {
+            max_concurrency: config.webhook_concurrency,
+            retention: config.webhook_retention,
+            ..Default::default()
+        },
+    );
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
         web: gateway.web.clone(),
+        webhooks,
         keys: gateway.keys.clone(),
         draining: draining.clone(),
         #[cfg(feature = "simulator")]

@@ -36,6 +36,15 @@ pub enum WebError {
     /// The database or an actor is unavailable; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
+    #[error("Webhook with id '{0}' not found")]
+    WebhookNotFound(String),
+    /// The URL resolves to an address the gateway refuses (SSRF); the message says which.
+    #[error("{0}")]
+    WebhookUrlNotAllowed(String),
+    #[error("No delivery of event '{0}' exists for this webhook")]
+    DeliveryNotFound(String),
+    #[error("Event '{0}' is already queued for delivery")]
+    DeliveryPending(String),
     #[error("The server is shutting down")]
     ShuttingDown,
 }

@@ -1,5 +1,5 @@
 //! wasup's core: the session state machine, the backoff policy, the actors
-//! (SessionSupervisor, SessionActor, WebActor) and the ports they need
+//! (SessionSupervisor, SessionActor, WebActor, WebhookActor) and the ports they need
 //! (`Engine`, `Store`). No diesel, whatsapp-rust or actix-web in here: the
 //! `wasup` binary crate plugs real adapters into the ports.
 //!
@@ -27,6 +27,7 @@ pub mod session;
 pub mod state;
 pub mod supervisor;
 pub mod web;
+pub mod webhook;
 
 pub use error::WebError;
 pub use gateway::{start_system, Gateway};

@@ -103,6 +103,12 @@ impl From<WebError> for ApiError {
             // can retry, nothing in the gateway broke.
             WebError::Engine(_) => (StatusCode::CONFLICT, "engine_rejected"),
             WebError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            WebError::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "webhook_not_found"),
+            WebError::WebhookUrlNotAllowed(_) => {
+                (StatusCode::BAD_REQUEST, "webhook_url_not_allowed")
+            }
+            WebError::DeliveryNotFound(_) => (StatusCode::NOT_FOUND, "delivery_not_found"),
+            WebError::DeliveryPending(_) => (StatusCode::CONFLICT, "delivery_already_queued"),
             WebError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         };
         ApiError::new(status, code, message)

@@ -11,6 +11,7 @@ pub mod sessions;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod time;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,12 +25,14 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use wasup_actors::keys::KeyRing;
 use wasup_actors::web::WebActor;
+use wasup_actors::webhook::WebhookActor;
 
 use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
     pub web: Addr<WebActor>,
+    pub webhooks: Addr<WebhookActor>,
     pub keys: Arc<KeyRing>,
     /// Set once shutdown began: readiness answers 503.
     pub draining: Arc<AtomicBool>,
@@ -71,6 +74,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/sessions/{id}/qr").get(sessions::qr))
             .service(resource("/sessions/{id}/pairing-code").post(sessions::pairing_code))
             .service(resource("/sessions/{id}/me").get(sessions::me))
+            .service(
+                resource("/sessions/{id}/webhooks")
+                    .get(webhooks::list)
+                    .post(webhooks::create),
+            )
+            .service(
+                resource("/sessions/{id}/webhooks/{wid}")
+                    .get(webhooks::get)
+                    .patch(webhooks::update)
+                    .delete(webhooks::delete),
+            )
+            .service(resource("/sessions/{id}/webhooks/{wid}/test").post(webhooks::test))
+            .service(resource("/sessions/{id}/webhooks/{wid}/deliveries").get(webhooks::deliveries))
+            .service(
+                resource("/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive")
+                    .post(webhooks::redrive),
+            )
+            .service(resource("/webhooks").get(webhooks::list_all))
             .service(
                 resource("/auth/api-keys")
                     .get(keys::list)
@@ -122,6 +143,7 @@ impl Resource {
     method!(get, get);
     method!(post, post);
     method!(delete, delete);
+    method!(patch, patch);
 }
 
 impl actix_web::dev::HttpServiceFactory for Resource {

@@ -214,3 +214,6 @@ pub mod schema;
 /// Fresh throw-away databases on both backends, for unit and integration
 /// tests (`TestDatabase::all`); unused by the gateway itself.
 pub mod testing;
+/// Webhooks, the delivery outbox and the attempt log; `DbWebhookStore`
+/// implements the actors' `WebhookStore` port.
+pub mod webhooks;

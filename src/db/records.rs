@@ -32,6 +32,9 @@ use wasup_actors::model::{
     SessionStatus,
 };
 use wasup_actors::ports::{Store, StoreError};
+use wasup_actors::webhook::WorkSignal;
+
+use std::sync::Arc;
 
 use super::schema::{api_keys, device_state, session_events, sessions};
 use super::{Db, DbConn, DbError};
@@ -56,11 +59,19 @@ impl From<DbError> for StoreError {
 #[derive(Clone)]
 pub struct DbStore {
     db: Db,
+    /// Told after a commit that wrote events (and so maybe outbox rows).
+    outbox: Option<Arc<WorkSignal>>,
 }
 
 impl DbStore {
     pub fn new(db: Db) -> DbStore {
-        DbStore { db }
+        DbStore { db, outbox: None }
+    }
+
+    /// Wake the webhook deliveries after every commit that wrote events.
+    pub fn with_outbox_signal(mut self, signal: Arc<WorkSignal>) -> DbStore {
+        self.outbox = Some(signal);
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -130,7 +141,15 @@ impl Store for DbStore {
         record: SessionRecord,
         events: Vec<SessionEvent>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.call_in_transaction(move |c| save_session_in(c, &record, &events))
+        let wake = (!events.is_empty()).then(|| self.outbox.clone()).flatten();
+        let save = self.call_in_transaction(move |c| save_session_in(c, &record, &events));
+        Box::pin(async move {
+            save.await?;
+            if let Some(signal) = wake {
+                signal.notify();
+            }
+            Ok(())
+        })
     }
 
     fn delete_session(&self, id: SessionId) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -318,6 +337,7 @@ pub(crate) fn save_session_in(
     // lock (PostgreSQL) before anything is read, and tells a deleted session.
     update_session(conn, record)?;
     insert_events(conn, record.id, events)?;
+    super::webhooks::insert_deliveries(conn, record.id, events)?;
     Ok(())
 }
 

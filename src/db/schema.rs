@@ -63,4 +63,64 @@ diesel::table! {
 }
 
 diesel::joinable!(session_events -> sessions (session_id));
-diesel::allow_tables_to_appear_in_same_query!(sessions, api_keys, session_events);
+
+// ---- migrations/*/2026-11-22-000300_webhooks
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        session_id -> Text,
+        url -> Text,
+        events -> Text,
+        secret -> Binary,
+        headers -> Binary,
+        active -> BigInt,
+        max_attempts -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        session_id -> Text,
+        event_id -> Text,
+        seq -> BigInt,
+        event_name -> Text,
+        status -> Text,
+        attempts -> BigInt,
+        next_attempt_at -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Text,
+        delivery_id -> Text,
+        webhook_id -> Text,
+        event_id -> Text,
+        event_name -> Text,
+        attempt -> BigInt,
+        outcome -> Text,
+        status_code -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+        latency_ms -> BigInt,
+        at -> BigInt,
+    }
+}
+
+diesel::joinable!(webhooks -> sessions (session_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    sessions,
+    api_keys,
+    session_events,
+    webhooks,
+    webhook_deliveries,
+    webhook_attempts
+);

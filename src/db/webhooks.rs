@@ -1,0 +1,997 @@
+//! Webhooks, the delivery outbox and the attempt log (migrations/*/
+//! 2026-11-22-000300_webhooks). `DbWebhookStore` implements the actors'
+//! `WebhookStore` port; [`insert_deliveries`] runs inside
+//! `save_session_in`'s transaction so an event and its outbox rows commit
+//! together.
+//!
+//! The secret and the custom headers are sealed with the master key
+//! (`SecretBox`), bound to the webhook id: the database never holds them in
+//! plaintext.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use futures::future::BoxFuture;
+use prost::Message;
+use uuid::Uuid;
+use wasup_actors::events::SessionEvent;
+use wasup_actors::model::SessionId;
+use wasup_actors::ports::StoreError;
+use wasup_actors::webhook::{
+    wants, AfterAttempt, AttemptFilter, AttemptOutcome, AttemptRecord, DeliveryJob, WebhookId,
+    WebhookRecord, WebhookStore,
+};
+
+use super::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
+use super::{Db, DbConn, DbError};
+use crate::crypto::SecretBox;
+
+const PENDING: &str = "pending";
+const DELIVERED: &str = "delivered";
+const DEAD: &str = "dead";
+
+fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> Result<DateTime<Utc>, DbError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| DbError::Corrupt(format!("timestamp {ms} ms out of range")))
+}
+
+fn aad(webhook: &str, what: &str) -> Vec<u8> {
+    format!("wasup/webhook/{webhook}/{what}").into_bytes()
+}
+
+// ------------------------------------------------------------ outbox rows
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+struct DeliveryRow<'a> {
+    id: String,
+    webhook_id: &'a str,
+    session_id: &'a str,
+    event_id: &'a str,
+    seq: i64,
+    event_name: &'a str,
+    status: &'a str,
+    attempts: i64,
+    next_attempt_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// One pending delivery row per (event, active webhook of the session that
+/// wants it). Call inside the transaction that inserts the events. Returns
+/// how many rows were written.
+pub(crate) fn insert_deliveries(
+    conn: &mut DbConn,
+    session_id: SessionId,
+    events: &[SessionEvent],
+) -> Result<usize, DbError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let session_id = session_id.to_string();
+    let hooks: Vec<(String, String)> = webhooks::table
+        .filter(webhooks::session_id.eq(&session_id))
+        .filter(webhooks::active.eq(1))
+        .select((webhooks::id, webhooks::events))
+        .load(conn)?;
+    if hooks.is_empty() {
+        return Ok(0);
+    }
+    let hooks: Vec<(String, Vec<String>)> = hooks
+        .into_iter()
+        .map(|(id, events)| {
+            let events: Vec<String> = serde_json::from_str(&events)
+                .map_err(|e| DbError::Corrupt(format!("webhook {id}: events: {e}")))?;
+            Ok((id, events))
+        })
+        .collect::<Result<_, DbError>>()?;
+    let mut n = 0;
+    for event in events {
+        let name = event.name();
+        for (hook, wanted) in &hooks {
+            if !wants(wanted, name) {
+                continue;
+            }
+            let row = DeliveryRow {
+                id: Uuid::now_v7().to_string(),
+                webhook_id: hook,
+                session_id: &session_id,
+                event_id: &event.id,
+                seq: i64::try_from(event.seq)
+                    .map_err(|_| DbError::Invalid(format!("seq {} exceeds i64", event.seq)))?,
+                event_name: name,
+                status: PENDING,
+                attempts: 0,
+                next_attempt_at: event.timestamp_ms,
+                created_at: event.timestamp_ms,
+                updated_at: event.timestamp_ms,
+            };
+            diesel::insert_into(webhook_deliveries::table)
+                .values(&row)
+                .execute(conn)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+// ------------------------------------------------------------ webhooks
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhooks)]
+struct WebhookRow {
+    id: String,
+    session_id: String,
+    url: String,
+    events: String,
+    secret: Vec<u8>,
+    headers: Vec<u8>,
+    active: i64,
+    max_attempts: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// The `WebhookStore` port over the database. Cheap to clone.
+#[derive(Clone)]
+pub struct DbWebhookStore {
+    db: Db,
+    secrets: Arc<SecretBox>,
+}
+
+impl DbWebhookStore {
+    pub fn new(db: Db, secrets: Arc<SecretBox>) -> Self {
+        DbWebhookStore { db, secrets }
+    }
+
+    fn call<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let secrets = self.secrets.clone();
+        Box::pin(async move { Ok(db.run(move |c| work(c, &secrets)).await?) })
+    }
+
+    fn call_in_transaction<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let secrets = self.secrets.clone();
+        Box::pin(async move { Ok(db.transaction(move |c| work(c, &secrets)).await?) })
+    }
+}
+
+fn seal_row(r: &WebhookRecord, secret: &[u8], boxed: &SecretBox) -> Result<WebhookRow, DbError> {
+    let id = r.id.to_string();
+    let headers: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let headers = serde_json::to_vec(&headers)
+        .map_err(|e| DbError::Invalid(format!("webhook headers: {e}")))?;
+    Ok(WebhookRow {
+        secret: boxed.seal(&aad(&id, "secret"), secret),
+        headers: boxed.seal(&aad(&id, "headers"), &headers),
+        session_id: r.session_id.to_string(),
+        url: r.url.clone(),
+        events: serde_json::to_string(&r.events)
+            .map_err(|e| DbError::Invalid(format!("webhook events: {e}")))?,
+        active: i64::from(r.active),
+        max_attempts: i64::from(r.max_attempts),
+        created_at: to_ms(r.created_at),
+        updated_at: to_ms(r.updated_at),
+        id,
+    })
+}
+
+fn open_headers(row: &WebhookRow, boxed: &SecretBox) -> Result<Vec<(String, String)>, DbError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| DbError::Corrupt(format!("webhook {}: headers: {e}", row.id));
+    let plain = boxed
+        .open(&aad(&row.id, "headers"), &row.headers)
+        .map_err(|e| corrupt(&e))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&plain).map_err(|e| corrupt(&e))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
+fn open_secret(row: &WebhookRow, boxed: &SecretBox) -> Result<String, DbError> {
+    let plain = boxed
+        .open(&aad(&row.id, "secret"), &row.secret)
+        .map_err(|e| DbError::Corrupt(format!("webhook {}: secret: {e}", row.id)))?;
+    String::from_utf8(plain)
+        .map_err(|_| DbError::Corrupt(format!("webhook {}: secret is not UTF-8", row.id)))
+}
+
+fn into_record(row: &WebhookRow, boxed: &SecretBox) -> Result<WebhookRecord, DbError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        DbError::Corrupt(format!("webhook {}: {what}: {e}", row.id))
+    };
+    Ok(WebhookRecord {
+        id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
+        session_id: Uuid::parse_str(&row.session_id).map_err(|e| corrupt("session_id", &e))?,
+        url: row.url.clone(),
+        events: serde_json::from_str(&row.events).map_err(|e| corrupt("events", &e))?,
+        headers: open_headers(row, boxed)?,
+        active: row.active != 0,
+        max_attempts: u32::try_from(row.max_attempts).map_err(|e| corrupt("max_attempts", &e))?,
+        created_at: from_ms(row.created_at)?,
+        updated_at: from_ms(row.updated_at)?,
+    })
+}
+
+fn load_row(conn: &mut DbConn, id: &str) -> Result<WebhookRow, DbError> {
+    Ok(webhooks::table
+        .find(id)
+        .select(WebhookRow::as_select())
+        .first(conn)?)
+}
+
+#[derive(Queryable)]
+struct DueRow {
+    id: String,
+    event_id: String,
+    attempts: i64,
+}
+
+fn due_deliveries(
+    conn: &mut DbConn,
+    boxed: &SecretBox,
+    now: DateTime<Utc>,
+    busy: &[WebhookId],
+    limit: usize,
+) -> Result<Vec<DeliveryJob>, DbError> {
+    let busy: Vec<String> = busy.iter().map(Uuid::to_string).collect();
+    // The head of every active webhook's queue.
+    let heads: Vec<(String, Option<i64>)> = webhook_deliveries::table
+        .inner_join(webhooks::table)
+        .filter(webhook_deliveries::status.eq(PENDING))
+        .filter(webhooks::active.eq(1))
+        .filter(webhook_deliveries::webhook_id.ne_all(&busy))
+        .group_by(webhook_deliveries::webhook_id)
+        .select((
+            webhook_deliveries::webhook_id,
+            diesel::dsl::min(webhook_deliveries::seq),
+        ))
+        .load(conn)?;
+    let mut jobs = Vec::new();
+    for (hook, seq) in heads {
+        if jobs.len() >= limit {
+            break;
+        }
+        let Some(seq) = seq else { continue };
+        let due: Option<DueRow> = webhook_deliveries::table
+            .filter(webhook_deliveries::webhook_id.eq(&hook))
+            .filter(webhook_deliveries::seq.eq(seq))
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .filter(webhook_deliveries::next_attempt_at.le(to_ms(now)))
+            .select((
+                webhook_deliveries::id,
+                webhook_deliveries::event_id,
+                webhook_deliveries::attempts,
+            ))
+            .first(conn)
+            .optional()?;
+        let Some(due) = due else { continue };
+        let row = load_row(conn, &hook)?;
+        let payload: Vec<u8> = session_events::table
+            .find(&due.event_id)
+            .select(session_events::payload)
+            .first(conn)?;
+        let event = SessionEvent::decode(payload.as_slice())
+            .map_err(|e| DbError::Corrupt(format!("event {}: {e}", due.event_id)))?;
+        let record = into_record(&row, boxed)?;
+        jobs.push(DeliveryJob {
+            delivery_id: due.id,
+            webhook_id: record.id,
+            url: record.url,
+            secret: open_secret(&row, boxed)?,
+            headers: record.headers,
+            max_attempts: record.max_attempts,
+            attempt: u32::try_from(due.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
+            event,
+        });
+    }
+    Ok(jobs)
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_attempts)]
+struct AttemptRow<'a> {
+    id: String,
+    delivery_id: &'a str,
+    webhook_id: &'a str,
+    event_id: &'a str,
+    event_name: &'a str,
+    attempt: i64,
+    outcome: &'a str,
+    status_code: Option<i64>,
+    error: Option<&'a str>,
+    latency_ms: i64,
+    at: i64,
+}
+
+fn record_attempt(
+    conn: &mut DbConn,
+    delivery_id: &str,
+    webhook_id: WebhookId,
+    a: &AttemptRecord,
+    next: &AfterAttempt,
+) -> Result<(), DbError> {
+    let at = to_ms(a.at);
+    let target = webhook_deliveries::table
+        .find(delivery_id)
+        .filter(webhook_deliveries::status.eq(PENDING));
+    let attempts = i64::from(a.attempt);
+    let updated = match next {
+        AfterAttempt::Delivered => diesel::update(target)
+            .set((
+                webhook_deliveries::status.eq(DELIVERED),
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+        AfterAttempt::Dead => diesel::update(target)
+            .set((
+                webhook_deliveries::status.eq(DEAD),
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+        AfterAttempt::RetryAt(when) => diesel::update(target)
+            .set((
+                webhook_deliveries::attempts.eq(attempts),
+                webhook_deliveries::next_attempt_at.eq(to_ms(*when)),
+                webhook_deliveries::updated_at.eq(at),
+            ))
+            .execute(conn)?,
+    };
+    if updated == 0 {
+        // Deleted (webhook or session gone) while the attempt ran.
+        return Err(DbError::Query(diesel::result::Error::NotFound));
+    }
+    let webhook_id = webhook_id.to_string();
+    diesel::insert_into(webhook_attempts::table)
+        .values(&AttemptRow {
+            id: Uuid::now_v7().to_string(),
+            delivery_id,
+            webhook_id: &webhook_id,
+            event_id: &a.event_id,
+            event_name: &a.event_name,
+            attempt: attempts,
+            outcome: a.outcome.as_str(),
+            status_code: a.status_code.map(i64::from),
+            error: a.error.as_deref(),
+            latency_ms: i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+            at,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+type AttemptTuple = (
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+fn list_attempts(
+    conn: &mut DbConn,
+    webhook: WebhookId,
+    filter: Option<AttemptFilter>,
+    limit: usize,
+) -> Result<Vec<AttemptRecord>, DbError> {
+    let mut q = webhook_attempts::table
+        .filter(webhook_attempts::webhook_id.eq(webhook.to_string()))
+        .into_boxed();
+    q = match filter {
+        None => q,
+        Some(AttemptFilter::Delivered) => q.filter(webhook_attempts::outcome.eq(DELIVERED)),
+        Some(AttemptFilter::Failed) => {
+            q.filter(webhook_attempts::outcome.eq_any(vec!["failed", DEAD]))
+        }
+        Some(AttemptFilter::Dead) => q.filter(webhook_attempts::outcome.eq(DEAD)),
+    };
+    let rows: Vec<AttemptTuple> = q
+        .order((webhook_attempts::at.desc(), webhook_attempts::id.desc()))
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .select((
+            webhook_attempts::event_id,
+            webhook_attempts::event_name,
+            webhook_attempts::attempt,
+            webhook_attempts::outcome,
+            webhook_attempts::status_code,
+            webhook_attempts::error,
+            webhook_attempts::latency_ms,
+            webhook_attempts::at,
+        ))
+        .load(conn)?;
+    rows.into_iter()
+        .map(
+            |(event_id, event_name, attempt, outcome, status_code, error, latency, at)| {
+                Ok(AttemptRecord {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    outcome: outcome
+                        .parse::<AttemptOutcome>()
+                        .map_err(DbError::Corrupt)?,
+                    status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                    error,
+                    latency_ms: u64::try_from(latency).unwrap_or(0),
+                    at: from_ms(at)?,
+                    event_id,
+                    event_name,
+                })
+            },
+        )
+        .collect()
+}
+
+fn redrive(
+    conn: &mut DbConn,
+    webhook: WebhookId,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let webhook = webhook.to_string();
+    let status: Option<String> = webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(&webhook))
+        .filter(webhook_deliveries::event_id.eq(event_id))
+        .select(webhook_deliveries::status)
+        .first(conn)
+        .optional()?;
+    match status.as_deref() {
+        None => Err(DbError::Query(diesel::result::Error::NotFound)),
+        Some(PENDING) => Err(DbError::Invalid(format!(
+            "event {event_id} is already pending"
+        ))),
+        Some(_) => {
+            diesel::update(
+                webhook_deliveries::table
+                    .filter(webhook_deliveries::webhook_id.eq(&webhook))
+                    .filter(webhook_deliveries::event_id.eq(event_id)),
+            )
+            .set((
+                webhook_deliveries::status.eq(PENDING),
+                webhook_deliveries::attempts.eq(0),
+                webhook_deliveries::next_attempt_at.eq(to_ms(now)),
+                webhook_deliveries::updated_at.eq(to_ms(now)),
+            ))
+            .execute(conn)?;
+            Ok(())
+        }
+    }
+}
+
+fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
+    let before = to_ms(before);
+    // Delivered rows (their attempts go with them).
+    let rows = diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.eq(DELIVERED))
+            .filter(webhook_deliveries::updated_at.lt(before)),
+    )
+    .execute(conn)?;
+    // Old attempts of rows still queued; a dead letter keeps its history.
+    let dead: Vec<String> = webhook_deliveries::table
+        .filter(webhook_deliveries::status.eq(DEAD))
+        .select(webhook_deliveries::id)
+        .load(conn)?;
+    let attempts = diesel::delete(
+        webhook_attempts::table
+            .filter(webhook_attempts::at.lt(before))
+            .filter(webhook_attempts::delivery_id.ne_all(dead)),
+    )
+    .execute(conn)?;
+    Ok((rows + attempts) as u64)
+}
+
+impl WebhookStore for DbWebhookStore {
+    fn insert_webhook(
+        &self,
+        record: WebhookRecord,
+        secret: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call(move |c, boxed| {
+            let row = seal_row(&record, secret.as_bytes(), boxed)?;
+            diesel::insert_into(webhooks::table)
+                .values(&row)
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    fn load_webhooks(
+        &self,
+        session: Option<SessionId>,
+    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>> {
+        self.call(move |c, boxed| {
+            let mut q = webhooks::table.select(WebhookRow::as_select()).into_boxed();
+            if let Some(s) = session {
+                q = q.filter(webhooks::session_id.eq(s.to_string()));
+            }
+            q.order((webhooks::created_at.asc(), webhooks::id.asc()))
+                .load(c)?
+                .iter()
+                .map(|r| into_record(r, boxed))
+                .collect()
+        })
+    }
+
+    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>> {
+        self.call(move |c, boxed| into_record(&load_row(c, &id.to_string())?, boxed))
+    }
+
+    fn update_webhook(&self, record: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, boxed| {
+            let old = load_row(c, &record.id.to_string())?;
+            let row = seal_row(&record, &[], boxed)?;
+            diesel::update(webhooks::table.find(&row.id))
+                .set((
+                    webhooks::url.eq(&row.url),
+                    webhooks::events.eq(&row.events),
+                    webhooks::headers.eq(&row.headers),
+                    webhooks::active.eq(row.active),
+                    webhooks::max_attempts.eq(row.max_attempts),
+                    webhooks::updated_at.eq(row.updated_at),
+                ))
+                .execute(c)?;
+            drop(old);
+            Ok(())
+        })
+    }
+
+    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call(move |c, _| {
+            let n = diesel::delete(webhooks::table.find(id.to_string())).execute(c)?;
+            if n == 0 {
+                return Err(DbError::Query(diesel::result::Error::NotFound));
+            }
+            Ok(())
+        })
+    }
+
+    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>> {
+        self.call(move |c, boxed| open_secret(&load_row(c, &id.to_string())?, boxed))
+    }
+
+    fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        busy: Vec<WebhookId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>> {
+        self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit))
+    }
+
+    fn record_attempt(
+        &self,
+        delivery_id: String,
+        webhook_id: WebhookId,
+        attempt: AttemptRecord,
+        next: AfterAttempt,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, _| {
+            record_attempt(c, &delivery_id, webhook_id, &attempt, &next)
+        })
+    }
+
+    fn list_attempts(
+        &self,
+        webhook: WebhookId,
+        filter: Option<AttemptFilter>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>> {
+        self.call(move |c, _| list_attempts(c, webhook, filter, limit))
+    }
+
+    fn redrive(
+        &self,
+        webhook: WebhookId,
+        event_id: String,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.call_in_transaction(move |c, _| redrive(c, webhook, &event_id, now))
+    }
+
+    fn prune(&self, before: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        self.call_in_transaction(move |c, _| prune(c, before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The outbox and the attempt log on both backends.
+
+    use std::sync::Arc;
+
+    use chrono::{Duration, Utc};
+    use diesel::prelude::*;
+    use uuid::Uuid;
+    use wasup_actors::events::{session_event::Data, Disconnected, SessionEvent, StatusChanged};
+    use wasup_actors::model::SessionRecord;
+    use wasup_actors::ports::{Store, StoreError};
+    use wasup_actors::webhook::*;
+
+    use super::DbWebhookStore;
+    use crate::crypto::SecretBox;
+    use crate::db::records::DbStore;
+    use crate::db::schema::{webhook_attempts, webhook_deliveries, webhooks};
+    use crate::db::testing::TestDatabase;
+
+    fn stores(t: &TestDatabase) -> (DbStore, DbWebhookStore) {
+        let db = t.open();
+        (
+            DbStore::new(db.clone()),
+            DbWebhookStore::new(db, Arc::new(SecretBox::new(&[7u8; 32]))),
+        )
+    }
+
+    fn hook(session: &SessionRecord, events: &[&str], active: bool) -> WebhookRecord {
+        let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        WebhookRecord {
+            id: Uuid::now_v7(),
+            session_id: session.id,
+            url: "https://example.com/hook".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            headers: vec![("Authorization".into(), "Bearer t0ken".into())],
+            active,
+            max_attempts: 3,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn step(record: &mut SessionRecord, data: Data) -> SessionEvent {
+        record.event_seq += 1;
+        SessionEvent {
+            id: format!("evt_{}", Uuid::now_v7().simple()),
+            session_id: record.id.to_string(),
+            session_name: record.name.clone(),
+            seq: record.event_seq,
+            timestamp_ms: Utc::now().timestamp_millis(),
+            data: Some(data),
+        }
+    }
+
+    fn status() -> Data {
+        Data::Status(StatusChanged {
+            status: "initializing".into(),
+            previous_status: "created".into(),
+            last_error: None,
+        })
+    }
+
+    fn disconnected() -> Data {
+        Data::Disconnected(Disconnected {
+            reason: "x".into(),
+            will_retry: true,
+            next_retry_at_ms: None,
+        })
+    }
+
+    async fn count(s: &DbWebhookStore, table: &'static str) -> i64 {
+        s.db.run(move |c| {
+            Ok(match table {
+                "deliveries" => webhook_deliveries::table.count().get_result(c)?,
+                "attempts" => webhook_attempts::table.count().get_result(c)?,
+                _ => webhooks::table.count().get_result(c)?,
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
+        let (store, hooks) = stores(&t);
+        let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+        store.insert_session(session.clone()).await.unwrap();
+        let all = hook(&session, &["*"], true);
+        let only = hook(&session, &["session.disconnected"], true);
+        let paused = hook(&session, &["*"], false);
+        for h in [&all, &only, &paused] {
+            hooks
+                .insert_webhook(h.clone(), generate_secret())
+                .await
+                .unwrap();
+        }
+        let e1 = step(&mut session, status());
+        let e2 = step(&mut session, disconnected());
+        store
+            .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+            .await
+            .unwrap();
+        // "*" gets both, the filtered one only e2, the paused one nothing.
+        assert_eq!(count(&hooks, "deliveries").await, 3);
+
+        // A refused save (seq taken) writes no outbox rows either.
+        let stale = session.clone();
+        let dup = SessionEvent {
+            id: "evt_dup".into(),
+            ..e2.clone()
+        };
+        assert!(store.save_session(stale, vec![dup]).await.is_err());
+        assert_eq!(count(&hooks, "deliveries").await, 3);
+
+        // Heads only, in seq order, skipping busy webhooks.
+        let jobs = hooks.due_deliveries(Utc::now(), vec![], 10).await.unwrap();
+        let mut heads: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.webhook_id, j.event.id.clone()))
+            .collect();
+        heads.sort();
+        let mut want = vec![(all.id, e1.id.clone()), (only.id, e2.id.clone())];
+        want.sort();
+        assert_eq!(heads, want);
+        let job = jobs.iter().find(|j| j.webhook_id == all.id).unwrap();
+        assert_eq!(job.attempt, 1);
+        assert_eq!(job.headers, all.headers);
+        assert!(job.secret.starts_with("whsec_"));
+        let busy = hooks
+            .due_deliveries(Utc::now(), vec![all.id], 10)
+            .await
+            .unwrap();
+        assert_eq!(busy.len(), 1);
+        assert_eq!(busy[0].webhook_id, only.id);
+
+        // A retry later keeps the head; then a dead letter moves the queue on.
+        let attempt = |n, outcome| AttemptRecord {
+            event_id: e1.id.clone(),
+            event_name: "session.status".into(),
+            attempt: n,
+            outcome,
+            status_code: Some(500),
+            error: Some("receiver answered HTTP 500".into()),
+            latency_ms: 3,
+            at: Utc::now(),
+        };
+        let later = Utc::now() + Duration::seconds(60);
+        hooks
+            .record_attempt(
+                job.delivery_id.clone(),
+                all.id,
+                attempt(1, AttemptOutcome::Failed),
+                AfterAttempt::RetryAt(later),
+            )
+            .await
+            .unwrap();
+        let jobs = hooks
+            .due_deliveries(Utc::now(), vec![only.id], 10)
+            .await
+            .unwrap();
+        assert!(jobs.is_empty(), "the head waits, and nothing overtakes it");
+        let jobs = hooks
+            .due_deliveries(later, vec![only.id], 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (jobs[0].event.id.clone(), jobs[0].attempt),
+            (e1.id.clone(), 2)
+        );
+        hooks
+            .record_attempt(
+                job.delivery_id.clone(),
+                all.id,
+                attempt(2, AttemptOutcome::Dead),
+                AfterAttempt::Dead,
+            )
+            .await
+            .unwrap();
+        let jobs = hooks
+            .due_deliveries(later, vec![only.id], 10)
+            .await
+            .unwrap();
+        assert_eq!(jobs[0].event.id, e2.id);
+        let dead = hooks
+            .list_attempts(all.id, Some(AttemptFilter::Dead), 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            hooks
+                .list_attempts(all.id, Some(AttemptFilter::Failed), 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        // Redrive: dead → pending with a fresh budget; pending → Conflict; unknown → NotFound.
+        hooks
+            .redrive(all.id, e1.id.clone(), Utc::now())
+            .await
+            .unwrap();
+        assert!(matches!(
+            hooks.redrive(all.id, e1.id.clone(), Utc::now()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            hooks.redrive(all.id, "evt_nope".into(), Utc::now()).await,
+            Err(StoreError::NotFound)
+        ));
+        let jobs = hooks
+            .due_deliveries(Utc::now(), vec![only.id], 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (jobs[0].event.id.clone(), jobs[0].attempt),
+            (e1.id.clone(), 1)
+        );
+
+        // Deleting a webhook removes its rows; deleting the session removes the rest.
+        hooks.delete_webhook(all.id).await.unwrap();
+        assert_eq!(count(&hooks, "deliveries").await, 1);
+        assert_eq!(count(&hooks, "attempts").await, 0);
+        store.delete_session(session.id).await.unwrap();
+        assert_eq!(count(&hooks, "deliveries").await, 0);
+        assert_eq!(count(&hooks, "webhooks").await, 0);
+    }
+
+    async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase) {
+        let (store, hooks) = stores(&t);
+        let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+        store.insert_session(session.clone()).await.unwrap();
+        let h = hook(&session, &["*"], true);
+        hooks
+            .insert_webhook(h.clone(), generate_secret())
+            .await
+            .unwrap();
+        let (e1, e2) = (
+            step(&mut session, status()),
+            step(&mut session, disconnected()),
+        );
+        store
+            .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+            .await
+            .unwrap();
+        let old = Utc::now() - Duration::days(8);
+        for (e, next, outcome) in [
+            (&e1, AfterAttempt::Delivered, AttemptOutcome::Delivered),
+            (&e2, AfterAttempt::Dead, AttemptOutcome::Dead),
+        ] {
+            let job = hooks
+                .due_deliveries(Utc::now(), vec![], 1)
+                .await
+                .unwrap()
+                .remove(0);
+            assert_eq!(job.event.id, e.id);
+            let attempt = AttemptRecord {
+                event_id: e.id.clone(),
+                event_name: e.name().into(),
+                attempt: 1,
+                outcome,
+                status_code: Some(200),
+                error: None,
+                latency_ms: 1,
+                at: old,
+            };
+            hooks
+                .record_attempt(job.delivery_id, h.id, attempt, next)
+                .await
+                .unwrap();
+        }
+        // Nothing is older than 30 days yet.
+        assert_eq!(
+            hooks.prune(Utc::now() - Duration::days(30)).await.unwrap(),
+            0
+        );
+        let pruned = hooks.prune(Utc::now() - Duration::days(7)).await.unwrap();
+        assert!(pruned >= 1);
+        assert_eq!(
+            count(&hooks, "deliveries").await,
+            1,
+            "the dead letter stays"
+        );
+        let left = hooks.list_attempts(h.id, None, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].event_id, e2.id);
+        hooks
+            .redrive(h.id, e2.id.clone(), Utc::now())
+            .await
+            .unwrap();
+    }
+
+    async fn secrets_and_headers_are_sealed(t: TestDatabase) {
+        let (store, hooks) = stores(&t);
+        let session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+        store.insert_session(session.clone()).await.unwrap();
+        let h = hook(&session, &["*"], true);
+        let secret = generate_secret();
+        hooks
+            .insert_webhook(h.clone(), secret.clone())
+            .await
+            .unwrap();
+        assert_eq!(hooks.webhook_secret(h.id).await.unwrap(), secret);
+        assert_eq!(hooks.load_webhook(h.id).await.unwrap(), h);
+        let raw: (Vec<u8>, Vec<u8>) = hooks
+            .db
+            .run(|c| {
+                Ok(webhooks::table
+                    .select((webhooks::secret, webhooks::headers))
+                    .first(c)?)
+            })
+            .await
+            .unwrap();
+        let hay = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(!hay(&raw.0).contains(&secret[6..]));
+        assert!(!hay(&raw.1).contains("t0ken"));
+        let mut changed = h.clone();
+        changed.active = false;
+        changed.events = vec!["session.qr".into()];
+        hooks.update_webhook(changed.clone()).await.unwrap();
+        assert_eq!(hooks.load_webhook(h.id).await.unwrap(), changed);
+        assert_eq!(
+            hooks.webhook_secret(h.id).await.unwrap(),
+            secret,
+            "update keeps the secret"
+        );
+        assert_eq!(
+            hooks.load_webhooks(Some(session.id)).await.unwrap(),
+            vec![changed]
+        );
+        assert_eq!(
+            hooks.load_webhooks(Some(Uuid::new_v4())).await.unwrap(),
+            vec![]
+        );
+        assert!(matches!(
+            hooks
+                .insert_webhook(
+                    hook(
+                        &SessionRecord::new(Uuid::new_v4(), "gone".into(), Utc::now()),
+                        &["*"],
+                        true
+                    ),
+                    secret
+                )
+                .await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    macro_rules! both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        super::$name(crate::db::testing::TestDatabase::sqlite()).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let Some(t) = crate::db::testing::TestDatabase::postgres(stringify!($name)) else {
+                            return;
+                        };
+                        super::$name(t).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    both_backends!(
+        outbox_rows_follow_the_state_change,
+        retention_prunes_delivered_rows_and_keeps_dead_letters,
+        secrets_and_headers_are_sealed,
+    );
+}

@@ -1,0 +1,192 @@
+//! The address policy against SSRF: webhook URLs may not reach loopback,
+//! private (RFC 1918, ULA), link-local (cloud metadata lives there), CGNAT,
+//! unspecified, multicast, broadcast or reserved addresses, unless the
+//! operator allows it (`WASUP_WEBHOOK_ALLOW_PRIVATE=true`). Checked at create
+//! and update, before every delivery, and again by the HTTP client's DNS
+//! resolver at connect time (an answer that changed cannot slip through).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+pub struct AddressPolicy {
+    pub allow_private: bool,
+}
+
+/// Why an address is refused, or None when it is a public unicast address.
+pub fn refused(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => refused_v4(v4),
+        IpAddr::V6(v6) => refused_v6(v6),
+    }
+}
+
+fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b) {
+        (127, _) => "loopback",
+        (10, _) | (192, 168) => "private",
+        (172, 16..=31) => "private",
+        (169, 254) => "link-local (cloud metadata)",
+        (100, 64..=127) => "shared address space (CGNAT)",
+        (0, _) => "unspecified",
+        (224..=239, _) => "multicast",
+        (240..=255, _) => "reserved or broadcast",
+        (192, 0) if c == 0 => "reserved (IETF protocol assignments)",
+        (198, 18..=19) => "reserved (benchmarking)",
+        _ => return None,
+    })
+}
+
+fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return refused_v4(v4);
+    }
+    let seg = ip.segments();
+    // NAT64 (64:ff9b::/96) embeds an IPv4 address.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        let v4 = Ipv4Addr::new(
+            (seg[6] >> 8) as u8,
+            seg[6] as u8,
+            (seg[7] >> 8) as u8,
+            seg[7] as u8,
+        );
+        return refused_v4(v4);
+    }
+    Some(if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_unspecified() {
+        "unspecified"
+    } else if seg[0] & 0xfe00 == 0xfc00 {
+        "private (unique local)"
+    } else if seg[0] & 0xffc0 == 0xfe80 || seg[0] & 0xffc0 == 0xfec0 {
+        "link-local"
+    } else if seg[0] & 0xff00 == 0xff00 {
+        "multicast"
+    } else if seg[..6] == [0, 0, 0, 0, 0, 0] {
+        // IPv4-compatible (deprecated) ::a.b.c.d
+        "reserved (IPv4-compatible)"
+    } else {
+        return None;
+    })
+}
+
+fn not_allowed(host: &str, ip: IpAddr, why: &str) -> String {
+    format!(
+        "The webhook URL's host '{host}' resolves to {ip}, a {why} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
+    )
+}
+
+impl AddressPolicy {
+    /// Err(a sentence for the caller) when the URL's host is, or resolves
+    /// to, a refused address, or does not resolve at all.
+    pub async fn check_url(&self, raw: &str) -> Result<(), String> {
+        if self.allow_private {
+            return Ok(());
+        }
+        let url = url::Url::parse(raw).map_err(|_| "The webhook URL is not valid".to_string())?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let (label, ips): (String, Vec<IpAddr>) = match url.host() {
+            Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![IpAddr::V4(ip)]),
+            Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![IpAddr::V6(ip)]),
+            Some(url::Host::Domain(name)) => {
+                let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
+                    format!("The webhook URL's host '{name}' does not resolve: {e}")
+                })?;
+                (name.to_string(), addrs.map(|a| a.ip()).collect())
+            }
+            None => return Err("The webhook URL has no host".to_string()),
+        };
+        for ip in ips {
+            if let Some(why) = refused(ip) {
+                return Err(not_allowed(&label, ip, why));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// reqwest's resolver: the system's answers, each checked by the policy.
+pub struct GuardedResolver(pub Arc<AddressPolicy>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.0.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private {
+                for a in &addrs {
+                    if let Some(why) = refused(a.ip()) {
+                        return Err(not_allowed(&host, a.ip(), why).into());
+                    }
+                }
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.100.100.200",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(refused(bad.parse().unwrap()).is_some(), "{bad}");
+        }
+        for ok in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+        ] {
+            assert_eq!(refused(ok.parse().unwrap()), None, "{ok}");
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_after_resolution() {
+        let p = AddressPolicy {
+            allow_private: false,
+        };
+        for bad in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/x",
+            "http://localhost:9/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0x7f000001/",
+        ] {
+            let e = p.check_url(bad).await.unwrap_err();
+            assert!(e.contains("WASUP_WEBHOOK_ALLOW_PRIVATE"), "{bad}: {e}");
+        }
+        let open = AddressPolicy {
+            allow_private: true,
+        };
+        assert_eq!(open.check_url("http://127.0.0.1:8080/x").await, Ok(()));
+    }
+}

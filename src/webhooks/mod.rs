@@ -1,0 +1,171 @@
+//! Webhook delivery over HTTP: the JSON envelope rendered from the stored
+//! proto, Standard Webhooks signatures, the address policy against SSRF, and
+//! `HttpSender`, the reqwest implementation of the actors' `WebhookSender`
+//! port (one client per process, 10 s timeout, no redirects).
+
+pub mod guard;
+pub mod render;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use wasup_actors::webhook::{SendResult, WebhookRequest, WebhookSender};
+
+use guard::AddressPolicy;
+
+/// How long one delivery may take, connect to last byte.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct HttpSender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl HttpSender {
+    pub fn new(allow_private: bool) -> Result<HttpSender, String> {
+        let policy = Arc::new(AddressPolicy { allow_private });
+        let client = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .connect_timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            // Every name is resolved through the policy, so a DNS answer that
+            // changed since the check cannot reach a refused address.
+            .dns_resolver(Arc::new(guard::GuardedResolver(policy.clone())))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpSender { client, policy })
+    }
+}
+
+/// An error with its causes, without the URL (it may carry a token).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        format!("timed out after {}s", DELIVERY_TIMEOUT.as_secs())
+    } else if err.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (at.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+impl WebhookSender for HttpSender {
+    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), String>> {
+        let policy = self.policy.clone();
+        Box::pin(async move { policy.check_url(&url).await })
+    }
+
+    fn send(&self, request: WebhookRequest) -> BoxFuture<'static, SendResult> {
+        let client = self.client.clone();
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let failed = |error: String, started: Instant| SendResult {
+                status_code: None,
+                error: Some(error),
+                latency_ms: started.elapsed().as_millis() as u64,
+                retry_after: None,
+            };
+            if let Err(why) = policy.check_url(&request.url).await {
+                return failed(why, started);
+            }
+            let envelope = match render::envelope(&request.payload) {
+                Ok(e) => e,
+                Err(e) => return failed(format!("rendering the event failed: {e}"), started),
+            };
+            let timestamp = chrono::Utc::now().timestamp();
+            let signature =
+                match sign::signature(&request.secret, &envelope.id, timestamp, &envelope.body) {
+                    Ok(s) => s,
+                    Err(e) => return failed(e, started),
+                };
+            let mut headers = HeaderMap::new();
+            let mut put = |name: &str, value: &str| {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    headers.insert(n, v);
+                }
+            };
+            // Custom headers first, so that ours (inserted after) always win.
+            for (name, value) in &request.headers {
+                put(name, value);
+            }
+            put("webhook-id", &envelope.id);
+            put("webhook-timestamp", &timestamp.to_string());
+            put("webhook-signature", &signature);
+            put("x-wasup-event", &envelope.event);
+            put("x-wasup-attempt", &request.attempt.to_string());
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if !headers.contains_key(USER_AGENT) {
+                headers.insert(
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!("wasup/", env!("CARGO_PKG_VERSION"))),
+                );
+            }
+            let res = client
+                .post(&request.url)
+                .headers(headers)
+                .body(envelope.body)
+                .send()
+                .await;
+            match res {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let retry_after = retry_after(res.headers());
+                    // Drain (bounded by the client timeout) so the connection can be reused.
+                    let _ = res.bytes().await;
+                    SendResult {
+                        status_code: Some(status),
+                        error: (!(200..300).contains(&status))
+                            .then(|| format!("receiver answered HTTP {status}")),
+                        latency_ms: started.elapsed().as_millis() as u64,
+                        retry_after,
+                    }
+                }
+                Err(e) => failed(describe(&e), started),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let at = chrono::Utc::now() + chrono::Duration::seconds(120);
+        let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
+        let got = retry_after(&h).unwrap().as_secs();
+        assert!((118..=120).contains(&got), "{got}");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+}
