@@ -236,3 +236,158 @@ where
     s.read_exact(&mut rest).await?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn proxy(kind: ProxyType, url: &str) -> Proxy {
+        Proxy::parse(&ProxySpec {
+            url: url.to_string(),
+            kind,
+        })
+        .unwrap()
+    }
+
+    /// A CONNECT proxy that records the request head, answers `status`,
+    /// then echoes what comes through the tunnel.
+    async fn connect_proxy(status: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            s.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = [0u8; 5];
+            if s.read_exact(&mut buf).await.is_ok() {
+                s.write_all(&buf).await.unwrap();
+            }
+            String::from_utf8(head).unwrap()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn http_connect_sends_credentials_and_tunnels_bytes() {
+        let (port, seen) = connect_proxy("200 Connection established").await;
+        let p = proxy(
+            ProxyType::Http,
+            &format!("http://bob:p%40ss@127.0.0.1:{port}"),
+        );
+        assert_eq!(
+            (p.user.as_deref(), p.password.as_deref()),
+            (Some("bob"), Some("p@ss"))
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut tunnel = http_connect(tcp, &p, "web.whatsapp.com", 443)
+            .await
+            .unwrap();
+        tunnel.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        tunnel.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"hello");
+        let head = seen.await.unwrap();
+        assert!(
+            head.starts_with("CONNECT web.whatsapp.com:443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        let token = base64::engine::general_purpose::STANDARD.encode("bob:p@ss");
+        assert!(
+            head.contains(&format!("Proxy-Authorization: Basic {token}\r\n")),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_connect_refusal_is_an_error_naming_the_answer() {
+        let (port, _seen) = connect_proxy("407 Proxy Authentication Required").await;
+        let p = proxy(ProxyType::Http, &format!("http://127.0.0.1:{port}"));
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let err = http_connect(tcp, &p, "web.whatsapp.com", 443)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("407"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn socks5_authenticates_connects_by_name_and_tunnels_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut greet = [0u8; 3];
+            s.read_exact(&mut greet).await.unwrap();
+            assert_eq!(greet, [5, 1, 2], "user/password method offered");
+            s.write_all(&[5, 2]).await.unwrap();
+            let mut ver_ulen = [0u8; 2];
+            s.read_exact(&mut ver_ulen).await.unwrap();
+            let mut user = vec![0u8; ver_ulen[1] as usize];
+            s.read_exact(&mut user).await.unwrap();
+            let mut plen = [0u8; 1];
+            s.read_exact(&mut plen).await.unwrap();
+            let mut pass = vec![0u8; plen[0] as usize];
+            s.read_exact(&mut pass).await.unwrap();
+            s.write_all(&[1, 0]).await.unwrap();
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).await.unwrap();
+            assert_eq!(&req[..4], &[5, 1, 0, 3], "CONNECT by domain name");
+            let mut host = vec![0u8; req[4] as usize + 2];
+            s.read_exact(&mut host).await.unwrap();
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80])
+                .await
+                .unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            (
+                String::from_utf8(user).unwrap(),
+                String::from_utf8(pass).unwrap(),
+                host,
+            )
+        });
+        let p = proxy(
+            ProxyType::Socks5,
+            &format!("socks5://alice:secret@127.0.0.1:{port}"),
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut tunnel = socks5_connect(tcp, &p, "web.whatsapp.com", 443)
+            .await
+            .unwrap();
+        tunnel.write_all(b"olleh").await.unwrap();
+        let mut back = [0u8; 5];
+        tunnel.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"olleh");
+        let (user, pass, host) = server.await.unwrap();
+        assert_eq!((user.as_str(), pass.as_str()), ("alice", "secret"));
+        assert_eq!(&host[..host.len() - 2], b"web.whatsapp.com");
+        assert_eq!(&host[host.len() - 2..], &443u16.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_proxy_fails_the_connect_with_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let factory = ProxyTransportFactory::new(
+            &ProxySpec {
+                url: format!("http://127.0.0.1:{port}"),
+                kind: ProxyType::Http,
+            },
+            "wss://web.whatsapp.com/ws/chat",
+        )
+        .unwrap();
+        let err = factory.create_transport().await.err().unwrap();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
