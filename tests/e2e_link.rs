@@ -44,18 +44,6 @@ fn link(s: &Server, name: &str, phone: &str, config: Value) -> String {
     id
 }
 
-fn decode_png(png: &[u8]) -> String {
-    let decoder = png::Decoder::new(std::io::Cursor::new(png));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
-    let grids = img.detect_grids();
-    assert_eq!(grids.len(), 1);
-    grids[0].decode().unwrap().1
-}
-
 #[test]
 fn qr_link_reaches_ready_and_survives_stop_start_and_gateway_restart() {
     for db in backends() {
@@ -69,23 +57,14 @@ fn qr_link_reaches_ready_and_survives_stop_start_and_gateway_restart() {
         assert_eq!(raw["status"], "qr_ready");
         assert!(text.split(',').count() >= 5, "{text}");
         let (_, data) = s.call("GET", &format!("/api/sessions/{id}/qr"), None);
-        let b64 = data["qrCode"]
-            .as_str()
-            .unwrap()
-            .strip_prefix("data:image/png;base64,")
-            .unwrap();
-        use base64::Engine as _;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        assert_eq!(decode_png(&png), text);
+        assert_eq!(decode_qr_data_url(data["qrCode"].as_str().unwrap()), text);
         let res = s
             .req("GET", &format!("/api/sessions/{id}/qr"), Some(ADMIN_KEY))
             .header("Accept", "image/png")
             .send()
             .unwrap();
         assert_eq!(res.headers()["content-type"], "image/png");
-        assert_eq!(decode_png(&res.bytes().unwrap()), text);
+        assert_eq!(decode_qr_png(&res.bytes().unwrap()), text);
 
         let linked = scan(&s, &id, "628123456789", "Sim Phone");
         assert_eq!(linked["phone"], "628123456789");

@@ -96,24 +96,6 @@ fn wait_for(got: &Got, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn decode_png_data_url(url: &str) -> String {
-    use base64::Engine as _;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(
-            url.strip_prefix("data:image/png;base64,")
-                .expect("PNG data URL"),
-        )
-        .unwrap();
-    let decoder = png::Decoder::new(std::io::Cursor::new(png));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
-    let grids = img.detect_grids();
-    grids[0].decode().unwrap().1
-}
-
 #[test]
 fn qr_and_authenticated_events_of_a_real_link() {
     for db in backends() {
@@ -165,7 +147,7 @@ fn qr_and_authenticated_events_of_a_real_link() {
         let qr = wait_for(&got, "session.qr", |b| b["event"] == "session.qr");
         let raw = qr["data"]["qr"].as_str().unwrap().to_string();
         assert_eq!(
-            decode_png_data_url(qr["data"]["qrCode"].as_str().unwrap()),
+            decode_qr_data_url(qr["data"]["qrCode"].as_str().unwrap()),
             raw
         );
         assert!(qr["data"]["expiresAt"].as_str().unwrap().ends_with('Z'));

@@ -103,6 +103,22 @@ impl SessionRegistry {
         self.inner.read().by_id.values().cloned().collect()
     }
 
+    /// Find a session by id or name for `caller`: not found, then not in
+    /// the caller's scope, are the two ways to fail.
+    pub fn resolve_for(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<SessionView, crate::WebError> {
+        let view = self
+            .resolve(id_or_name)
+            .ok_or_else(|| crate::WebError::SessionNotFound(id_or_name.to_string()))?;
+        if !caller.may_see(&view.record.id) {
+            return Err(crate::WebError::SessionNotInScope(id_or_name.to_string()));
+        }
+        Ok(view)
+    }
+
     pub fn name_taken(&self, name: &str) -> bool {
         self.inner.read().by_name.contains_key(name)
     }

@@ -595,15 +595,9 @@ impl WebhookActor {
         }
     }
 
+    /// Find a session by id or name, then check the caller may see it.
     fn resolve(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
-        let view = self
-            .registry
-            .resolve(id)
-            .ok_or_else(|| WebError::SessionNotFound(id.to_string()))?;
-        if !caller.may_see(&view.record.id) {
-            return Err(WebError::SessionNotInScope(id.to_string()));
-        }
-        Ok(view)
+        self.registry.resolve_for(caller, id)
     }
 
     /// The webhook `wid` of session `session` (resolved and in scope).

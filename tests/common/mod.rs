@@ -330,3 +330,29 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
         "{body}"
     );
 }
+
+/// What an ordinary QR reader reads from a PNG (exactly one code expected).
+pub fn decode_qr_png(png: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().unwrap().1
+}
+
+/// The same, from a `data:image/png;base64,…` URL.
+pub fn decode_qr_data_url(url: &str) -> String {
+    use base64::Engine as _;
+    let b64 = url
+        .strip_prefix("data:image/png;base64,")
+        .expect("PNG data URL");
+    decode_qr_png(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+}
