@@ -231,12 +231,18 @@ fn logout_unlinks_the_device_and_the_next_start_needs_a_qr() {
     let db = TestDb::Sqlite;
     let s = Server::start(&db);
     let id = link(&s, "logout-bot", "628100000301", json!({}));
+    let devices = "/api/simulator/phones/628100000301/devices";
+    let (status, listed) = s.call("GET", devices, None);
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let (status, got) = s.call("POST", &format!("/api/sessions/{id}/logout"), None);
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["status"], "disconnected");
     assert!(got["phone"].is_null() && got["pushName"].is_null());
     let (_, me) = s.call("GET", &format!("/api/sessions/{id}/me"), None);
     assert!(me.is_null());
+    let (_, listed) = s.call("GET", devices, None);
+    assert_eq!(listed, json!([]), "the phone no longer lists the device");
     s.call("POST", &format!("/api/sessions/{id}/start"), None);
     let got = s.wait_session(&id, 30, |b| {
         b["status"] == "qr_ready" || b["status"] == "ready"

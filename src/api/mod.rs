@@ -112,7 +112,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn simulator_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/simulator/sessions/{id}/scan").post(simulator::scan))
         .service(resource("/simulator/sessions/{id}/faults").post(simulator::fault))
-        .service(resource("/simulator/phones/{phone}/enter-code").post(simulator::enter_code));
+        .service(resource("/simulator/phones/{phone}/enter-code").post(simulator::enter_code))
+        .service(resource("/simulator/phones/{phone}/devices").get(simulator::phone_devices));
 }
 
 #[cfg(not(feature = "simulator"))]

@@ -114,6 +114,22 @@ pub async fn enter_code(
     Ok(linked(sim.enter_code(&phone, &code).await?))
 }
 
+/// The devices a phone lists as linked (what "Linked devices" shows on a phone).
+pub async fn phone_devices(
+    state: Data,
+    Auth(_caller): Auth,
+    phone: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sim = simulator(&state)?;
+    let phone = phone_number("phone", &phone)?;
+    let devices: Vec<serde_json::Value> = sim
+        .phone_devices(&phone)?
+        .into_iter()
+        .map(|d| serde_json::json!({"phone": d.phone, "device": d.device, "jid": d.jid()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(devices))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultRequest {
