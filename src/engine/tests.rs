@@ -196,22 +196,36 @@ async fn abort_and_logout_are_silent() {
 }
 
 #[actix::test]
-async fn proxy_is_refused_with_a_clear_error() {
+async fn a_session_proxy_is_dialled_and_its_failure_named_without_the_password() {
     let t = sqlite_db();
-    let engine = engine(&t.db, Duration::from_secs(2), None);
+    let timeout = Duration::from_secs(3);
+    let engine = engine(&t.db, timeout, Some((2, 3000, 1042742319)));
     let id = uuid::Uuid::new_v4();
-    let (sink, _rx) = sink(id);
+    link(&engine, id).await;
+    // A loopback port nobody listens on: the proxy is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (sink, mut rx) = sink(id);
     let mut s = spec(id);
     s.proxy = Some(ProxySpec {
-        url: "socks5://127.0.0.1:1080".into(),
+        url: format!("socks5://bob:hunter2@127.0.0.1:{port}"),
         kind: ProxyType::Socks5,
     });
-    let err = engine.start(s, sink).await.err().expect("refused");
+    let handle = engine.start(s, sink).await.expect("start");
+    let events = drain(&mut rx, timeout + Duration::from_secs(8)).await;
+    let [(_, EngineEvent::ConnectFailed { reason })] = events.as_slice() else {
+        panic!("expected one ConnectFailed, got {events:?}");
+    };
     assert!(
-        err.to_string()
-            .contains("proxy type socks5 is not supported"),
-        "{err}"
+        reason.contains(&format!("proxy 127.0.0.1:{port} unreachable")),
+        "{reason}"
     );
+    assert!(reason.contains("socks5 proxy"), "{reason}");
+    assert!(!reason.contains("hunter2"), "password leaked: {reason}");
+    handle.stop().await;
 }
 
 #[actix::test]
