@@ -169,6 +169,14 @@ fn env_for(db: &TestDb, dir: &std::path::Path, allow_private: bool) -> Vec<(Stri
         ("WASUP_MASTER_KEY".into(), MASTER_KEY.into()),
         ("WASUP_DATABASE_URL".into(), url),
         ("WASUP_CONNECT_TIMEOUT".into(), "2".into()),
+        // These tests need starts that fail to connect. The production build
+        // finds WhatsApp unreachable here; a simulator build is pointed at a
+        // simulator process that is not there (the production build ignores
+        // this setting).
+        (
+            "WASUP_SIMULATOR_URL".into(),
+            "ws://127.0.0.1:9/ws/chat".into(),
+        ),
         (
             "WASUP_WEBHOOK_ALLOW_PRIVATE".into(),
             allow_private.to_string(),
@@ -424,12 +432,13 @@ fn a_receiver_outage_and_a_gateway_crash_lose_nothing() {
     for db in backends() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_for(&db, dir.path(), true);
-        // Reserve a port, then leave it closed: the receiver is down.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A closed port for the receiver that is down. It is chosen below the
+        // kernel's ephemeral range, so no bind(0) and no outgoing connection
+        // of a parallel test can take it before the receiver comes back.
+        let port = (0..1000)
+            .map(|_| 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16)
+            .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port below the ephemeral range");
         let url = format!("http://127.0.0.1:{port}/hook");
         let s = start(&env);
         let session = flaky_session(&s, "crashy", 1);
