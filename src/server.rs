@@ -127,6 +127,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
     .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
     .bind(config.bind)
     .map_err(|e| StartError::Bind(config.bind, e))?;
+    let stop_signal = stop_signal().map_err(StartError::Serve)?;
     for addr in server.addrs() {
         // Tests and scripts read this line to find the port.
         println!("wasup listening on http://{addr}");
@@ -139,7 +140,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
     spawn_watchdog(gateway.web.clone());
 
     actix_web::rt::spawn(async move {
-        wait_for_stop_signal().await;
+        stop_signal.await;
         log::info!("stop signal received: draining requests, closing sessions");
         draining.store(true, Ordering::Relaxed);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -229,14 +230,19 @@ fn spawn_watchdog(web: actix::Addr<wasup_actors::web::WebActor>) {
     });
 }
 
-async fn wait_for_stop_signal() {
+/// Register for SIGTERM and SIGINT now (so a signal that arrives right after
+/// the server says it listens is not lost to the default action), and
+/// return a future that resolves on the first of them.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    })
 }
 
 /// First start with no key: the WebActor creates one admin key. Its value
