@@ -272,6 +272,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), crate::WebError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(crate::WebError::InsufficientRole(role))
+        }
+    }
+
     pub fn may_see(&self, id: &SessionId) -> bool {
         self.scope.as_ref().is_none_or(|s| s.contains(id))
     }

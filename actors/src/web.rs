@@ -229,14 +229,6 @@ pub fn mask_proxy_url(raw: &str) -> String {
     format!("{}://{user}:***@{}", &raw[..scheme_end], &rest[at + 1..])
 }
 
-fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
-    if caller.role >= role {
-        Ok(())
-    } else {
-        Err(WebError::InsufficientRole(role))
-    }
-}
-
 fn store_unavailable(err: StoreError) -> WebError {
     log::error!("store: {err}");
     WebError::Unavailable("The database is unavailable; try again later".to_string())
@@ -301,7 +293,7 @@ impl Handler<CreateSession> for WebActor {
 
     fn handle(&mut self, msg: CreateSession, _: &mut Context<Self>) -> Self::Result {
         let check = (|| {
-            require(&msg.caller, Role::Operator)?;
+            msg.caller.require(Role::Operator)?;
             if msg.caller.scope.is_some() {
                 return Err(WebError::ScopeForbidden(
                     "An API key limited to specific sessions cannot create sessions".to_string(),
@@ -365,7 +357,9 @@ impl Handler<DeleteSession> for WebActor {
     type Result = ResponseFuture<Result<(), WebError>>;
 
     fn handle(&mut self, msg: DeleteSession, _: &mut Context<Self>) -> Self::Result {
-        let view = match require(&msg.caller, Role::Operator)
+        let view = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.resolve(&msg.caller, &msg.id))
         {
             Ok(v) => v,
@@ -380,7 +374,9 @@ impl Handler<SessionCommand> for WebActor {
     type Result = ResponseFuture<Result<SessionView, WebError>>;
 
     fn handle(&mut self, msg: SessionCommand, _: &mut Context<Self>) -> Self::Result {
-        let view = match require(&msg.caller, Role::Operator)
+        let view = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.resolve(&msg.caller, &msg.id))
         {
             Ok(v) => v,
@@ -401,7 +397,7 @@ impl Handler<GetQr> for WebActor {
     type Result = Result<(QrCode, SessionStatus), WebError>;
 
     fn handle(&mut self, msg: GetQr, _: &mut Context<Self>) -> Self::Result {
-        require(&msg.caller, Role::Operator)?;
+        msg.caller.require(Role::Operator)?;
         let view = self.resolve(&msg.caller, &msg.id)?;
         let name = &view.record.name;
         match (view.record.status, view.qr) {
@@ -427,7 +423,9 @@ impl Handler<RequestPairingCode> for WebActor {
     type Result = ResponseFuture<Result<PairingCode, WebError>>;
 
     fn handle(&mut self, msg: RequestPairingCode, _: &mut Context<Self>) -> Self::Result {
-        let view = match require(&msg.caller, Role::Operator)
+        let view = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.resolve(&msg.caller, &msg.id))
         {
             Ok(v) => v,
@@ -481,7 +479,7 @@ impl Handler<CreateApiKey> for WebActor {
     fn handle(&mut self, msg: CreateApiKey, _: &mut Context<Self>) -> Self::Result {
         let now = Utc::now();
         let check = (|| {
-            require(&msg.caller, Role::Admin)?;
+            msg.caller.require(Role::Admin)?;
             let len = msg.name.trim().chars().count();
             if len == 0 || msg.name.chars().count() > API_KEY_NAME_MAX {
                 return Err(WebError::Validation(format!(
@@ -540,7 +538,7 @@ impl Handler<ListApiKeys> for WebActor {
     type Result = Result<Vec<ApiKeyRecord>, WebError>;
 
     fn handle(&mut self, msg: ListApiKeys, _: &mut Context<Self>) -> Self::Result {
-        require(&msg.caller, Role::Admin)?;
+        msg.caller.require(Role::Admin)?;
         Ok(self.keys.list())
     }
 }
@@ -549,7 +547,7 @@ impl Handler<GetApiKey> for WebActor {
     type Result = Result<ApiKeyRecord, WebError>;
 
     fn handle(&mut self, msg: GetApiKey, _: &mut Context<Self>) -> Self::Result {
-        require(&msg.caller, Role::Admin)?;
+        msg.caller.require(Role::Admin)?;
         self.keys
             .get(msg.id)
             .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))
@@ -560,7 +558,7 @@ impl Handler<RevokeApiKey> for WebActor {
     type Result = ResponseFuture<Result<(), WebError>>;
 
     fn handle(&mut self, msg: RevokeApiKey, _: &mut Context<Self>) -> Self::Result {
-        let check = require(&msg.caller, Role::Admin).and_then(|()| {
+        let check = msg.caller.require(Role::Admin).and_then(|()| {
             self.keys
                 .get(msg.id)
                 .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))

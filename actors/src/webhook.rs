@@ -555,14 +555,6 @@ fn store_unavailable(err: StoreError) -> WebError {
     WebError::Unavailable("The database is unavailable; try again later".to_string())
 }
 
-fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
-    if caller.role >= role {
-        Ok(())
-    } else {
-        Err(WebError::InsufficientRole(role))
-    }
-}
-
 pub struct WebhookActor {
     store: Arc<dyn WebhookStore>,
     sender: Arc<dyn WebhookSender>,
@@ -795,7 +787,7 @@ impl Handler<CreateWebhook> for WebhookActor {
 
     fn handle(&mut self, msg: CreateWebhook, _: &mut Context<Self>) -> Self::Result {
         let check = (|| {
-            require(&msg.caller, Role::Operator)?;
+            msg.caller.require(Role::Operator)?;
             let view = self.resolve(&msg.caller, &msg.session)?;
             validate_url(&msg.url)?;
             let events = validate_events(msg.events.as_deref().unwrap_or(&["*".to_string()]))?;
@@ -888,7 +880,7 @@ impl Handler<UpdateWebhook> for WebhookActor {
     fn handle(&mut self, msg: UpdateWebhook, ctx: &mut Context<Self>) -> Self::Result {
         let caller = msg.caller.clone();
         let check = (|| {
-            require(&caller, Role::Operator)?;
+            caller.require(Role::Operator)?;
             if let Some(url) = &msg.url {
                 validate_url(url)?;
             }
@@ -948,7 +940,9 @@ impl Handler<DeleteWebhook> for WebhookActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: DeleteWebhook, _: &mut Context<Self>) -> Self::Result {
-        let load = match require(&msg.caller, Role::Operator)
+        let load = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
         {
             Ok((_, load)) => load,
@@ -969,7 +963,9 @@ impl Handler<TestWebhook> for WebhookActor {
     type Result = Reply<SendResult>;
 
     fn handle(&mut self, msg: TestWebhook, _: &mut Context<Self>) -> Self::Result {
-        let (view, load) = match require(&msg.caller, Role::Operator)
+        let (view, load) = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
         {
             Ok(v) => v,
@@ -1022,7 +1018,9 @@ impl Handler<RedriveDelivery> for WebhookActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: RedriveDelivery, ctx: &mut Context<Self>) -> Self::Result {
-        let load = match require(&msg.caller, Role::Operator)
+        let load = match msg
+            .caller
+            .require(Role::Operator)
             .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
         {
             Ok((_, load)) => load,

@@ -242,6 +242,18 @@ pub async fn qr(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// A phone number as WhatsApp wants it: 6–15 digits, country code first.
+pub fn phone_digits(field: &str, value: &str) -> Result<String, ApiError> {
+    let phone = value.trim();
+    if (6..=15).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(phone.to_string())
+    } else {
+        Err(ApiError::validation(format!(
+            "Field '{field}' must be 6–15 digits (country code and number, no '+' or spaces)"
+        )))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PairingRequest {
@@ -254,18 +266,13 @@ pub async fn pairing_code(
     id: Id,
     Body(req): Body<PairingRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let phone = req.phone_number.trim();
-    if !(6..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::validation(
-            "Field 'phoneNumber' must be 6–15 digits (country code and number, no '+' or spaces)",
-        ));
-    }
+    let phone = phone_digits("phoneNumber", &req.phone_number)?;
     let code = state
         .web
         .send(RequestPairingCode {
             caller,
             id: id.into_inner(),
-            phone: phone.to_string(),
+            phone,
         })
         .await??;
     Ok(HttpResponse::Created().json(serde_json::json!({

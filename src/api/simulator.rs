@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use wasup_actors::model::{Caller, Role, SessionStatus};
+use wasup_actors::model::{Role, SessionStatus};
 use wasup_actors::web::{GetQr, GetSession};
-use wasup_actors::WebError;
 
 use super::auth::Auth;
 use super::error::ApiError;
@@ -26,25 +25,6 @@ fn simulator(state: &AppState) -> Result<&Simulator, ApiError> {
             "This gateway talks to a simulator process (WASUP_SIMULATOR_URL): use its own control API",
         )
     })
-}
-
-fn require_operator(caller: &Caller) -> Result<(), ApiError> {
-    if caller.role >= Role::Operator {
-        Ok(())
-    } else {
-        Err(WebError::InsufficientRole(Role::Operator).into())
-    }
-}
-
-fn phone_number(field: &str, value: &str) -> Result<String, ApiError> {
-    let phone = value.trim();
-    if (6..=15).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(phone.to_string())
-    } else {
-        Err(ApiError::validation(format!(
-            "Field '{field}' must be 6–15 digits"
-        )))
-    }
 }
 
 fn linked(device: LinkedDevice) -> HttpResponse {
@@ -70,9 +50,9 @@ pub async fn scan(
     id: web::Path<String>,
     Body(req): Body<ScanRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_operator(&caller)?;
+    caller.require(Role::Operator)?;
     let sim = simulator(&state)?;
-    let phone = phone_number("phone", &req.phone)?;
+    let phone = super::sessions::phone_digits("phone", &req.phone)?;
     let push_name = req.push_name.unwrap_or_else(|| format!("Phone {phone}"));
     if push_name.is_empty() || push_name.chars().count() > 100 {
         return Err(ApiError::validation(
@@ -102,9 +82,9 @@ pub async fn enter_code(
     phone: web::Path<String>,
     Body(req): Body<EnterCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_operator(&caller)?;
+    caller.require(Role::Operator)?;
     let sim = simulator(&state)?;
-    let phone = phone_number("phone", &phone)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
     let code = req.code.trim().to_ascii_uppercase();
     if code.len() != 8 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::validation(
@@ -121,7 +101,7 @@ pub async fn phone_devices(
     phone: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sim = simulator(&state)?;
-    let phone = phone_number("phone", &phone)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
     let devices: Vec<serde_json::Value> = sim
         .phone_devices(&phone)?
         .into_iter()
@@ -146,7 +126,7 @@ pub async fn fault(
     id: web::Path<String>,
     Body(req): Body<FaultRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_operator(&caller)?;
+    caller.require(Role::Operator)?;
     let sim = simulator(&state)?;
     let duration = |default_ms: Option<u64>| -> Result<Duration, ApiError> {
         match req.duration_ms.or(default_ms) {
