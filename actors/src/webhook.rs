@@ -10,6 +10,9 @@
 //! start. Each webhook delivers one event at a time, lowest `seq` first (a
 //! receiver sees a session's events in order); different webhooks deliver in
 //! parallel up to `max_concurrency`, so a slow receiver only delays itself.
+//! Finished attempts are committed together (one transaction for whatever
+//! finished while the previous commit ran), and a webhook stays busy until
+//! its attempt is committed, so a row is never in flight twice.
 //! A row is marked delivered only after a 2xx; other outcomes retry with
 //! exponential backoff and full jitter (1 s … 10 min, `Retry-After`
 //! honoured) until `max_attempts`, then the row is dead-lettered.
@@ -154,6 +157,15 @@ pub struct DeliveryJob {
     pub event: SessionEvent,
 }
 
+/// A finished attempt, waiting to be logged with its row's new state.
+#[derive(Clone, Debug)]
+pub struct AttemptDone {
+    pub delivery_id: String,
+    pub webhook_id: WebhookId,
+    pub attempt: AttemptRecord,
+    pub next: AfterAttempt,
+}
+
 /// What becomes of a row after an attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AfterAttempt {
@@ -191,14 +203,27 @@ pub trait WebhookStore: Send + Sync + 'static {
         busy: Vec<WebhookId>,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>>;
-    /// Log an attempt and move its row on, in one transaction.
+    /// Log finished attempts and move their rows on, all in one
+    /// transaction: the actor hands over whatever finished meanwhile, so a
+    /// busy outbox commits many deliveries at once. Rows deleted (or
+    /// redriven) while their attempt ran are skipped.
+    fn record_attempts(&self, done: Vec<AttemptDone>)
+        -> BoxFuture<'static, Result<(), StoreError>>;
+    /// One finished attempt.
     fn record_attempt(
         &self,
         delivery_id: String,
         webhook_id: WebhookId,
         attempt: AttemptRecord,
         next: AfterAttempt,
-    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.record_attempts(vec![AttemptDone {
+            delivery_id,
+            webhook_id,
+            attempt,
+            next,
+        }])
+    }
     /// The most recent attempts of a webhook, newest first.
     fn list_attempts(
         &self,
@@ -563,6 +588,9 @@ pub struct WebhookActor {
     options: WebhookOptions,
     /// Webhooks with a delivery in flight (one each).
     busy: HashSet<WebhookId>,
+    /// Attempts that finished and wait for the next commit.
+    finished: Vec<AttemptDone>,
+    flushing: bool,
     polling: bool,
     poll_again: bool,
 }
@@ -582,6 +610,8 @@ impl WebhookActor {
             signal,
             options,
             busy: HashSet::new(),
+            finished: Vec::new(),
+            flushing: false,
             polling: false,
             poll_again: false,
         }
@@ -656,7 +686,6 @@ impl WebhookActor {
 
     fn deliver(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
         let sender = self.sender.clone();
-        let store = self.store.clone();
         let options = self.options.clone();
         let webhook_id = job.webhook_id;
         let work = async move {
@@ -700,32 +729,60 @@ impl WebhookActor {
                     result.error.as_deref().unwrap_or("-")
                 ),
             }
-            let attempt = AttemptRecord {
-                event_id,
-                event_name,
-                attempt: job.attempt,
-                outcome,
-                status_code: result.status_code,
-                error: result.error,
-                latency_ms: result.latency_ms,
-                at: now,
-            };
-            store
-                .record_attempt(job.delivery_id, webhook_id, attempt, next)
-                .await
-        };
-        ctx.spawn(work.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(()) | Err(StoreError::NotFound) => {
-                act.busy.remove(&webhook_id);
-                act.poll(ctx);
+            AttemptDone {
+                delivery_id: job.delivery_id,
+                webhook_id,
+                attempt: AttemptRecord {
+                    event_id,
+                    event_name,
+                    attempt: job.attempt,
+                    outcome,
+                    status_code: result.status_code,
+                    error: result.error,
+                    latency_ms: result.latency_ms,
+                    at: now,
+                },
+                next,
             }
-            Err(e) => {
-                // The row stays pending and is sent again: at least once.
-                log::error!("webhook {webhook_id}: recording an attempt failed: {e}");
-                ctx.run_later(Duration::from_secs(5), move |act, ctx| {
-                    act.busy.remove(&webhook_id);
+        };
+        ctx.spawn(work.into_actor(self).map(|done, act, ctx| {
+            act.finished.push(done);
+            act.flush(ctx);
+        }));
+    }
+
+    /// Commit what finished, in one transaction. The webhooks stay busy
+    /// until then, so a row is never sent again while its outcome is being
+    /// written; whatever finishes meanwhile goes in the next commit.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.finished.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let done = std::mem::take(&mut self.finished);
+        let hooks: Vec<WebhookId> = done.iter().map(|d| d.webhook_id).collect();
+        let record = self.store.record_attempts(done);
+        ctx.spawn(record.into_actor(self).map(move |res, act, ctx| {
+            act.flushing = false;
+            match res {
+                Ok(()) | Err(StoreError::NotFound) => {
+                    for hook in &hooks {
+                        act.busy.remove(hook);
+                    }
+                    act.flush(ctx);
                     act.poll(ctx);
-                });
+                }
+                Err(e) => {
+                    // The rows stay pending and are sent again: at least once.
+                    log::error!("webhooks: recording {} attempts failed: {e}", hooks.len());
+                    ctx.run_later(Duration::from_secs(5), move |act, ctx| {
+                        for hook in &hooks {
+                            act.busy.remove(hook);
+                        }
+                        act.flush(ctx);
+                        act.poll(ctx);
+                    });
+                }
             }
         }));
     }

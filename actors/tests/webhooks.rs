@@ -144,24 +144,23 @@ impl WebhookStore for FakeStore {
             .collect();
         ready(Ok(jobs))
     }
-    fn record_attempt(
+    fn record_attempts(
         &self,
-        delivery_id: String,
-        webhook: WebhookId,
-        a: AttemptRecord,
-        next: AfterAttempt,
+        done: Vec<AttemptDone>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut inner = self.0.lock();
-        let Some(row) = inner.rows.iter_mut().find(|r| r.id == delivery_id) else {
-            return ready(Err(StoreError::NotFound));
-        };
-        row.attempts = a.attempt;
-        match next {
-            AfterAttempt::Delivered => row.status = "delivered",
-            AfterAttempt::Dead => row.status = "dead",
-            AfterAttempt::RetryAt(at) => row.next_at = at,
+        for d in done {
+            let Some(row) = inner.rows.iter_mut().find(|r| r.id == d.delivery_id) else {
+                continue;
+            };
+            row.attempts = d.attempt.attempt;
+            match d.next {
+                AfterAttempt::Delivered => row.status = "delivered",
+                AfterAttempt::Dead => row.status = "dead",
+                AfterAttempt::RetryAt(at) => row.next_at = at,
+            }
+            inner.attempts.push((d.webhook_id, d.attempt));
         }
-        inner.attempts.push((webhook, a));
         ready(Ok(()))
     }
     fn list_attempts(

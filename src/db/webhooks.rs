@@ -8,6 +8,7 @@
 //! (`SecretBox`), bound to the webhook id: the database never holds them in
 //! plaintext.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +20,8 @@ use wasup_actors::events::SessionEvent;
 use wasup_actors::model::SessionId;
 use wasup_actors::ports::StoreError;
 use wasup_actors::webhook::{
-    wants, AfterAttempt, AttemptFilter, AttemptOutcome, AttemptRecord, DeliveryJob, WebhookId,
-    WebhookRecord, WebhookStore,
+    wants, AfterAttempt, AttemptDone, AttemptFilter, AttemptOutcome, AttemptRecord, DeliveryJob,
+    WebhookId, WebhookRecord, WebhookStore,
 };
 
 use super::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
@@ -240,11 +241,45 @@ fn load_row(conn: &mut DbConn, id: &str) -> Result<WebhookRow, DbError> {
         .first(conn)?)
 }
 
-#[derive(Queryable)]
+#[derive(QueryableByName)]
 struct DueRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
     id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    webhook_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
     event_id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     attempts: i64,
+}
+
+/// The head of each active webhook's queue (its lowest pending `seq`) when it
+/// is due, oldest due first. Driven by the webhooks table, so a poll costs
+/// one index probe per webhook however long the queues are (a receiver that
+/// was down for an hour leaves a long backlog that must not slow every poll).
+const DUE_HEADS: &str = "\
+    SELECT d.id AS id, d.webhook_id AS webhook_id, d.event_id AS event_id, d.attempts AS attempts \
+    FROM webhooks w \
+    JOIN webhook_deliveries d ON d.id = ( \
+        SELECT q.id FROM webhook_deliveries q \
+        WHERE q.webhook_id = w.id AND q.status = 'pending' \
+        ORDER BY q.seq LIMIT 1) \
+    WHERE w.active = 1 AND d.next_attempt_at <= $1 \
+    ORDER BY d.next_attempt_at, d.seq \
+    LIMIT $2";
+
+fn due_heads(conn: &mut DbConn, now: i64, limit: i64) -> Result<Vec<DueRow>, DbError> {
+    use diesel::sql_types::BigInt;
+    Ok(match conn {
+        DbConn::Sqlite(c) => diesel::sql_query(DUE_HEADS.replace('$', "?"))
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+        DbConn::Postgres(c) => diesel::sql_query(DUE_HEADS)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+    })
 }
 
 fn due_deliveries(
@@ -254,54 +289,51 @@ fn due_deliveries(
     busy: &[WebhookId],
     limit: usize,
 ) -> Result<Vec<DeliveryJob>, DbError> {
-    let busy: Vec<String> = busy.iter().map(Uuid::to_string).collect();
-    // The head of every active webhook's queue.
-    let heads: Vec<(String, Option<i64>)> = webhook_deliveries::table
-        .inner_join(webhooks::table)
-        .filter(webhook_deliveries::status.eq(PENDING))
-        .filter(webhooks::active.eq(1))
-        .filter(webhook_deliveries::webhook_id.ne_all(&busy))
-        .group_by(webhook_deliveries::webhook_id)
-        .select((
-            webhook_deliveries::webhook_id,
-            diesel::dsl::min(webhook_deliveries::seq),
-        ))
-        .load(conn)?;
-    let mut jobs = Vec::new();
-    for (hook, seq) in heads {
-        if jobs.len() >= limit {
-            break;
-        }
-        let Some(seq) = seq else { continue };
-        let due: Option<DueRow> = webhook_deliveries::table
-            .filter(webhook_deliveries::webhook_id.eq(&hook))
-            .filter(webhook_deliveries::seq.eq(seq))
-            .filter(webhook_deliveries::status.eq(PENDING))
-            .filter(webhook_deliveries::next_attempt_at.le(to_ms(now)))
-            .select((
-                webhook_deliveries::id,
-                webhook_deliveries::event_id,
-                webhook_deliveries::attempts,
-            ))
-            .first(conn)
-            .optional()?;
-        let Some(due) = due else { continue };
-        let row = load_row(conn, &hook)?;
-        let payload: Vec<u8> = session_events::table
-            .find(&due.event_id)
-            .select(session_events::payload)
-            .first(conn)?;
+    // Busy webhooks are skipped here rather than in SQL: at most
+    // `busy.len()` extra rows, and no statement with a variable bind count.
+    let busy: HashSet<String> = busy.iter().map(Uuid::to_string).collect();
+    let want = i64::try_from(limit + busy.len()).unwrap_or(i64::MAX);
+    let heads: Vec<DueRow> = due_heads(conn, to_ms(now), want)?
+        .into_iter()
+        .filter(|h| !busy.contains(&h.webhook_id))
+        .take(limit)
+        .collect();
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hook_ids: Vec<&str> = heads.iter().map(|h| h.webhook_id.as_str()).collect();
+    let hooks: HashMap<String, WebhookRow> = webhooks::table
+        .filter(webhooks::id.eq_any(&hook_ids))
+        .select(WebhookRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let event_ids: Vec<&str> = heads.iter().map(|h| h.event_id.as_str()).collect();
+    let payloads: HashMap<String, Vec<u8>> = session_events::table
+        .filter(session_events::id.eq_any(&event_ids))
+        .select((session_events::id, session_events::payload))
+        .load::<(String, Vec<u8>)>(conn)?
+        .into_iter()
+        .collect();
+    let mut jobs = Vec::with_capacity(heads.len());
+    for head in heads {
+        let (Some(row), Some(payload)) =
+            (hooks.get(&head.webhook_id), payloads.get(&head.event_id))
+        else {
+            continue; // deleted between the two reads
+        };
         let event = SessionEvent::decode(payload.as_slice())
-            .map_err(|e| DbError::Corrupt(format!("event {}: {e}", due.event_id)))?;
-        let record = into_record(&row, boxed)?;
+            .map_err(|e| DbError::Corrupt(format!("event {}: {e}", head.event_id)))?;
+        let record = into_record(row, boxed)?;
         jobs.push(DeliveryJob {
-            delivery_id: due.id,
+            delivery_id: head.id,
             webhook_id: record.id,
             url: record.url,
-            secret: open_secret(&row, boxed)?,
+            secret: open_secret(row, boxed)?,
             headers: record.headers,
             max_attempts: record.max_attempts,
-            attempt: u32::try_from(due.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
+            attempt: u32::try_from(head.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
             event,
         });
     }
@@ -360,8 +392,8 @@ fn record_attempt(
             .execute(conn)?,
     };
     if updated == 0 {
-        // Deleted (webhook or session gone) while the attempt ran.
-        return Err(DbError::Query(diesel::result::Error::NotFound));
+        // Deleted (webhook or session gone, or redriven) while the attempt ran.
+        return Ok(());
     }
     let webhook_id = webhook_id.to_string();
     diesel::insert_into(webhook_attempts::table)
@@ -581,15 +613,15 @@ impl WebhookStore for DbWebhookStore {
         self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit))
     }
 
-    fn record_attempt(
+    fn record_attempts(
         &self,
-        delivery_id: String,
-        webhook_id: WebhookId,
-        attempt: AttemptRecord,
-        next: AfterAttempt,
+        done: Vec<AttemptDone>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.call_in_transaction(move |c, _| {
-            record_attempt(c, &delivery_id, webhook_id, &attempt, &next)
+            for d in &done {
+                record_attempt(c, &d.delivery_id, d.webhook_id, &d.attempt, &d.next)?;
+            }
+            Ok(())
         })
     }
 
