@@ -207,6 +207,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the server logged so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
@@ -227,6 +232,12 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Start again after `stop`, on the same data dir and database.
+    pub fn restart_stopped(&mut self) {
+        assert!(self.child.is_none(), "stop first");
+        self.spawn();
     }
 
     /// Stop and start again on the same data dir and database.
