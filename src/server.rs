@@ -221,7 +221,7 @@ fn spawn_watchdog(web: actix::Addr<wasup_actors::web::WebActor>) {
             tokio::time::sleep(period).await;
             let check = web.send(wasup_actors::web::CheckReady);
             match tokio::time::timeout(period, check).await {
-                Ok(Ok(Ok(()))) => {
+                Ok(Ok(Ok(_))) => {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                 }
                 _ => log::warn!("liveness check failed: not pinging the systemd watchdog"),

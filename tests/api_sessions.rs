@@ -328,6 +328,9 @@ fn conventions_request_id_unknown_route_wrong_method() {
     assert_eq!(got["version"], env!("CARGO_PKG_VERSION"));
     let (status, got) = split(s.req("GET", "/api/health/live", None).send().unwrap());
     assert_eq!((status, got), (200, json!({"status": "ok"})));
-    let (status, _) = split(s.req("GET", "/api/health/ready", None).send().unwrap());
+    let (status, got) = split(s.req("GET", "/api/health/ready", None).send().unwrap());
     assert_eq!(status, 200);
+    assert_eq!(got["database"], "ok");
+    assert_eq!(got["restore"]["total"], 0, "nothing to restore: {got}");
+    assert_eq!(got["restore"]["complete"], true, "{got}");
 }

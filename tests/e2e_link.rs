@@ -100,6 +100,13 @@ fn qr_link_reaches_ready_and_survives_stop_start_and_gateway_restart() {
             "no new QR after a gateway restart: {got}"
         );
         assert_eq!(got["phone"], "628123456789");
+        // Readiness reports the boot restore: one session, done.
+        let (status, ready) = s.call("GET", "/api/health/ready", None);
+        assert_eq!(status, 200, "{ready}");
+        assert_eq!(
+            ready["restore"],
+            json!({"total": 1, "done": 1, "inProgress": 0, "queued": 0, "complete": true})
+        );
     }
 }
 

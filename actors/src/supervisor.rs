@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use rand::Rng;
+
 use crate::backoff::BackoffLimits;
 use crate::error::WebError;
 use crate::model::{DesiredState, SessionId, SessionStatus, SessionView};
@@ -33,6 +35,9 @@ pub struct SupervisorOptions {
     pub stop_timeout: Duration,
     /// How long `Shutdown` waits for every session.
     pub shutdown_timeout: Duration,
+    /// Each boot-restore start waits a random delay up to this, so the
+    /// sessions sharing a wave do not dial at the same instant.
+    pub restore_jitter: Duration,
 }
 
 impl Default for SupervisorOptions {
@@ -43,6 +48,7 @@ impl Default for SupervisorOptions {
             engine_start_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
+            restore_jitter: Duration::from_millis(20),
         }
     }
 }
@@ -90,6 +96,8 @@ pub struct SupervisorStats {
     pub restore_queued: usize,
     /// Restore slots in use.
     pub restoring: usize,
+    /// Sessions the boot restore queued in all.
+    pub restore_total: usize,
     /// Session actors that died by a panic since boot.
     pub actor_deaths: u64,
 }
@@ -124,6 +132,7 @@ pub struct SessionSupervisor {
     next_incarnation: u64,
     restore_queue: VecDeque<SessionId>,
     restoring: HashSet<SessionId>,
+    restore_total: usize,
     /// Consecutive panics per session (reset when its actor ends normally).
     crashes: HashMap<SessionId, u32>,
     actor_deaths: u64,
@@ -154,6 +163,7 @@ impl SessionSupervisor {
             next_incarnation: 0,
             restore_queue: VecDeque::new(),
             restoring: HashSet::new(),
+            restore_total: 0,
             crashes: HashMap::new(),
             actor_deaths: 0,
             shutting_down: false,
@@ -229,7 +239,9 @@ impl SessionSupervisor {
                 continue;
             };
             self.restoring.insert(id);
-            addr.do_send(Op(ActorOp::RestoreStart));
+            let max = self.deps.options.restore_jitter.as_millis() as u64;
+            let jitter = Duration::from_millis(rand::rng().random_range(0..=max));
+            ctx.run_later(jitter, move |_, _| addr.do_send(Op(ActorOp::RestoreStart)));
         }
     }
 }
@@ -324,6 +336,7 @@ impl Handler<Restore> for SessionSupervisor {
                 self.restore_queue.push_back(id);
             }
         }
+        self.restore_total += self.restore_queue.len();
         log::info!("restoring {} sessions", self.restore_queue.len());
         self.pump_restore(ctx);
     }
@@ -368,6 +381,7 @@ impl Handler<GetStats> for SessionSupervisor {
             pending_retries: self.retries.len(),
             restore_queued: self.restore_queue.len(),
             restoring: self.restoring.len(),
+            restore_total: self.restore_total,
             actor_deaths: self.actor_deaths,
         })
     }

@@ -128,10 +128,29 @@ pub struct RevokeApiKey {
     pub id: ApiKeyId,
 }
 
-/// `GET /api/health/ready`: is the database answering?
+/// `GET /api/health/ready`: is the database answering, and how far is the
+/// boot restore?
 #[derive(Message)]
-#[rtype(result = "Result<(), WebError>")]
+#[rtype(result = "Result<RestoreProgress, WebError>")]
 pub struct CheckReady;
+
+/// Progress of the boot restore (`/api/health/ready` reports it; the API
+/// answers throughout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// Sessions the restore queued.
+    pub total: usize,
+    /// Waiting for a slot.
+    pub queued: usize,
+    /// Starting now.
+    pub in_progress: usize,
+}
+
+impl RestoreProgress {
+    pub fn done(&self) -> usize {
+        self.total.saturating_sub(self.queued + self.in_progress)
+    }
+}
 
 /// First boot: when no API key exists at all, create one admin key (named
 /// "admin") with the `preset` secret (`WASUP_ADMIN_KEY`) or a fresh one, and
@@ -155,7 +174,7 @@ use crate::keys::{self, KeyRing};
 use crate::ports::{Store, StoreError};
 use crate::registry::SessionRegistry;
 use crate::session::SessionOp;
-use crate::supervisor::{Control, RequestPairing, SessionSupervisor};
+use crate::supervisor::{Control, GetStats, RequestPairing, SessionSupervisor};
 
 pub const SESSION_NAME_MIN: usize = 3;
 pub const SESSION_NAME_MAX: usize = 50;
@@ -626,14 +645,24 @@ impl Handler<BootstrapAdminKey> for WebActor {
 }
 
 impl Handler<CheckReady> for WebActor {
-    type Result = ResponseFuture<Result<(), WebError>>;
+    type Result = ResponseFuture<Result<RestoreProgress, WebError>>;
 
     fn handle(&mut self, _: CheckReady, _: &mut Context<Self>) -> Self::Result {
         let ping = self.store.ping();
+        let stats = self.supervisor.send(GetStats);
         Box::pin(async move {
             ping.await.map_err(|e| {
                 log::warn!("readiness: {e}");
                 WebError::Unavailable("The database is not answering".to_string())
+            })?;
+            // The actor system must answer too (the watchdog relies on it).
+            let stats = stats.await.map_err(|_| {
+                WebError::Unavailable("The session supervisor is not answering".to_string())
+            })?;
+            Ok(RestoreProgress {
+                total: stats.restore_total,
+                queued: stats.restore_queued,
+                in_progress: stats.restoring,
             })
         })
     }

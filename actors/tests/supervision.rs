@@ -10,7 +10,7 @@ use wasup_actors::events::session_event::Data;
 use wasup_actors::ports::EngineEvent;
 use wasup_actors::state::{LOGGED_OUT_ERROR, OUTDATED_ERROR, QR_EXHAUSTED_ERROR, REPLACED_ERROR};
 use wasup_actors::supervisor::Shutdown;
-use wasup_actors::web::{CreateSession, SessionCommandKind as Cmd};
+use wasup_actors::web::{CheckReady, CreateSession, SessionCommandKind as Cmd};
 use wasup_actors::*;
 
 fn qr(code: &str) -> EngineEvent {
@@ -582,6 +582,9 @@ async fn restore_starts_at_most_n_sessions_at_a_time() {
     assert_eq!(engine.0.max_connecting.load(Ordering::SeqCst), 3);
     let stats = h.stats().await;
     assert_eq!((stats.restore_queued, stats.restoring), (0, 0));
+    assert_eq!(stats.restore_total, 10);
+    let progress = h.gw.web.send(CheckReady).await.unwrap().unwrap();
+    assert_eq!((progress.total, progress.done()), (10, 10));
 }
 
 #[actix::test]

@@ -15,13 +15,25 @@ pub async fn live() -> HttpResponse {
 }
 
 /// 200 when the database answers and the server is not draining, else 503.
+/// Either way the body tells how far the boot restore is (the API answers
+/// during it; a client waiting for its sessions can poll this).
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "draining", "database": "unknown"}));
     }
     match state.web.send(CheckReady).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})),
+        Ok(Ok(restore)) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "database": "ok",
+            "restore": {
+                "total": restore.total,
+                "done": restore.done(),
+                "inProgress": restore.in_progress,
+                "queued": restore.queued,
+                "complete": restore.queued + restore.in_progress == 0,
+            },
+        })),
         _ => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "database": "unavailable"})),
     }

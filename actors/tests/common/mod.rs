@@ -345,6 +345,7 @@ pub fn fast_options() -> SupervisorOptions {
         engine_start_timeout: Duration::from_secs(5),
         stop_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(2),
+        restore_jitter: Duration::from_millis(5),
     }
 }
 
