@@ -411,11 +411,7 @@ impl TextEncoder {
         }
         self.out.push('{');
         let mut first = true;
-        for (k, v) in labels
-            .iter()
-            .copied()
-            .chain(le.map(|le| ("le", le)).into_iter())
-        {
+        for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
             if !first {
                 self.out.push(',');
             }
