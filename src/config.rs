@@ -77,6 +77,11 @@ pub struct Settings {
     #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 32)]
     pub webhook_concurrency: usize,
 
+    /// Bearer token required by GET /metrics (`Authorization: Bearer <token>`);
+    /// at least 16 visible characters. Unset: /metrics is open.
+    #[arg(long, env = "WASUP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
     /// (only in builds with the `simulator` feature).
     #[cfg(feature = "simulator")]
@@ -99,6 +104,7 @@ pub struct Config {
     pub webhook_allow_private: bool,
     pub webhook_retention: Duration,
     pub webhook_concurrency: usize,
+    pub metrics_token: Option<String>,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
 }
@@ -174,6 +180,14 @@ impl Settings {
         if !(1..=1024).contains(&self.webhook_concurrency) {
             return Err(invalid("WASUP_WEBHOOK_CONCURRENCY", "must be 1–1024"));
         }
+        if let Some(token) = &self.metrics_token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "WASUP_METRICS_TOKEN",
+                    "must be at least 16 visible ASCII characters without spaces (unset it to leave /metrics open)",
+                ));
+            }
+        }
         #[cfg(feature = "simulator")]
         if let Some(url) = &self.simulator_url {
             if !url.starts_with("ws://") {
@@ -193,6 +207,7 @@ impl Settings {
             webhook_allow_private: self.webhook_allow_private,
             webhook_retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
             webhook_concurrency: self.webhook_concurrency,
+            metrics_token: self.metrics_token,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
         })
@@ -282,6 +297,17 @@ mod tests {
         assert_eq!(e.setting, "WASUP_WA_VERSION");
         let e = settings(&["--database-url", "mysql://x"]).unwrap_err();
         assert_eq!(e.setting, "WASUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn metrics_token() {
+        assert_eq!(settings(&[]).unwrap().metrics_token, None);
+        let c = settings(&["--metrics-token", "scrape-me-0123456789"]).unwrap();
+        assert_eq!(c.metrics_token.as_deref(), Some("scrape-me-0123456789"));
+        for bad in ["short", "has a space in it, long enough", ""] {
+            let e = settings(&["--metrics-token", bad]).unwrap_err();
+            assert_eq!(e.setting, "WASUP_METRICS_TOKEN", "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod engine;
 pub mod memory;
+pub mod metrics;
 pub mod qr;
 pub mod server;
 #[cfg(feature = "simulator")]

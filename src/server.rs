@@ -44,13 +44,14 @@ enum StartError {
 }
 
 pub fn run(config: Config) -> ExitCode {
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     #[cfg(feature = "simulator")]
     log::warn!(
         "simulator build: this binary connects only to the wasup simulator, never to WhatsApp"
     );
     let system = actix_web::rt::System::new();
-    match system.block_on(serve(config)) {
+    match system.block_on(serve(config, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("wasup: {err}");
@@ -59,7 +60,10 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), StartError> {
+async fn serve(
+    config: Config,
+    started: (std::time::SystemTime, std::time::Instant),
+) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let master_key = crate::crypto::load_or_create_master_key(&config.data_dir, config.master_key)
@@ -94,6 +98,13 @@ async fn serve(config: Config) -> Result<(), StartError> {
         );
     }
     let sender = HttpSender::new(config.webhook_allow_private).map_err(StartError::Engine)?;
+    let metrics = web::Data::new(crate::metrics::Metrics::new(
+        config.metrics_token.as_deref(),
+        gateway.registry.clone(),
+        webhook_store.as_ref().clone(),
+        started.0,
+        started.1,
+    ));
     let webhooks = wasup_actors::webhook::start_webhooks(
         webhook_store,
         Arc::new(sender),
@@ -120,7 +131,9 @@ async fn serve(config: Config) -> Result<(), StartError> {
         App::new()
             .app_data(state.clone())
             .app_data(BodyLimit(limit))
+            .app_data(metrics.clone())
             .wrap(middleware::from_fn(api::request_log))
+            .configure(crate::metrics::routes)
             .configure(api::routes)
     })
     .disable_signals()

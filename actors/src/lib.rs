@@ -14,12 +14,14 @@
 //! - `session`/`supervisor`: one SessionActor per session with work (engine
 //!   running or command in flight); restarts, panics, restore, shutdown.
 //! - `web`: one message per use case, roles, scopes and validation.
+//! - `metrics`: the counters the actors bump, and the Prometheus text encoder.
 
 pub mod backoff;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod registry;

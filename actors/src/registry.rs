@@ -150,6 +150,17 @@ impl SessionRegistry {
         views
     }
 
+    /// Sessions per status (every status, zeros included) and the number
+    /// with an engine alive, from one consistent snapshot. O(1).
+    pub fn status_counts(&self) -> ([(SessionStatus, usize); 7], usize) {
+        let inner = self.inner.read();
+        let mut counts = [(SessionStatus::Created, 0); 7];
+        for (slot, status) in counts.iter_mut().zip(SessionStatus::ALL) {
+            *slot = (status, inner.by_status[status_index(status)]);
+        }
+        (counts, inner.active)
+    }
+
     /// Counts for the caller: O(1) for an unscoped key, O(scope) for a scoped one.
     pub fn overview(&self, caller: &Caller) -> Overview {
         let inner = self.inner.read();

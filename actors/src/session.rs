@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::backoff::BackoffPolicy;
 use crate::error::WebError;
 use crate::events::{session_event::Data, SessionEvent};
+use crate::metrics::{ExitCause, StartCause, METRICS};
 use crate::model::{SessionId, SessionRecord, SessionStatus, SessionView};
 use crate::ports::{
     Engine, EngineEvent, EngineEventMsg, EngineEventSink, EngineHandle, EngineSpec, ProxySpec,
@@ -143,6 +144,8 @@ pub struct SessionActor {
     /// Set by the last terminal transition: restart after this delay.
     retry: Option<Duration>,
     restore_slot: bool,
+    /// What the next engine start is for (metrics only).
+    start_cause: StartCause,
     deleted: bool,
     ended: bool,
     _guard: DeathGuard,
@@ -211,6 +214,7 @@ impl SessionActor {
             engine: None,
             retry: None,
             restore_slot: false,
+            start_cause: StartCause::Start,
             deleted: false,
             ended: false,
             _guard: DeathGuard {
@@ -283,6 +287,9 @@ impl SessionActor {
         self.state.write_record(&mut record);
         let changed = record != self.record;
         for data in transition.events {
+            if matches!(data, Data::Qr(_)) {
+                METRICS.qr_issued();
+            }
             let event = self.stamp(&mut record, data, now);
             self.unsaved.push(event);
         }
@@ -374,6 +381,7 @@ impl SessionActor {
     }
 
     fn start_engine(&mut self, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, ()> {
+        METRICS.engine_started(self.start_cause);
         let generation = self.deps.generations.fetch_add(1, Ordering::Relaxed) + 1;
         // Replacing a running engine aborts it (RunningEngine::drop).
         self.engine = Some(RunningEngine {
@@ -443,8 +451,28 @@ impl SessionActor {
     ) -> LocalBoxActorFuture<Self, ()> {
         self.engine = None;
         ctx.notify(MaybeEnd);
-        self.commit_and_act(Input::Engine(event))
+        let cause = ExitCause::of(&event).unwrap_or(ExitCause::Crashed);
+        self.commit_exit(event, cause)
             .map(|_, _, _| ())
+            .boxed_local()
+    }
+
+    /// Commit an engine's unrequested end, count it (and the restart it
+    /// leads to, if any), and carry out what follows.
+    fn commit_exit(
+        &mut self,
+        event: EngineEvent,
+        cause: ExitCause,
+    ) -> LocalBoxActorFuture<Self, Result<(), WebError>> {
+        METRICS.engine_exited(cause);
+        self.commit(Input::Engine(event))
+            .then(move |committed, act, ctx| {
+                if matches!(committed.action, Action::RestartAfter(_)) {
+                    METRICS.reconnect_scheduled(cause);
+                }
+                let saved = committed.saved;
+                act.act(committed.action, ctx).map(move |(), _, _| saved)
+            })
             .boxed_local()
     }
 
@@ -517,6 +545,12 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
         ctx.notify(MaybeEnd);
+        self.start_cause = match op {
+            ActorOp::Command(SessionOp::Restart) => StartCause::Restart,
+            ActorOp::RestoreStart => StartCause::Restore,
+            ActorOp::RetryDue => StartCause::Reconnect,
+            _ => StartCause::Start,
+        };
         match op {
             ActorOp::Command(SessionOp::Start) => {
                 if self.engine.is_some() {
@@ -589,7 +623,7 @@ impl SessionActor {
                     self.publish();
                     return fut::ready(Ok(self.view())).boxed_local();
                 }
-                self.commit_and_act(Input::Engine(EngineEvent::Crashed { cause }))
+                self.commit_exit(EngineEvent::Crashed { cause }, ExitCause::ActorPanicked)
                     .map(|saved, act, _| act.reply(saved))
                     .boxed_local()
             }

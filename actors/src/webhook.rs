@@ -716,6 +716,7 @@ impl WebhookActor {
                 let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 (AttemptOutcome::Failed, AfterAttempt::RetryAt(at))
             };
+            crate::metrics::METRICS.webhook_attempt(outcome, result.latency_ms);
             match outcome {
                 AttemptOutcome::Delivered => {}
                 AttemptOutcome::Failed => log::info!(

@@ -52,6 +52,24 @@ impl ApiError {
             format!("Method {method} is not allowed on {path}"),
         )
     }
+
+    /// `GET /metrics` without the `WASUP_METRICS_TOKEN` bearer (`presented`:
+    /// whether some other token was sent).
+    pub fn metrics_token(presented: bool) -> Self {
+        if presented {
+            Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_metrics_token",
+                "The metrics token is not valid",
+            )
+        } else {
+            Self::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_metrics_token",
+                "A metrics token is required: send Authorization: Bearer <WASUP_METRICS_TOKEN>",
+            )
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -187,6 +187,7 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
 
 /// Echo or assign `X-Request-Id` and log one line per request: method,
 /// route template, status, latency and request id (never headers or bodies).
+/// The same figures feed the HTTP metrics of `GET /metrics`.
 pub async fn request_log(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -195,16 +196,22 @@ pub async fn request_log(
     let id = request_id(&req);
     let method = req.method().clone();
     let mut res = next.call(req).await?;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "(unmatched)".to_string());
+    let elapsed = started.elapsed();
+    let pattern = res.request().match_pattern();
+    crate::metrics::observe_request(
+        res.request(),
+        &method,
+        pattern.as_deref(),
+        res.status(),
+        elapsed,
+    );
+    let route = pattern.unwrap_or_else(|| "(unmatched)".to_string());
     log::info!(
         "{} {} {} {:.1}ms request_id={}",
         method,
         route,
         res.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() * 1000.0,
         id.to_str().unwrap_or("-")
     );
     res.headers_mut().insert(REQUEST_ID, id);

@@ -648,6 +648,24 @@ impl WebhookStore for DbWebhookStore {
     }
 }
 
+/// Outbox figures for `GET /metrics`: (pending rows, dead letters). Two
+/// counts over the `(status, updated_at)` index, read at scrape time, so
+/// they are right after a restart.
+impl DbWebhookStore {
+    pub fn outbox_depth(&self) -> BoxFuture<'static, Result<(u64, u64), StoreError>> {
+        self.call(|c, _| {
+            let count = |c: &mut DbConn, status: &str| -> Result<u64, DbError> {
+                let n: i64 = webhook_deliveries::table
+                    .filter(webhook_deliveries::status.eq(status))
+                    .count()
+                    .get_result(c)?;
+                Ok(n.max(0) as u64)
+            };
+            Ok((count(c, PENDING)?, count(c, DEAD)?))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The outbox and the attempt log on both backends.
