@@ -3,6 +3,7 @@
 //! lives in `error.rs`, the routes in `routes`.
 
 pub mod auth;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod json;
@@ -61,7 +62,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Every route the server mounts, as (method, full path template), read
-/// from the same table `routes` mounts.
+/// from the same table `routes` mounts (the OpenAPI test checks that the
+/// document covers each one).
 pub fn mounted_routes() -> Vec<(Method, String)> {
     table()
         .into_iter()
@@ -112,6 +114,9 @@ fn table() -> Vec<Resource> {
             .get(keys::get)
             .delete(keys::revoke),
         resource("/auth/validate").post(keys::validate),
+        resource("/docs").get(docs::ui),
+        resource("/docs-json").get(docs::json),
+        resource("/docs/{file}").get(docs::asset),
     ];
     table.extend(simulator_table());
     table
