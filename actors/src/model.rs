@@ -13,6 +13,7 @@ pub type ApiKeyId = Uuid;
 
 /// A session's status, lowercase on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Created,
@@ -96,8 +97,10 @@ impl FromStr for DesiredState {
 /// Per-session settings given at create (`config` in the API). Unknown keys
 /// are refused by the API layer; `metadata` is the caller's own free JSON.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionConfig {
+    /// The caller's own JSON, kept and returned as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
     /// Restart budget; clamped to 0–20. Default 5.
@@ -109,6 +112,7 @@ pub struct SessionConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyType {
     Http,
@@ -217,6 +221,7 @@ pub struct PairingCode {
 
 /// Roles are ordered: viewer < operator < admin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,

@@ -15,12 +15,19 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody<'a> {
+#[schema(example = json!({"statusCode": 404, "error": "Not Found", "code": "session_not_found",
+    "message": "Session with id 'x' not found"}))]
+pub struct ErrorBody<'a> {
+    /// The HTTP status.
     status_code: u16,
+    /// The HTTP reason phrase.
     error: &'a str,
+    /// Stable snake_case identifier of the error.
     code: &'a str,
+    /// One sentence a person can act on; validation errors name the field and the rule.
     message: &'a str,
 }
 

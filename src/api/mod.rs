@@ -3,6 +3,7 @@
 //! lives in `error.rs`, the routes in `routes`.
 
 pub mod auth;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod json;
@@ -21,6 +22,7 @@ use actix::Addr;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use wasup_actors::keys::KeyRing;
@@ -47,110 +49,131 @@ impl AppState {
     }
 }
 
+/// Where the API is mounted.
+pub const PREFIX: &str = "/api";
+
 /// Mount every route under `/api`, with contract errors for unknown routes
 /// and wrong methods.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api")
-            .service(resource("/health").get(health::health))
-            .service(resource("/health/live").get(health::live))
-            .service(resource("/health/ready").get(health::ready))
-            .service(
-                resource("/sessions")
-                    .get(sessions::list)
-                    .post(sessions::create),
-            )
-            .service(resource("/sessions/stats/overview").get(sessions::overview))
-            .service(
-                resource("/sessions/{id}")
-                    .get(sessions::get)
-                    .delete(sessions::delete),
-            )
-            .service(resource("/sessions/{id}/start").post(sessions::start))
-            .service(resource("/sessions/{id}/stop").post(sessions::stop))
-            .service(resource("/sessions/{id}/force-kill").post(sessions::force_kill))
-            .service(resource("/sessions/{id}/restart").post(sessions::restart))
-            .service(resource("/sessions/{id}/logout").post(sessions::logout))
-            .service(resource("/sessions/{id}/qr").get(sessions::qr))
-            .service(resource("/sessions/{id}/pairing-code").post(sessions::pairing_code))
-            .service(resource("/sessions/{id}/me").get(sessions::me))
-            .service(
-                resource("/sessions/{id}/webhooks")
-                    .get(webhooks::list)
-                    .post(webhooks::create),
-            )
-            .service(
-                resource("/sessions/{id}/webhooks/{wid}")
-                    .get(webhooks::get)
-                    .patch(webhooks::update)
-                    .delete(webhooks::delete),
-            )
-            .service(resource("/sessions/{id}/webhooks/{wid}/test").post(webhooks::test))
-            .service(resource("/sessions/{id}/webhooks/{wid}/deliveries").get(webhooks::deliveries))
-            .service(
-                resource("/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive")
-                    .post(webhooks::redrive),
-            )
-            .service(resource("/webhooks").get(webhooks::list_all))
-            .service(
-                resource("/auth/api-keys")
-                    .get(keys::list)
-                    .post(keys::create),
-            )
-            .service(
-                resource("/auth/api-keys/{id}")
-                    .get(keys::get)
-                    .delete(keys::revoke),
-            )
-            .service(resource("/auth/validate").post(keys::validate))
-            .configure(simulator_routes),
-    )
-    .default_service(web::to(route_not_found));
+    let scope = table()
+        .into_iter()
+        .fold(web::scope(PREFIX), |scope, r| scope.service(r.inner));
+    cfg.service(scope).default_service(web::to(route_not_found));
+}
+
+/// Every route the server mounts, as (method, full path template), read
+/// from the same table `routes` mounts (the OpenAPI test checks that the
+/// document covers each one).
+pub fn mounted_routes() -> Vec<(Method, String)> {
+    table()
+        .into_iter()
+        .flat_map(|r| {
+            let path = format!("{PREFIX}{}", r.path);
+            r.methods.into_iter().map(move |m| (m, path.clone()))
+        })
+        .collect()
+}
+
+/// The route table: paths under `/api` and their handlers.
+fn table() -> Vec<Resource> {
+    let mut table = vec![
+        resource("/health").get(health::health),
+        resource("/health/live").get(health::live),
+        resource("/health/ready").get(health::ready),
+        resource("/sessions")
+            .get(sessions::list)
+            .post(sessions::create),
+        resource("/sessions/stats/overview").get(sessions::overview),
+        resource("/sessions/{id}")
+            .get(sessions::get)
+            .delete(sessions::delete),
+        resource("/sessions/{id}/start").post(sessions::start),
+        resource("/sessions/{id}/stop").post(sessions::stop),
+        resource("/sessions/{id}/force-kill").post(sessions::force_kill),
+        resource("/sessions/{id}/restart").post(sessions::restart),
+        resource("/sessions/{id}/logout").post(sessions::logout),
+        resource("/sessions/{id}/qr").get(sessions::qr),
+        resource("/sessions/{id}/pairing-code").post(sessions::pairing_code),
+        resource("/sessions/{id}/me").get(sessions::me),
+        resource("/sessions/{id}/webhooks")
+            .get(webhooks::list)
+            .post(webhooks::create),
+        resource("/sessions/{id}/webhooks/{wid}")
+            .get(webhooks::get)
+            .patch(webhooks::update)
+            .delete(webhooks::delete),
+        resource("/sessions/{id}/webhooks/{wid}/test").post(webhooks::test),
+        resource("/sessions/{id}/webhooks/{wid}/deliveries").get(webhooks::deliveries),
+        resource("/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive")
+            .post(webhooks::redrive),
+        resource("/webhooks").get(webhooks::list_all),
+        resource("/auth/api-keys")
+            .get(keys::list)
+            .post(keys::create),
+        resource("/auth/api-keys/{id}")
+            .get(keys::get)
+            .delete(keys::revoke),
+        resource("/auth/validate").post(keys::validate),
+        resource("/docs").get(docs::ui),
+        resource("/docs-json").get(docs::json),
+        resource("/docs/{file}").get(docs::asset),
+    ];
+    table.extend(simulator_table());
+    table
 }
 
 #[cfg(feature = "simulator")]
-fn simulator_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/simulator/sessions/{id}/scan").post(simulator::scan))
-        .service(resource("/simulator/sessions/{id}/faults").post(simulator::fault))
-        .service(resource("/simulator/phones/{phone}/enter-code").post(simulator::enter_code))
-        .service(resource("/simulator/phones/{phone}/devices").get(simulator::phone_devices));
+fn simulator_table() -> Vec<Resource> {
+    vec![
+        resource("/simulator/sessions/{id}/scan").post(simulator::scan),
+        resource("/simulator/sessions/{id}/faults").post(simulator::fault),
+        resource("/simulator/phones/{phone}/enter-code").post(simulator::enter_code),
+        resource("/simulator/phones/{phone}/devices").get(simulator::phone_devices),
+    ]
 }
 
 #[cfg(not(feature = "simulator"))]
-fn simulator_routes(_: &mut web::ServiceConfig) {}
-
-/// A resource whose unmatched methods answer 405 in the contract's shape.
-fn resource(path: &str) -> Resource {
-    Resource(web::resource(path).default_service(web::to(method_not_allowed)))
+fn simulator_table() -> Vec<Resource> {
+    Vec::new()
 }
 
-/// Thin builder so the route table above reads as a table.
-struct Resource(actix_web::Resource);
+/// A resource whose unmatched methods answer 405 in the contract's shape.
+fn resource(path: &'static str) -> Resource {
+    Resource {
+        path,
+        methods: Vec::new(),
+        inner: web::resource(path).default_service(web::to(method_not_allowed)),
+    }
+}
+
+/// Thin builder so the route table above reads as a table, and remembers
+/// which methods it mounted.
+struct Resource {
+    path: &'static str,
+    methods: Vec<Method>,
+    inner: actix_web::Resource,
+}
 
 macro_rules! method {
-    ($name:ident, $route:ident) => {
-        fn $name<F, Args>(self, handler: F) -> Self
+    ($name:ident, $route:ident, $method:ident) => {
+        fn $name<F, Args>(mut self, handler: F) -> Self
         where
             F: actix_web::Handler<Args>,
             Args: actix_web::FromRequest + 'static,
             F::Output: actix_web::Responder + 'static,
         {
-            Resource(self.0.route(web::$route().to(handler)))
+            self.methods.push(Method::$method);
+            self.inner = self.inner.route(web::$route().to(handler));
+            self
         }
     };
 }
 
 impl Resource {
-    method!(get, get);
-    method!(post, post);
-    method!(delete, delete);
-    method!(patch, patch);
-}
-
-impl actix_web::dev::HttpServiceFactory for Resource {
-    fn register(self, config: &mut actix_web::dev::AppService) {
-        self.0.register(config)
-    }
+    method!(get, get, GET);
+    method!(post, post, POST);
+    method!(delete, delete, DELETE);
+    method!(patch, patch, PATCH);
 }
 
 async fn route_not_found(req: HttpRequest) -> ApiError {

@@ -1,17 +1,19 @@
 //! Session routes (contract §2–4). Each handler: extract, send one message,
 //! shape the answer.
 
+use std::collections::BTreeMap;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use wasup_actors::model::{
     Overview, ProxyType, SessionConfig, SessionRecord, SessionStatus, SessionView,
 };
 use wasup_actors::web::*;
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::Body;
 use super::time::{iso, iso_opt};
 use super::AppState;
@@ -20,21 +22,36 @@ use crate::memory;
 type Data = web::Data<AppState>;
 type Id = web::Path<String>;
 
-/// The read shape of a session.
-#[derive(Serialize)]
+/// A session (the read shape).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Session)]
 pub struct SessionBody {
+    #[schema(format = Uuid, example = "8f3c2b1a-9d4e-4c7a-8b2f-1e6d5a4c3b2a")]
     id: String,
+    #[schema(example = "my-bot")]
     name: String,
     status: SessionStatus,
+    /// The linked account's number; null until linked and after logout.
+    #[schema(example = "628123456789")]
     phone: Option<String>,
+    /// The linked account's display name; null until linked and after logout.
+    #[schema(example = "My Bot")]
     push_name: Option<String>,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     connected_at: Option<String>,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     last_active: Option<String>,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     created_at: String,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     updated_at: String,
+    /// Why the session failed: a string only while `status` is `failed`.
     last_error: Option<String>,
+    /// Extension: when the supervisor will restart the session, while it waits to.
+    #[schema(format = DateTime)]
     next_retry_at: Option<String>,
+    /// Extension: restarts since the last stable `ready`.
     restarts: u32,
 }
 
@@ -61,26 +78,43 @@ impl From<&SessionView> for SessionBody {
     }
 }
 
-/// The create shape: the read shape plus config and (masked) proxy settings.
-#[derive(Serialize)]
+/// A session as created: the read shape plus config and (masked) proxy settings.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreatedBody {
+#[schema(as = CreatedSession)]
+pub struct CreatedBody {
     #[serde(flatten)]
     session: SessionBody,
     config: SessionConfig,
+    /// The proxy URL with its password masked (`user:***@`).
+    #[schema(example = "http://user:***@proxy.example:8080")]
     proxy_url: Option<String>,
     proxy_type: Option<ProxyType>,
+    /// Same value as `lastActive`.
+    #[schema(format = DateTime)]
     last_active_at: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateSessionRequest)]
 pub struct CreateRequest {
+    /// 3–50 characters of `[A-Za-z0-9-]`, unique, and not a UUID.
+    #[schema(
+        example = "my-bot",
+        min_length = 3,
+        max_length = 50,
+        pattern = "^[A-Za-z0-9-]+$"
+    )]
     name: String,
     #[serde(default)]
     config: Option<SessionConfig>,
+    /// `http://`, `https://` or `socks5://` URL of a proxy for this session's
+    /// connection to WhatsApp; credentials may be included.
     #[serde(default)]
+    #[schema(example = "socks5://user:secret@proxy.example:1080")]
     proxy_url: Option<String>,
+    /// The proxy's scheme; when given it must match `proxyUrl`'s.
     #[serde(default)]
     proxy_type: Option<ProxyType>,
 }
@@ -89,6 +123,28 @@ fn view_response(view: &SessionView) -> HttpResponse {
     HttpResponse::Ok().json(SessionBody::from(view))
 }
 
+/// Create a session
+///
+/// Role: operator; not with a key limited to some sessions. The session is
+/// created in status `created`; start it to link it.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "sessions",
+    operation_id = "createSession",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created", body = CreatedBody),
+        (status = 400, response = super::docs::InvalidBody),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, description = "`insufficient_role`: the key is not an operator or admin; \
+            `scope_forbidden`: the key is limited to some sessions", body = ErrorBody),
+        (status = 409, description = "`session_name_taken`: a session has this name", body = ErrorBody),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(
     state: Data,
     Auth(caller): Auth,
@@ -120,11 +176,44 @@ pub async fn create(
     }))
 }
 
+/// List sessions
+///
+/// Any role. Newest first (`createdAt` descending, ties by name); a key
+/// limited to some sessions sees only those.
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "sessions",
+    operation_id = "listSessions",
+    responses(
+        (status = 200, description = "The sessions", body = Vec<SessionBody>),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let views = state.web.send(ListSessions { caller }).await??;
     Ok(HttpResponse::Ok().json(views.iter().map(SessionBody::from).collect::<Vec<_>>()))
 }
 
+/// Get a session
+///
+/// Any role.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    operation_id = "getSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session", body = SessionBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let view = state
         .web
@@ -136,6 +225,25 @@ pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse
     Ok(view_response(&view))
 }
 
+/// Delete a session
+///
+/// Role: operator. Stops the engine and removes the record, its credentials,
+/// its webhooks and their pending deliveries.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    operation_id = "deleteSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     state
         .web
@@ -160,14 +268,69 @@ async fn command(
     Ok(view_response(&view))
 }
 
+/// Start a session
+///
+/// Role: operator. The session goes `initializing`, then `qr_ready` (unlinked) or `ready` (linked).
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/start",
+    tag = "sessions",
+    operation_id = "startSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session after the command", body = SessionBody),
+        (status = 400, description = "`session_already_started`: the session is running or starting", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn start(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     command(state, caller, id.into_inner(), SessionCommandKind::Start).await
 }
 
+/// Stop a session
+///
+/// Role: operator. The session goes `disconnected`; its credentials are kept. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/stop",
+    tag = "sessions",
+    operation_id = "stopSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session after the command", body = SessionBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     command(state, caller, id.into_inner(), SessionCommandKind::Stop).await
 }
 
+/// Force-kill a session
+///
+/// Role: operator. The engine is aborted without waiting for a clean close; the session goes `disconnected`.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/force-kill",
+    tag = "sessions",
+    operation_id = "forceKillSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session after the command", body = SessionBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     command(
         state,
@@ -178,20 +341,115 @@ pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpR
     .await
 }
 
+/// Restart a session
+///
+/// Role: operator. Extension: stop then start, from any state.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/restart",
+    tag = "sessions",
+    operation_id = "restartSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session after the command", body = SessionBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     command(state, caller, id.into_inner(), SessionCommandKind::Restart).await
 }
 
+/// Log a session out
+///
+/// Role: operator. Extension: unlinks the device at WhatsApp when connected, wipes the credentials; the session goes `disconnected` with `phone` and `pushName` null.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/logout",
+    tag = "sessions",
+    operation_id = "logoutSession",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The session after the command", body = SessionBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn logout(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     command(state, caller, id.into_inner(), SessionCommandKind::Logout).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QrQuery {
+    /// `image` (default): a PNG data URL in `qrCode`; `raw` (extension): the QR text in `qr`.
+    #[param(pattern = "^(image|raw)$", example = "raw")]
     format: Option<String>,
 }
 
+/// The current QR as a PNG data URL.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrImage {
+    #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
+    qr_code: String,
+    status: SessionStatus,
+    #[schema(format = DateTime, example = "2026-06-25T09:01:00.000Z")]
+    expires_at: String,
+}
+
+/// Extension (`?format=raw`): the current QR's text.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrRaw {
+    #[schema(example = "2@Xk3…,…")]
+    qr: String,
+    status: SessionStatus,
+    #[schema(format = DateTime, example = "2026-06-25T09:01:00.000Z")]
+    expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum QrBody {
+    Image(QrImage),
+    Raw(QrRaw),
+}
+
+/// Get the QR to link a session
+///
+/// Role: operator. The QR rotates (each rotation also emits `session.qr`);
+/// `expiresAt` says when this one stops working. With `Accept: image/png`
+/// (extension) the answer is the PNG itself.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/qr",
+    tag = "sessions",
+    operation_id = "getSessionQr",
+    params(("id" = String, Path, description = "Session UUID or name"), QrQuery),
+    responses(
+        (status = 200, description = "The current QR", content(
+            (QrBody = "application/json"),
+            ("image/png"),
+        )),
+        (status = 400, description = "`qr_not_available`: the session is not started, not yet \
+            showing a QR, or already linked (the message says which); `validation_failed`: \
+            bad `format`", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, description = "`service_unavailable`, `shutting_down`, or \
+            `qr_render_failed`: the QR could not be drawn", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn qr(
     state: Data,
     Auth(caller): Auth,
@@ -234,10 +492,17 @@ pub async fn qr(
     }
     let expires_at = iso(qr.expires_at);
     let body = if raw {
-        serde_json::json!({"qr": qr.text, "status": status, "expiresAt": expires_at})
+        QrBody::Raw(QrRaw {
+            qr: qr.text,
+            status,
+            expires_at,
+        })
     } else {
-        let data_url = crate::qr::data_url(&qr.text).map_err(render_failed)?;
-        serde_json::json!({"qrCode": data_url, "status": status, "expiresAt": expires_at})
+        QrBody::Image(QrImage {
+            qr_code: crate::qr::data_url(&qr.text).map_err(render_failed)?,
+            status,
+            expires_at,
+        })
     };
     Ok(HttpResponse::Ok().json(body))
 }
@@ -254,12 +519,48 @@ pub fn phone_digits(field: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = PairingCodeRequest)]
 pub struct PairingRequest {
+    /// The phone number of the account to link: 6–15 digits, country code first.
+    #[schema(example = "628123456789", pattern = "^[0-9]{6,15}$")]
     phone_number: String,
 }
 
+/// A pairing code to enter on the phone (Linked devices → Link with phone number).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingCodeBody {
+    #[schema(example = "ABCD1234")]
+    pairing_code: String,
+    status: SessionStatus,
+}
+
+/// Request a pairing code
+///
+/// Role: operator. Links by code instead of QR; the session must be in `qr_ready`.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/pairing-code",
+    tag = "sessions",
+    operation_id = "requestPairingCode",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    request_body = PairingRequest,
+    responses(
+        (status = 201, description = "The code", body = PairingCodeBody),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` \
+            (`phoneNumber` not 6–15 digits); `pairing_code_not_available`: the session is not \
+            in `qr_ready` or not connected yet", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 409, description = "`engine_rejected`: WhatsApp refused or did not answer; retry", body = ErrorBody),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn pairing_code(
     state: Data,
     Auth(caller): Auth,
@@ -275,12 +576,40 @@ pub async fn pairing_code(
             phone,
         })
         .await??;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "pairingCode": code.code,
-        "status": code.status,
-    })))
+    Ok(HttpResponse::Created().json(PairingCodeBody {
+        pairing_code: code.code,
+        status: code.status,
+    }))
 }
 
+/// The linked account
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeBody {
+    /// The account's chat id.
+    #[schema(example = "628123456789@c.us")]
+    id: String,
+    #[schema(example = "My Bot")]
+    push_name: Option<String>,
+}
+
+/// Get the linked account
+///
+/// Any role. Extension: `null` while the session is not linked.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/me",
+    tag = "sessions",
+    operation_id = "getSessionMe",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The linked account, or null", body = Option<MeBody>),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn me(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let me = state
         .web
@@ -289,15 +618,62 @@ pub async fn me(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse,
             id: id.into_inner(),
         })
         .await??;
-    let body = match me {
-        Some(me) => {
-            serde_json::json!({"id": format!("{}@c.us", me.phone), "pushName": me.push_name})
-        }
-        None => Value::Null,
-    };
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(me.map(|me| MeBody {
+        id: format!("{}@c.us", me.phone),
+        push_name: me.push_name,
+    })))
 }
 
+/// Session counts and the process's memory
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverviewBody {
+    /// Sessions the key may see.
+    #[schema(example = 4)]
+    total: usize,
+    /// Sessions with a live engine.
+    #[schema(example = 2)]
+    active: usize,
+    #[schema(example = 2)]
+    ready: usize,
+    #[schema(example = 1)]
+    disconnected: usize,
+    /// Sessions per status; only statuses that occur are listed.
+    #[schema(example = json!({"ready": 2, "disconnected": 1, "created": 1}))]
+    by_status: BTreeMap<SessionStatus, usize>,
+    memory_usage: MemoryUsage,
+}
+
+/// The whole process's memory, in MiB.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryUsage {
+    /// Bytes the allocator has handed out.
+    #[schema(example = 142)]
+    heap_used: u64,
+    /// Bytes the allocator holds from the OS.
+    #[schema(example = 210)]
+    heap_total: u64,
+    /// Resident set.
+    #[schema(example = 318)]
+    rss: u64,
+}
+
+/// Get the sessions overview
+///
+/// Any role. Counts cover the sessions the key may see.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/stats/overview",
+    tag = "sessions",
+    operation_id = "getSessionsOverview",
+    responses(
+        (status = 200, description = "The overview", body = OverviewBody),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn overview(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let Overview {
         total,
@@ -310,22 +686,18 @@ pub async fn overview(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
             .find(|(st, _)| *st == s)
             .map_or(0, |(_, n)| *n)
     };
-    let by_status: serde_json::Map<String, Value> = by_status
-        .iter()
-        .map(|(s, n)| (s.as_str().to_string(), Value::from(*n)))
-        .collect();
     let mem = memory::usage();
     let mib = |b: u64| (b as f64 / (1024.0 * 1024.0)).round() as u64;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "total": total,
-        "active": active,
-        "ready": count(SessionStatus::Ready),
-        "disconnected": count(SessionStatus::Disconnected),
-        "byStatus": by_status,
-        "memoryUsage": {
-            "heapUsed": mib(mem.heap_used),
-            "heapTotal": mib(mem.heap_total),
-            "rss": mib(mem.rss),
+    Ok(HttpResponse::Ok().json(OverviewBody {
+        total,
+        active,
+        ready: count(SessionStatus::Ready),
+        disconnected: count(SessionStatus::Disconnected),
+        by_status: by_status.iter().copied().collect(),
+        memory_usage: MemoryUsage {
+            heap_used: mib(mem.heap_used),
+            heap_total: mib(mem.heap_total),
+            rss: mib(mem.rss),
         },
-    })))
+    }))
 }

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wasup_actors::model::{Role, SessionStatus};
 use wasup_actors::web::{GetQr, GetSession};
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::Body;
 use super::AppState;
 use crate::simulator::{FaultKind, LinkedDevice, Simulator, Target};
@@ -27,23 +28,70 @@ fn simulator(state: &AppState) -> Result<&Simulator, ApiError> {
     })
 }
 
-fn linked(device: LinkedDevice) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "phone": device.phone,
-        "device": device.device,
-        "jid": device.jid(),
-    }))
+/// A device linked to a virtual phone.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SimulatorDevice)]
+pub struct DeviceBody {
+    #[schema(example = "628123456789")]
+    phone: String,
+    /// Companion device number.
+    #[schema(example = 1)]
+    device: u16,
+    #[schema(example = "628123456789:1@s.whatsapp.net")]
+    jid: String,
 }
 
-#[derive(Deserialize)]
+impl From<LinkedDevice> for DeviceBody {
+    fn from(device: LinkedDevice) -> Self {
+        DeviceBody {
+            jid: device.jid(),
+            phone: device.phone,
+            device: device.device,
+        }
+    }
+}
+
+fn linked(device: LinkedDevice) -> HttpResponse {
+    HttpResponse::Ok().json(DeviceBody::from(device))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorScanRequest)]
 pub struct ScanRequest {
+    /// The virtual phone's number (created on first use): 6–15 digits.
+    #[schema(example = "628123456789", pattern = "^[0-9]{6,15}$")]
     phone: String,
+    /// 1–100 characters; default `Phone <phone>`.
     #[serde(default)]
     push_name: Option<String>,
 }
 
-/// The phone scans the QR the session currently shows.
+/// A virtual phone scans the session's QR
+///
+/// Role: operator. Simulator builds only. The phone scans the QR the
+/// session currently shows and the link completes.
+#[utoipa::path(
+    post,
+    path = "/api/simulator/sessions/{id}/scan",
+    tag = "simulator",
+    operation_id = "simulatorScan",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    request_body = ScanRequest,
+    responses(
+        (status = 200, description = "Linked", body = DeviceBody),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
+            `qr_not_available`; `qr_malformed`", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, description = "`session_not_found`, `qr_expired`, or \
+            `simulator_not_embedded`: the gateway uses a separate simulator process", body = ErrorBody),
+        (status = 409, description = "`link_rejected`, `link_timeout`, `session_not_connected`", body = ErrorBody),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn scan(
     state: Data,
     Auth(caller): Auth,
@@ -69,13 +117,38 @@ pub async fn scan(
     Ok(linked(sim.scan(&qr.text, &phone, &push_name).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorEnterCodeRequest)]
 pub struct EnterCodeRequest {
+    /// The pairing code: 8 letters or digits.
+    #[schema(example = "ABCD1234")]
     code: String,
 }
 
-/// The phone enters a pairing code.
+/// A virtual phone enters a pairing code
+///
+/// Role: operator. Simulator builds only.
+#[utoipa::path(
+    post,
+    path = "/api/simulator/phones/{phone}/enter-code",
+    tag = "simulator",
+    operation_id = "simulatorEnterCode",
+    params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
+    request_body = EnterCodeRequest,
+    responses(
+        (status = 200, description = "Linked", body = DeviceBody),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
+            `pairing_code_rejected`: not the code the session showed", body = ErrorBody),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, description = "`no_pending_pairing_code`, or `simulator_not_embedded`", body = ErrorBody),
+        (status = 409, description = "`link_rejected`, `link_timeout`, `session_not_connected`", body = ErrorBody),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn enter_code(
     state: Data,
     Auth(caller): Auth,
@@ -94,7 +167,24 @@ pub async fn enter_code(
     Ok(linked(sim.enter_code(&phone, &code).await?))
 }
 
-/// The devices a phone lists as linked (what "Linked devices" shows on a phone).
+/// A virtual phone's linked devices
+///
+/// Any role. Simulator builds only. What "Linked devices" shows on the phone.
+#[utoipa::path(
+    get,
+    path = "/api/simulator/phones/{phone}/devices",
+    tag = "simulator",
+    operation_id = "simulatorPhoneDevices",
+    params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
+    responses(
+        (status = 200, description = "The devices", body = Vec<DeviceBody>),
+        (status = 400, description = "`validation_failed`: not 6–15 digits", body = ErrorBody),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 404, description = "`phone_not_found`, or `simulator_not_embedded`", body = ErrorBody),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn phone_devices(
     state: Data,
     Auth(_caller): Auth,
@@ -102,24 +192,66 @@ pub async fn phone_devices(
 ) -> Result<HttpResponse, ApiError> {
     let sim = simulator(&state)?;
     let phone = super::sessions::phone_digits("phone", &phone)?;
-    let devices: Vec<serde_json::Value> = sim
+    let devices: Vec<DeviceBody> = sim
         .phone_devices(&phone)?
         .into_iter()
-        .map(|d| serde_json::json!({"phone": d.phone, "device": d.device, "jid": d.jid()}))
+        .map(DeviceBody::from)
         .collect();
     Ok(HttpResponse::Ok().json(devices))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorFaultRequest)]
 pub struct FaultRequest {
+    /// `drop` (connection closed), `outage` (connections refused for
+    /// `durationMs`), `unlink` (device removed on the phone), `replaced`
+    /// (another connection took over), `ban` (temporary ban, `durationMs`
+    /// default 1 h), `outdated` (client version refused).
+    #[schema(
+        pattern = "^(drop|outage|unlink|replaced|ban|outdated)$",
+        example = "drop"
+    )]
     kind: String,
+    /// 1–86400000; required for `outage`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400000)]
     duration_ms: Option<u64>,
 }
 
-/// Inject a fault into the session's connection (its linked device, or the
-/// unlinked connection showing the current QR).
+/// The answer to a fault.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SimulatorFaultApplied)]
+pub struct FaultBody {
+    /// The fault's kind.
+    #[schema(example = "drop")]
+    applied: String,
+}
+
+/// Inject a fault into a session's connection
+///
+/// Role: operator. Simulator builds only. Applies to the session's linked
+/// device, or to the unlinked connection showing the current QR.
+#[utoipa::path(
+    post,
+    path = "/api/simulator/sessions/{id}/faults",
+    tag = "simulator",
+    operation_id = "simulatorFault",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    request_body = FaultRequest,
+    responses(
+        (status = 200, description = "Applied", body = FaultBody),
+        (status = 400, response = super::docs::InvalidBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, description = "`session_not_found`, `device_not_found`, or \
+            `simulator_not_embedded`", body = ErrorBody),
+        (status = 409, description = "`session_not_connected`: nothing to fault", body = ErrorBody),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn fault(
     state: Data,
     Auth(caller): Auth,
@@ -185,5 +317,5 @@ pub async fn fault(
     for target in targets {
         sim.fault(target, kind.clone())?;
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"applied": req.kind})))
+    Ok(HttpResponse::Ok().json(FaultBody { applied: req.kind }))
 }

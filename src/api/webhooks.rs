@@ -6,29 +6,40 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use wasup_actors::webhook::*;
 
 use super::auth::Auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::Body;
 use super::time::iso;
 use super::AppState;
 
 type Data = web::Data<AppState>;
 
-/// The read shape of a webhook.
-#[derive(Serialize)]
+/// A webhook (never its secret or its header values).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Webhook)]
 pub struct WebhookBody {
+    #[schema(format = Uuid)]
     id: String,
+    #[schema(format = Uuid)]
     session_id: String,
+    #[schema(example = "https://example.com/hooks/wasup")]
     url: String,
+    /// `["*"]` (every event) or event names.
+    #[schema(example = json!(["*"]))]
     events: Vec<String>,
     active: bool,
+    #[schema(example = 10)]
     max_attempts: u32,
-    /// Custom header names; values are masked.
+    /// Custom header names; values are masked (`***`).
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"Authorization": "***"}))]
     headers: BTreeMap<String, &'static str>,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     created_at: String,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     updated_at: String,
 }
 
@@ -48,39 +59,62 @@ impl From<&WebhookRecord> for WebhookBody {
     }
 }
 
-#[derive(Serialize)]
-struct CreatedBody {
+/// A webhook as created: the only answer that carries its secret.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CreatedWebhook)]
+pub struct CreatedBody {
     #[serde(flatten)]
     webhook: WebhookBody,
+    /// The signing secret (Standard Webhooks). Shown only here.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     secret: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateWebhookRequest)]
 pub struct CreateRequest {
+    /// Where deliveries are POSTed: http(s) with a host, at most 2048 characters.
+    /// Loopback, private, link-local and metadata addresses are refused unless
+    /// the operator allows them.
+    #[schema(example = "https://example.com/hooks/wasup")]
     url: String,
+    /// `["*"]` (the default: every event) or event names: `session.status`,
+    /// `session.qr`, `session.authenticated`, `session.disconnected`.
     #[serde(default)]
+    #[schema(example = json!(["session.status", "session.qr"]))]
     events: Option<Vec<String>>,
+    /// `whsec_` + base64 of 24–64 bytes; generated when absent.
     #[serde(default)]
     secret: Option<String>,
+    /// Extra headers sent with every delivery; they cannot override the
+    /// signature or `X-Wasup-*` headers. At most 8 KiB in all.
     #[serde(default)]
+    #[schema(example = json!({"Authorization": "Bearer s3cret"}))]
     headers: Option<BTreeMap<String, String>>,
+    /// Delivery attempts before an event is dead-lettered: 1–20, default 10.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
     max_attempts: Option<u32>,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; absent fields keep their value.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = UpdateWebhookRequest)]
 pub struct UpdateRequest {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
     events: Option<Vec<String>>,
+    /// Replaces every custom header.
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// An inactive webhook gets no new deliveries.
     #[serde(default)]
     active: Option<bool>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
     max_attempts: Option<u32>,
 }
 
@@ -88,6 +122,29 @@ fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     h.map(|m| m.into_iter().collect())
 }
 
+/// Create a webhook
+///
+/// Role: operator. The answer is the only one that carries the secret.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created", body = CreatedBody),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` (the \
+            message names the field and the rule, e.g. an unknown event name); \
+            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(
     state: Data,
     Auth(caller): Auth,
@@ -116,6 +173,23 @@ fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
     HttpResponse::Ok().json(hooks.iter().map(WebhookBody::from).collect::<Vec<_>>())
 }
 
+/// List a session's webhooks
+///
+/// Any role.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/webhooks",
+    tag = "webhooks",
+    operation_id = "listSessionWebhooks",
+    params(("id" = String, Path, description = "Session UUID or name")),
+    responses(
+        (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 404, response = super::docs::SessionNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list(
     state: Data,
     Auth(caller): Auth,
@@ -131,6 +205,21 @@ pub async fn list(
     Ok(list_response(&hooks))
 }
 
+/// List all webhooks
+///
+/// Any role: every webhook of the sessions the key may see.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    responses(
+        (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let hooks = state
         .webhooks
@@ -142,6 +231,23 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
     Ok(list_response(&hooks))
 }
 
+/// Get a webhook
+///
+/// Any role.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/webhooks/{wid}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 404, response = super::docs::WebhookNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn get(
     state: Data,
     Auth(caller): Auth,
@@ -159,6 +265,28 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(WebhookBody::from(&record)))
 }
 
+/// Update a webhook
+///
+/// Role: operator.
+#[utoipa::path(
+    patch,
+    path = "/api/sessions/{id}/webhooks/{wid}",
+    tag = "webhooks",
+    operation_id = "updateWebhook",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    request_body = UpdateRequest,
+    responses(
+        (status = 200, description = "The webhook after the change", body = WebhookBody),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
+            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::WebhookNotFound),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn update(
     state: Data,
     Auth(caller): Auth,
@@ -182,6 +310,24 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(WebhookBody::from(&record)))
 }
 
+/// Delete a webhook
+///
+/// Role: operator. Its pending deliveries are dropped.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}/webhooks/{wid}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::WebhookNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn delete(
     state: Data,
     Auth(caller): Auth,
@@ -199,6 +345,40 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The outcome of a test delivery.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResultBody {
+    /// The receiver answered 2xx.
+    delivered: bool,
+    /// The receiver's HTTP status; null when none came (network error, timeout).
+    #[schema(example = 200)]
+    status_code: Option<u16>,
+    #[schema(example = 12)]
+    latency_ms: u64,
+    /// Why the delivery failed; null when delivered.
+    error: Option<String>,
+}
+
+/// Send a test delivery
+///
+/// Role: operator. POSTs a signed `webhook.test` event to the URL once, now
+/// (no retries), and reports what the receiver answered.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/webhooks/{wid}/test",
+    tag = "webhooks",
+    operation_id = "testWebhook",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    responses(
+        (status = 200, description = "What the receiver answered (also when it failed)", body = TestResultBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::WebhookNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn test(
     state: Data,
     Auth(caller): Auth,
@@ -213,35 +393,78 @@ pub async fn test(
             webhook,
         })
         .await??;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "delivered": result.delivered(),
-        "statusCode": result.status_code,
-        "latencyMs": result.latency_ms,
-        "error": result.error,
-    })))
+    Ok(HttpResponse::Ok().json(TestResultBody {
+        delivered: result.delivered(),
+        status_code: result.status_code,
+        latency_ms: result.latency_ms,
+        error: result.error,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// Only attempts with this outcome: `delivered`, `failed` or `dead`.
+    #[param(pattern = "^(delivered|failed|dead)$", example = "failed")]
     status: Option<String>,
+    /// At most this many attempts, newest first: 1–500, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One delivery attempt.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AttemptBody {
+#[schema(as = DeliveryAttempt)]
+pub struct AttemptBody {
+    /// The event's id (its `webhook-id`); redrive takes it.
+    #[schema(example = "evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f01")]
     event_id: String,
+    #[schema(example = "session.status")]
     event: String,
+    /// 1 for the first attempt.
     attempt: u32,
-    /// delivered | failed | dead (this attempt dead-lettered the event)
+    /// `delivered`, `failed`, or `dead` (this attempt dead-lettered the event).
+    #[schema(value_type = String, pattern = "^(delivered|failed|dead)$", example = "failed")]
     status: &'static str,
+    /// The receiver's HTTP status; null when none came.
     status_code: Option<u16>,
+    /// Why the attempt failed; null when delivered.
     error: Option<String>,
     latency_ms: u64,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
     at: String,
 }
 
+/// The answer to redrive.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveBody {
+    event_id: String,
+    /// Always true: the event is queued for delivery again.
+    queued: bool,
+}
+
+/// List delivery attempts
+///
+/// Any role. The webhook's recent attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/webhooks/{wid}/deliveries",
+    tag = "webhooks",
+    operation_id = "listWebhookDeliveries",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), DeliveriesQuery),
+    responses(
+        (status = 200, description = "The attempts", body = Vec<AttemptBody>),
+        (status = 400, description = "`validation_failed`: a bad `status` or `limit`, or \
+            another query parameter", body = ErrorBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 404, response = super::docs::WebhookNotFound),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn deliveries(
     state: Data,
     Auth(caller): Auth,
@@ -293,6 +516,26 @@ pub async fn deliveries(
     ))
 }
 
+/// Redrive a dead-lettered event
+///
+/// Role: operator. The event is queued for delivery to this webhook again.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive",
+    tag = "webhooks",
+    operation_id = "redriveWebhookDelivery",
+    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
+    responses(
+        (status = 202, description = "Queued", body = RedriveBody),
+        (status = 401, response = super::docs::SessionUnauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, description = "`session_not_found`, `webhook_not_found`, or \
+            `delivery_not_found`: this webhook has no delivery of that event", body = ErrorBody),
+        (status = 409, description = "`delivery_already_queued`: the event is still pending", body = ErrorBody),
+        (status = 503, response = super::docs::Unavailable),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn redrive(
     state: Data,
     Auth(caller): Auth,
@@ -308,5 +551,8 @@ pub async fn redrive(
             event_id: event_id.clone(),
         })
         .await??;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"eventId": event_id, "queued": true})))
+    Ok(HttpResponse::Accepted().json(RedriveBody {
+        event_id,
+        queued: true,
+    }))
 }

@@ -1,0 +1,487 @@
+//! The API's OpenAPI 3.1 document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the DTOs' `ToSchema` derives, plus the
+//! webhook payloads (`docs/webhooks.rs`). Served at `GET /api/docs-json`,
+//! with Swagger UI at `GET /api/docs`: its assets are compiled into the
+//! binary (utoipa-swagger-ui, `vendored`), so the page needs no network.
+
+mod webhooks;
+
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::info::{InfoBuilder, LicenseBuilder};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToResponse};
+
+use super::error::{ApiError, ErrorBody};
+use super::{health, keys, sessions, webhooks as hooks};
+
+/// Names of the security schemes; every keyed route accepts either.
+pub const API_KEY_SCHEME: &str = "api_key";
+pub const BEARER_SCHEME: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        health::health,
+        health::live,
+        health::ready,
+        sessions::create,
+        sessions::list,
+        sessions::overview,
+        sessions::get,
+        sessions::delete,
+        sessions::start,
+        sessions::stop,
+        sessions::force_kill,
+        sessions::restart,
+        sessions::logout,
+        sessions::qr,
+        sessions::pairing_code,
+        sessions::me,
+        hooks::create,
+        hooks::list,
+        hooks::get,
+        hooks::update,
+        hooks::delete,
+        hooks::test,
+        hooks::deliveries,
+        hooks::redrive,
+        hooks::list_all,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::revoke,
+        keys::validate,
+        ui,
+        json,
+        asset,
+    ),
+    components(
+        schemas(ErrorBody),
+        responses(
+            Unauthorized,
+            SessionUnauthorized,
+            Forbidden,
+            AdminOnly,
+            InvalidBody,
+            PayloadTooLarge,
+            SessionNotFound,
+            WebhookNotFound,
+            ApiKeyNotFound,
+            Unavailable,
+        ),
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "sessions", description = "WhatsApp sessions: create, start, link (QR or pairing code), stop, log out."),
+        (name = "webhooks", description = "Webhooks of a session: signed deliveries of its events, their attempts and redrive. The payloads are in the `webhooks` section."),
+        (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
+        (name = "health", description = "Liveness and readiness; no key needed."),
+        (name = "docs", description = "This document and Swagger UI; no key needed."),
+    )
+)]
+struct ApiDoc;
+
+/// The simulator's control routes exist only in simulator builds.
+#[cfg(feature = "simulator")]
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        super::simulator::scan,
+        super::simulator::fault,
+        super::simulator::enter_code,
+        super::simulator::phone_devices,
+    ),
+    tags((name = "simulator", description = "Simulator builds only: virtual phones that link sessions, and faults injected into their connections."))
+)]
+struct SimulatorDoc;
+
+const DESCRIPTION: &str = "\
+Self-hosted WhatsApp multi-session gateway.
+
+**Auth.** Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. \
+Every route needs one except health and docs. Roles: `viewer` < `operator` < `admin`; \
+each operation's description names the role it needs.
+
+**Errors** always have the body `{\"statusCode\":404,\"error\":\"Not Found\",\"code\":\"session_not_found\",\"message\":\"…\"}` \
+(`ErrorBody`): `code` is a stable snake_case identifier. Besides the answers listed per \
+operation: an unknown route answers 404 `route_not_found`, a wrong method 405 `method_not_allowed`.
+
+**Conventions.** JSON in and out; timestamps are ISO-8601 UTC with milliseconds; lists are \
+bare arrays; every answer carries `X-Request-Id` (the caller's, or a fresh one). A session's \
+`{id}` is its UUID or its name. Routes that take no body accept an empty one.
+
+**Webhooks.** The `webhooks` section describes what a receiver gets for each event.";
+
+/// The document as utoipa builds it (without the `webhooks` section, which
+/// utoipa cannot express: see `document`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    #[cfg(feature = "simulator")]
+    doc.merge(SimulatorDoc::openapi());
+    doc.merge(webhooks::Schemas::openapi());
+    webhooks::add_envelope_schemas(&mut doc);
+    doc.info = InfoBuilder::new()
+        .title("wasup")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(DESCRIPTION))
+        .license(Some(
+            LicenseBuilder::new()
+                .name("AGPL-3.0-or-later")
+                .identifier(Some("AGPL-3.0-or-later"))
+                .build(),
+        ))
+        .build();
+    doc
+}
+
+/// The served document: utoipa's, plus the OpenAPI 3.1 `webhooks` section.
+#[derive(Serialize)]
+struct Document {
+    #[serde(flatten)]
+    api: utoipa::openapi::OpenApi,
+    webhooks: std::collections::BTreeMap<String, utoipa::openapi::PathItem>,
+}
+
+/// The OpenAPI document as JSON, built once.
+pub fn document() -> &'static [u8] {
+    static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        serde_json::to_vec_pretty(&Document {
+            api: openapi(),
+            webhooks: webhooks::section(),
+        })
+        .expect("the OpenAPI document serializes")
+    });
+    &DOCUMENT
+}
+
+/// The security schemes: the same key in either header.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key.",
+            ))),
+        );
+        components.add_security_scheme(
+            BEARER_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The same API key as `Authorization: Bearer <key>`."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// A reusable error response: the error body, with one example per code.
+fn error_response(summary: &str, status: u16, codes: &[(&str, &str)]) -> Response {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let list: Vec<String> = codes.iter().map(|(code, _)| format!("`{code}`")).collect();
+    let examples = codes.iter().map(|(code, message)| {
+        let value =
+            json!({"statusCode": status, "error": reason, "code": code, "message": message});
+        (*code, ExampleBuilder::new().value(Some(value)).build())
+    });
+    ResponseBuilder::new()
+        .description(format!("{summary}: {}", list.join(", ")))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .examples_from_iter(examples)
+                .build(),
+        )
+        .build()
+}
+
+/// Declares a response component for errors that many routes share.
+macro_rules! error_response {
+    ($name:ident, $status:literal, $summary:literal, [$(($code:literal, $message:literal)),+ $(,)?]) => {
+        #[doc = $summary]
+        pub struct $name;
+
+        impl<'s> ToResponse<'s> for $name {
+            fn response() -> (&'s str, RefOr<Response>) {
+                (
+                    stringify!($name),
+                    RefOr::T(error_response($summary, $status, &[$(($code, $message)),+])),
+                )
+            }
+        }
+    };
+}
+
+error_response!(
+    Unauthorized,
+    401,
+    "No usable API key",
+    [
+        (
+            "missing_api_key",
+            "An API key is required: send it in the X-API-Key header"
+        ),
+        ("invalid_api_key", "The API key is not valid"),
+        ("api_key_revoked", "The API key has been revoked"),
+        ("api_key_expired", "The API key has expired"),
+    ]
+);
+error_response!(
+    SessionUnauthorized,
+    401,
+    "No usable API key, or the key is limited to other sessions",
+    [
+        (
+            "missing_api_key",
+            "An API key is required: send it in the X-API-Key header"
+        ),
+        ("invalid_api_key", "The API key is not valid"),
+        ("api_key_revoked", "The API key has been revoked"),
+        ("api_key_expired", "The API key has expired"),
+        (
+            "session_not_in_scope",
+            "This API key may not access session 'my-bot'"
+        ),
+    ]
+);
+error_response!(
+    Forbidden,
+    403,
+    "The key's role is below operator",
+    [(
+        "insufficient_role",
+        "This action requires the 'operator' role"
+    ),]
+);
+error_response!(
+    AdminOnly,
+    403,
+    "The key is not an admin key",
+    [("insufficient_role", "This action requires the 'admin' role"),]
+);
+error_response!(
+    InvalidBody,
+    400,
+    "The body is not valid (the message names the field and the rule)",
+    [
+        (
+            "invalid_json",
+            "The request body is not valid JSON: EOF while parsing an object"
+        ),
+        ("unknown_field", "Unknown field 'nmae' in the request body"),
+        ("validation_failed", "Field 'name' is required"),
+    ]
+);
+error_response!(
+    PayloadTooLarge,
+    413,
+    "The body is larger than the limit (default 1 MiB)",
+    [(
+        "payload_too_large",
+        "The request body is larger than the limit of 1048576 bytes"
+    ),]
+);
+error_response!(
+    SessionNotFound,
+    404,
+    "No session has this id or name",
+    [("session_not_found", "Session with id 'my-bot' not found"),]
+);
+error_response!(
+    WebhookNotFound,
+    404,
+    "No such session, or the session has no such webhook",
+    [
+        ("session_not_found", "Session with id 'my-bot' not found"),
+        (
+            "webhook_not_found",
+            "Webhook with id '0197a4f2-c1b2-7e3c-9d4a-5b6c7d8e9f01' not found"
+        ),
+    ]
+);
+error_response!(
+    ApiKeyNotFound,
+    404,
+    "No API key has this id",
+    [(
+        "api_key_not_found",
+        "API key with id '0197a4f2-c1b2-7e3c-9d4a-5b6c7d8e9f01' not found"
+    ),]
+);
+error_response!(
+    Unavailable,
+    503,
+    "The gateway cannot serve the request now; retry shortly",
+    [
+        (
+            "service_unavailable",
+            "The database is unavailable; try again later"
+        ),
+        ("shutting_down", "The server is shutting down"),
+    ]
+);
+
+/// Swagger UI's page. Its references are relative to `/api/docs`, so the
+/// page also works behind a proxy that mounts the API under a prefix.
+const UI_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <title>wasup API</title>
+  <link rel="stylesheet" type="text/css" href="docs/swagger-ui.css">
+  <link rel="stylesheet" type="text/css" href="docs/index.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png" sizes="32x32">
+  <link rel="icon" type="image/png" href="docs/favicon-16x16.png" sizes="16x16">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js" charset="UTF-8"></script>
+  <script src="docs/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
+  <script src="docs/swagger-initializer.js" charset="UTF-8"></script>
+</body>
+</html>
+"#;
+
+/// Swagger UI's settings (rendered into `swagger-initializer.js`): the
+/// document next to the page, and no online validator (it would send the
+/// document to a third party).
+fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
+    static CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
+        Arc::new(utoipa_swagger_ui::Config::new(["docs-json"]).validator_url("none"))
+    });
+    CONFIG.clone()
+}
+
+/// Swagger UI
+///
+/// The interactive documentation of this API. Its scripts and styles are
+/// served by this server (`/api/docs/{file}`).
+#[utoipa::path(
+    get,
+    path = "/api/docs",
+    tag = "docs",
+    operation_id = "docsUi",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+pub async fn ui() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(UI_PAGE)
+}
+
+/// This document
+///
+/// The OpenAPI 3.1 document of this API, webhook payloads included.
+#[utoipa::path(
+    get,
+    path = "/api/docs-json",
+    tag = "docs",
+    operation_id = "docsJson",
+    responses((status = 200, description = "The document", body = serde_json::Value))
+)]
+pub async fn json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(document())
+}
+
+/// A Swagger UI asset
+///
+/// A script, style sheet or icon of Swagger UI, from the binary.
+#[utoipa::path(
+    get,
+    path = "/api/docs/{file}",
+    tag = "docs",
+    operation_id = "docsAsset",
+    params(("file" = String, Path, description = "File name, e.g. `swagger-ui.css`")),
+    responses(
+        (status = 200, description = "The file, with its content type", content(
+            ("text/javascript"), ("text/css"), ("image/png"), ("text/html"),
+        )),
+        (status = 404, description = "`route_not_found`: no such file", body = ErrorBody),
+    )
+)]
+pub async fn asset(file: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    match utoipa_swagger_ui::serve(&file, swagger_config()) {
+        Ok(Some(found)) => {
+            let mut res = HttpResponse::Ok();
+            res.content_type(found.content_type)
+                .insert_header((header::CACHE_CONTROL, "public, max-age=3600"));
+            Ok(match found.bytes {
+                Cow::Borrowed(bytes) => res.body(bytes),
+                Cow::Owned(bytes) => res.body(bytes),
+            })
+        }
+        _ => Err(ApiError::route_not_found(req.method().as_str(), req.path())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> serde_json::Value {
+        serde_json::from_slice(document()).unwrap()
+    }
+
+    #[test]
+    fn document_is_openapi_3_1_with_webhooks() {
+        let doc = doc();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(doc["info"]["license"]["identifier"], "AGPL-3.0-or-later");
+        for name in wasup_actors::events::EVENT_NAMES {
+            assert!(doc["webhooks"][name]["post"].is_object(), "{name}");
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = doc();
+        let mut seen = std::collections::HashSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path}"));
+                assert!(seen.insert(id.to_string()), "operationId {id} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn swagger_ui_assets_are_embedded() {
+        for file in [
+            "swagger-ui.css",
+            "swagger-ui-bundle.js",
+            "swagger-ui-standalone-preset.js",
+        ] {
+            let found = utoipa_swagger_ui::serve(file, swagger_config()).unwrap();
+            assert!(found.is_some_and(|f| !f.bytes.is_empty()), "{file}");
+        }
+        let init = utoipa_swagger_ui::serve("swagger-initializer.js", swagger_config())
+            .unwrap()
+            .unwrap();
+        let init = String::from_utf8(init.bytes.into_owned()).unwrap();
+        assert!(init.contains("\"docs-json\""), "{init}");
+    }
+}
