@@ -283,6 +283,20 @@ impl SessionActor {
         self.state.write_record(&mut record);
         let changed = record != self.record;
         for data in transition.events {
+            // One log line per transition (never a QR, key or credential).
+            if let Data::Status(s) = &data {
+                log::info!(
+                    "session {} '{}': {} -> {}{}",
+                    self.id,
+                    record.name,
+                    s.previous_status,
+                    s.status,
+                    s.last_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
             let event = self.stamp(&mut record, data, now);
             self.unsaved.push(event);
         }
