@@ -202,8 +202,13 @@ fn sessions_keys_and_errors_through_the_cli() {
         );
         assert_eq!(rows.len(), 3, "{rows:?}");
         let r = row(&rows, &id);
+        let (name, status, phone) = (
+            column(&rows, "NAME"),
+            column(&rows, "STATUS"),
+            column(&rows, "PHONE"),
+        );
         assert_eq!(
-            (r[1].as_str(), r[2].as_str(), r[3].as_str()),
+            (r[name].as_str(), r[status].as_str(), r[phone].as_str()),
             ("cli-bot", "created", "-")
         );
         assert_eq!(rows[1][0], two, "newest first: {rows:?}");

@@ -123,7 +123,7 @@ impl Client<'_> {
     fn call(&mut self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let id = format!("hyg-{}", uuid::Uuid::new_v4().simple());
         let mut rb = self.s.req(method, path, None).header("X-Request-Id", &id);
-        rb = if self.sent.len() % 2 == 0 {
+        rb = if self.sent.len().is_multiple_of(2) {
             rb.header("X-API-Key", key)
         } else {
             rb.header("Authorization", format!("Bearer {key}"))
