@@ -45,7 +45,7 @@ enum StartError {
 
 pub fn run(config: Config) -> ExitCode {
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::logging::init();
     #[cfg(feature = "simulator")]
     log::warn!(
         "simulator build: this binary connects only to the wasup simulator, never to WhatsApp"

@@ -290,6 +290,20 @@ impl SessionActor {
             if matches!(data, Data::Qr(_)) {
                 METRICS.qr_issued();
             }
+            // One log line per transition (never a QR, key or credential).
+            if let Data::Status(s) = &data {
+                log::info!(
+                    "session {} '{}': {} -> {}{}",
+                    self.id,
+                    record.name,
+                    s.previous_status,
+                    s.status,
+                    s.last_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
             let event = self.stamp(&mut record, data, now);
             self.unsaved.push(event);
         }
