@@ -277,17 +277,42 @@ impl HttpMetrics {
     }
 }
 
+/// What `routes` mounts (listed by `api::mounted_routes` for the OpenAPI check).
+pub const MOUNTED: [(actix_web::http::Method, &str); 1] =
+    [(actix_web::http::Method::GET, "/metrics")];
+
 /// `GET /metrics` at the top level (not under `/api`); other methods answer
 /// 405 in the contract's error shape.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/metrics")
+        web::resource(MOUNTED[0].1)
             .route(web::get().to(scrape))
             .default_service(web::to(method_not_allowed)),
     );
 }
 
-async fn scrape(req: HttpRequest, metrics: web::Data<Metrics>) -> HttpResponse {
+/// Prometheus metrics
+///
+/// Prometheus text format 0.0.4: sessions by status, engine starts and exits
+/// by cause, reconnect attempts, QR codes issued, webhook deliveries by
+/// outcome with their latency and the outbox depth, HTTP requests by route
+/// template and status with their latency, process memory and uptime. No
+/// per-session labels. Open unless `WASUP_METRICS_TOKEN` is set; then it
+/// needs `Authorization: Bearer <token>` (an API key does not do).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    operation_id = "metrics",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
+            body = String),
+        (status = 401, description = "`WASUP_METRICS_TOKEN` is set and the bearer token is missing or wrong",
+            body = crate::api::error::ErrorBody),
+    )
+)]
+pub async fn scrape(req: HttpRequest, metrics: web::Data<Metrics>) -> HttpResponse {
     if let Err(err) = metrics.authorize(&req) {
         let mut res = err.error_response();
         res.headers_mut().insert(

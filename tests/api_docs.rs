@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use common::{Server, TestDb, ADMIN_KEY};
 use reqwest::Url;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn fetch_document(server: &Server) -> Value {
     let res = server
@@ -215,7 +215,11 @@ fn document_is_consistent() {
             assert!(op["tags"][0].is_string(), "{method} {path} has a tag");
             let open = path.starts_with("/api/health") || path.starts_with("/api/docs");
             let security = op["security"].as_array();
-            if open {
+            if path == "/metrics" {
+                // Open, or the metrics token: never an API key.
+                assert_eq!(op["security"], json!([{}, {"metrics_token": []}]), "{path}");
+                assert_eq!(schemes["metrics_token"]["scheme"], "bearer");
+            } else if open {
                 assert!(security.is_none_or(|s| s.is_empty()), "{method} {path}");
             } else {
                 let security = security.unwrap_or_else(|| panic!("{method} {path}: no security"));

@@ -28,6 +28,8 @@ use super::{health, keys, sessions, webhooks as hooks};
 /// Names of the security schemes; every keyed route accepts either.
 pub const API_KEY_SCHEME: &str = "api_key";
 pub const BEARER_SCHEME: &str = "bearer";
+/// The optional token of `GET /metrics` (not an API key).
+pub const METRICS_SCHEME: &str = "metrics_token";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,6 +64,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         keys::get,
         keys::revoke,
         keys::validate,
+        crate::metrics::scrape,
         ui,
         json,
         asset,
@@ -88,6 +91,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
         (name = "health", description = "Liveness and readiness; no key needed."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
+        (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),
     )
 )]
 struct ApiDoc;
@@ -177,6 +181,17 @@ impl Modify for Security {
                 "X-API-Key",
                 "An API key.",
             ))),
+        );
+        components.add_security_scheme(
+            METRICS_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`GET /metrics` only, when `WASUP_METRICS_TOKEN` is set: that token.",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             BEARER_SCHEME,

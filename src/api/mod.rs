@@ -71,6 +71,11 @@ pub fn mounted_routes() -> Vec<(Method, String)> {
             let path = format!("{PREFIX}{}", r.path);
             r.methods.into_iter().map(move |m| (m, path.clone()))
         })
+        .chain(
+            crate::metrics::MOUNTED
+                .iter()
+                .map(|(m, p)| (m.clone(), p.to_string())),
+        )
         .collect()
 }
 
