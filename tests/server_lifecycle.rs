@@ -102,16 +102,28 @@ fn restart_keeps_sessions_keys_and_desired_state() {
     }
 }
 
-/// Production build only: a simulator build never dials WhatsApp.
+/// Production build only: a simulator build never dials WhatsApp. The only
+/// route to WhatsApp is a proxy that refuses connections, and the version is
+/// pinned, so the outcome is the same with or without Internet access.
 #[cfg(not(feature = "simulator"))]
 #[test]
 fn real_engine_without_route_to_whatsapp_ends_failed_with_the_cause() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", refused.local_addr().unwrap());
+    drop(refused);
     for db in backends() {
-        let s = Server::start(&db);
+        let s = Server::start_with(
+            &db,
+            &[
+                ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                ("WASUP_WA_VERSION", "2.3000.1027000000"),
+            ],
+        );
         let (status, body) = s.call(
             "POST",
             "/api/sessions",
-            Some(json!({"name": "no-route", "config": {"maxReconnectAttempts": 1, "reconnectBaseDelay": 1000}})),
+            Some(json!({"name": "no-route", "proxyUrl": proxy,
+                        "config": {"maxReconnectAttempts": 1, "reconnectBaseDelay": 1000}})),
         );
         assert_eq!(status, 201, "{body}");
         let id = body["id"].as_str().unwrap();
