@@ -532,7 +532,19 @@ fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
             .filter(webhook_attempts::delivery_id.ne_all(dead)),
     )
     .execute(conn)?;
-    Ok((rows + attempts) as u64)
+    // The event log: an event that no outbox row refers to any more (its
+    // deliveries are done and pruned, or nobody subscribed) goes too. The
+    // session keeps its `event_seq`, so seqs never restart.
+    let events = diesel::delete(
+        session_events::table
+            .filter(session_events::created_at.lt(before))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                webhook_deliveries::table
+                    .filter(webhook_deliveries::event_id.eq(session_events::id)),
+            ))),
+    )
+    .execute(conn)?;
+    Ok((rows + attempts + events) as u64)
 }
 
 impl WebhookStore for DbWebhookStore {
@@ -683,7 +695,7 @@ mod tests {
     use super::DbWebhookStore;
     use crate::crypto::SecretBox;
     use crate::db::records::DbStore;
-    use crate::db::schema::{webhook_attempts, webhook_deliveries, webhooks};
+    use crate::db::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
     use crate::db::testing::TestDatabase;
 
     fn stores(t: &TestDatabase) -> (DbStore, DbWebhookStore) {
@@ -742,6 +754,7 @@ mod tests {
             Ok(match table {
                 "deliveries" => webhook_deliveries::table.count().get_result(c)?,
                 "attempts" => webhook_attempts::table.count().get_result(c)?,
+                "events" => session_events::table.count().get_result(c)?,
                 _ => webhooks::table.count().get_result(c)?,
             })
         })
@@ -952,6 +965,22 @@ mod tests {
         let left = hooks.list_attempts(h.id, None, 10).await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].event_id, e2.id);
+        // The event log: both events are younger than 7 days, so both stay;
+        // past the cut-off the delivered (and pruned) one goes, the dead
+        // letter's stays, and the session's seq goes on from where it was.
+        assert_eq!(count(&hooks, "events").await, 2);
+        hooks
+            .prune(Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(count(&hooks, "events").await, 1);
+        assert_eq!(
+            store.events_after(session.id, 0, 10).await.unwrap(),
+            vec![e2.clone()]
+        );
+        let e3 = step(&mut session, status());
+        assert_eq!(e3.seq, e2.seq + 1);
+        store.save_session(session.clone(), vec![e3]).await.unwrap();
         hooks
             .redrive(h.id, e2.id.clone(), Utc::now())
             .await
