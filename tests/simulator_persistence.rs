@@ -22,6 +22,14 @@ async fn restarted_simulator_recognises_linked_devices() {
         c.shutdown().await;
     }
     assert!(dir.path().join(wasup::simulator::STATE_FILE).exists());
+    // One file per phone: a change to one phone rewrites that phone only.
+    let account = dir.path().join("accounts").join(format!("{phone}.json"));
+    assert!(account.exists(), "{}", account.display());
+    assert!(
+        !std::fs::read_to_string(dir.path().join(wasup::simulator::STATE_FILE))
+            .unwrap()
+            .contains(phone)
+    );
 
     let sim = Simulator::open(dir.path()).unwrap();
     assert_eq!(sim.phone_devices(phone).unwrap(), vec![dev.clone()]);

@@ -741,7 +741,7 @@ impl Conn {
                 }
                 None => String::new(),
             };
-            st.save_logged();
+            st.save_account_logged(&link.phone);
             lid
         };
         self.inner

@@ -377,7 +377,7 @@ impl Inner {
         );
         let lid = acct.rec.lid.clone();
         let name = acct.rec.push_name.clone();
-        st.save_logged();
+        st.save_account_logged(phone);
         drop(st);
         let iq_id = format!("sim-ps-{}", self.next_id());
         let node = NodeBuilder::new("iq")
@@ -632,7 +632,7 @@ impl Simulator {
                 .entry(phone.to_string())
                 .or_insert_with(|| Account::new(phone, push_name));
             let p = acct.identity_pub();
-            st.save_logged();
+            st.save_account_logged(phone);
             p
         };
         let id = format!("sim-lc-{}", self.inner.next_id());
@@ -783,7 +783,7 @@ impl Simulator {
                         d.banned_until = Some(now_secs() + expire.as_secs() as i64);
                         d.ban_code = code;
                     }
-                    st.save_logged();
+                    st.save_account_logged(&key.0);
                 }
                 send_all(
                     vec![ban_failure(code, expire.as_secs())],
@@ -844,7 +844,7 @@ impl Simulator {
             } else {
                 from.rec.push_name.clone()
             };
-            st.save_logged();
+            st.save_account_logged(from_phone);
             (notify, to)
         };
         let id = format!(
@@ -893,7 +893,7 @@ impl Simulator {
             .get_mut(&device)
             .ok_or(SimError::NoSuchDevice)?;
         d.banned_until = None;
-        st.save_logged();
+        st.save_account_logged(phone);
         Ok(())
     }
 
@@ -942,7 +942,7 @@ pub(crate) fn remove_device(inner: &Inner, key: &DevKey) {
     if let Some(a) = st.accounts.get_mut(&key.0) {
         a.rec.devices.remove(&key.1);
     }
-    st.save_logged();
+    st.save_account_logged(&key.0);
     drop(st);
     inner.bundles.lock().remove(key);
     inner.key_share_due.lock().remove(key);
