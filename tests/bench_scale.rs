@@ -86,8 +86,8 @@ struct Bench {
     http: Client,
     /// (session id, phone) of every linked session, in link order.
     linked: Vec<(String, String)>,
-    /// (sessions linked, RSS KiB) after each settle.
-    curve: Vec<(usize, u64)>,
+    /// (sessions linked, RSS KiB, phase: `linked` or `restored`) after each settle.
+    curve: Vec<(usize, u64, &'static str)>,
     report: String,
 }
 
@@ -156,10 +156,10 @@ impl Bench {
     }
 
     /// Let the gateway settle (caches, allocator) and read its RSS.
-    fn settle(&mut self) -> u64 {
+    fn settle(&mut self, phase: &'static str) -> u64 {
         std::thread::sleep(Duration::from_secs(10));
         let kib = rss_kib(self.pid());
-        self.curve.push((self.linked.len(), kib));
+        self.curve.push((self.linked.len(), kib, phase));
         kib
     }
 
@@ -458,7 +458,7 @@ fn bench_link_restore_churn_api() {
         curve: Vec::new(),
         report: String::new(),
     };
-    let baseline = b.settle();
+    let baseline = b.settle("linked");
     let mut link_rows = String::new();
     let mut api_rows = String::new();
     let mut lifecycle_rows = String::new();
@@ -476,10 +476,10 @@ fn bench_link_restore_churn_api() {
             let step = (b.linked.len() + 1000).min(n);
             link_time += b.link_to(step);
             if step < n {
-                b.settle();
+                b.settle("linked");
             }
         }
-        let kib = b.settle();
+        let kib = b.settle("linked");
         // Average over every session (fixed costs included) and the
         // marginal cost of the sessions added since the previous size,
         // which is what each further session costs; the goal is judged on
@@ -562,7 +562,7 @@ fn bench_link_restore_churn_api() {
                 }
             )
             .unwrap();
-            let kib = b.settle();
+            let kib = b.settle("restored");
             writeln!(
                 lifecycle_rows,
                 "| {n} | RSS after restore | {} | - |",
@@ -643,9 +643,9 @@ fn bench_link_restore_churn_api() {
     println!("{}", b.report);
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::write(tmp.join("bench-scale.md"), &b.report).unwrap();
-    let mut csv = String::from("sessions,rss_kib\n");
-    for (n, kib) in &b.curve {
-        writeln!(csv, "{n},{kib}").unwrap();
+    let mut csv = String::from("sessions,rss_kib,phase\n");
+    for (n, kib, phase) in &b.curve {
+        writeln!(csv, "{n},{kib},{phase}").unwrap();
     }
     std::fs::write(tmp.join("bench-memory.csv"), csv).unwrap();
     println!("written to {}", tmp.join("bench-scale.md").display());
