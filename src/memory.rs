@@ -25,18 +25,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 static LAST: Mutex<Option<MemoryUsage>> = Mutex::new(None);
 static REFRESHER: Once = Once::new();
 
-/// Allocator upkeep, once at start: jemalloc returns freed pages to the OS
-/// from its own background threads instead of from whichever thread frees
-/// next (after a 3.5 MB session list at 10,000 sessions, that was a request
-/// thread, and the next requests waited), and the figures start refreshing.
-pub fn start() {
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        log::warn!("jemalloc background purging is off: {e}");
-    }
-    start_refresher();
-}
-
-fn start_refresher() {
+/// Figures in bytes, at most [`REFRESH_EVERY`] old (read now on first use).
+pub fn usage() -> MemoryUsage {
     REFRESHER.call_once(|| {
         *LAST.lock() = Some(measure());
         let spawned = std::thread::Builder::new()
@@ -50,11 +40,6 @@ fn start_refresher() {
             log::warn!("memory figures will not refresh: {e}");
         }
     });
-}
-
-/// Figures in bytes, at most [`REFRESH_EVERY`] old (read now on first use).
-pub fn usage() -> MemoryUsage {
-    start_refresher();
     let last = *LAST.lock();
     last.unwrap_or_else(measure)
 }

@@ -46,7 +46,6 @@ enum StartError {
 pub fn run(config: Config) -> ExitCode {
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
     crate::logging::init();
-    crate::memory::start();
     #[cfg(feature = "simulator")]
     log::warn!(
         "simulator build: this binary connects only to the wasup simulator, never to WhatsApp"
