@@ -328,6 +328,10 @@ impl Bench {
 
     /// `wrk` on one core against the gateway pinned to the other.
     fn api(&self, label: &str, path: &str) -> Option<WrkResult> {
+        // wrk abandons its last in-flight requests; at 10,000 sessions the
+        // list's take ~0.2 s of the pinned core to finish, and the next
+        // route's first requests would wait behind them.
+        std::thread::sleep(Duration::from_secs(3));
         let pid = self.pid();
         let pin = |cpus: &str| {
             Command::new("taskset")
@@ -419,6 +423,23 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "**fail**"
     }
+}
+
+/// `WASUP_BENCH_HOLD_SECS=N`: keep the gateway up with the largest number of
+/// sessions for N seconds, to profile it or load it by hand.
+fn hold(b: &Bench) {
+    let Some(secs) = std::env::var("WASUP_BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return;
+    };
+    eprintln!(
+        "holding for {secs} s: {} (pid {}, X-API-Key: {ADMIN_KEY})",
+        b.server.url("/api"),
+        b.pid()
+    );
+    std::thread::sleep(Duration::from_secs(secs));
 }
 
 fn sizes() -> Vec<usize> {
@@ -536,6 +557,10 @@ fn bench_link_restore_churn_api() {
                     .unwrap();
                 }
             }
+        }
+
+        if n == largest {
+            hold(&b);
         }
 
         if Some(n) == lifecycle_at || (n == largest && Some(n) != lifecycle_at) {
