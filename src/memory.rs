@@ -15,11 +15,10 @@ pub struct MemoryUsage {
 
 /// How often a background thread reads the figures. Reading them refreshes
 /// jemalloc's statistics, which merges every arena's counters under the
-/// arenas' locks: about a millisecond when idle and far longer while engine
-/// threads allocate. Done per request, it made the overview five times slower
-/// than a session read; done under a lock that requests wait on, it still
-/// stalled request threads (p99 80 ms at 10,000 sessions). Requests only copy
-/// the last reading.
+/// arenas' locks (about a millisecond, contending with allocating threads).
+/// Done per request, it made the overview five times slower than a session
+/// read; here no request thread ever runs it, requests only copy the last
+/// reading.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 static LAST: Mutex<Option<MemoryUsage>> = Mutex::new(None);
