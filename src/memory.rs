@@ -21,26 +21,29 @@ pub struct MemoryUsage {
 /// reading.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-static LAST: Mutex<Option<MemoryUsage>> = Mutex::new(None);
+static LAST: Mutex<MemoryUsage> = Mutex::new(MemoryUsage {
+    heap_used: 0,
+    heap_total: 0,
+    rss: 0,
+});
 static REFRESHER: Once = Once::new();
 
 /// Figures in bytes, at most [`REFRESH_EVERY`] old (read now on first use).
 pub fn usage() -> MemoryUsage {
     REFRESHER.call_once(|| {
-        *LAST.lock() = Some(measure());
+        *LAST.lock() = measure();
         let spawned = std::thread::Builder::new()
             .name("memory-stats".into())
             .spawn(|| loop {
                 std::thread::sleep(REFRESH_EVERY);
                 let figures = measure();
-                *LAST.lock() = Some(figures);
+                *LAST.lock() = figures;
             });
         if let Err(e) = spawned {
             log::warn!("memory figures will not refresh: {e}");
         }
     });
-    let last = *LAST.lock();
-    last.unwrap_or_else(measure)
+    *LAST.lock()
 }
 
 /// Figures in bytes, read now.
