@@ -56,6 +56,23 @@ async fn restarted_simulator_recognises_linked_devices() {
     })
     .await;
     c.shutdown().await;
+    drop(sim);
+
+    // A state kept the old way (every account inside simulator.json) still
+    // opens, and is moved into the per-phone layout.
+    let state_file = dir.path().join(wasup::simulator::STATE_FILE);
+    let mut legacy: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&account).unwrap()).unwrap();
+    legacy["accounts"] = serde_json::json!({ phone: rec });
+    std::fs::write(&state_file, legacy.to_string()).unwrap();
+    std::fs::remove_dir_all(dir.path().join("accounts")).unwrap();
+    let sim = Simulator::open(dir.path()).unwrap();
+    assert_eq!(sim.phone_devices(phone).unwrap(), vec![dev]);
+    assert!(account.exists(), "moved into {}", account.display());
+    assert!(!std::fs::read_to_string(&state_file)
+        .unwrap()
+        .contains(phone));
 }
 
 #[test]

@@ -156,7 +156,8 @@ impl State {
     }
 
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        let accounts_dir = dir.join(ACCOUNTS_DIR);
+        std::fs::create_dir_all(&accounts_dir)?;
         let file = dir.join(STATE_FILE);
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
@@ -176,16 +177,13 @@ impl State {
             .ok_or_else(|| bad("bad server static key"))?;
         let legacy = !fs.accounts.is_empty();
         let mut recs = fs.accounts;
-        let accounts_dir = dir.join(ACCOUNTS_DIR);
-        if accounts_dir.is_dir() {
-            for entry in std::fs::read_dir(&accounts_dir)? {
-                let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "json") {
-                    let raw = std::fs::read(&path)?;
-                    let rec: AccountRec = serde_json::from_slice(&raw)
-                        .map_err(|e| bad(&format!("{}: {e}", path.display())))?;
-                    recs.insert(rec.phone.clone(), rec);
-                }
+        for entry in std::fs::read_dir(&accounts_dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let raw = std::fs::read(&path)?;
+                let rec: AccountRec = serde_json::from_slice(&raw)
+                    .map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+                recs.insert(rec.phone.clone(), rec);
             }
         }
         let mut accounts = BTreeMap::new();
@@ -224,23 +222,17 @@ impl State {
         Ok(())
     }
 
-    /// Writes one account's file (or removes it when the account is gone).
+    /// Writes one account's file (accounts are never removed, only their
+    /// devices). The folder was made by `open`.
     pub fn save_account(&self, phone: &str) -> std::io::Result<()> {
-        let Some(dir) = self.file.as_deref().and_then(Path::parent) else {
+        let (Some(dir), Some(acct)) = (
+            self.file.as_deref().and_then(Path::parent),
+            self.accounts.get(phone),
+        ) else {
             return Ok(());
         };
-        let path = account_file(dir, phone);
-        match self.accounts.get(phone) {
-            Some(acct) => {
-                std::fs::create_dir_all(dir.join(ACCOUNTS_DIR))?;
-                let json = serde_json::to_vec_pretty(&acct.rec).map_err(std::io::Error::other)?;
-                write_atomic(&path, &json)
-            }
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
-        }
+        let json = serde_json::to_vec_pretty(&acct.rec).map_err(std::io::Error::other)?;
+        write_atomic(&account_file(dir, phone), &json)
     }
 
     /// Persist one account after a change to it; failures are logged.
