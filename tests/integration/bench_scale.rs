@@ -8,9 +8,6 @@
 //! size below it) and restore again at the largest size. Figures go to
 //! `$CARGO_TARGET_TMPDIR/bench-scale.md`, the memory curve to
 //! `bench-memory.csv`. Only loss is asserted (every session must come back).
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -21,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 

@@ -2,8 +2,6 @@
 //! loopback, events caused by real state changes (the engine fails to
 //! connect here, so start → initializing → disconnected → … → failed).
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use wasup::db::records::DbStore;
 use wasup::db::Db;

@@ -3,8 +3,6 @@
 //! webhook deliveries, labels never carry a session's id or name, the
 //! outbox depth is right after a restart, and the optional bearer token.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const TOKEN: &str = "scrape-token-0123456789abcdef";

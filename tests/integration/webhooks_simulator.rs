@@ -1,16 +1,13 @@
 //! Webhooks for a real link: the gateway drives the real whatsapp-rust client
 //! against the `wasup-simulator` process; a virtual phone scans the QR taken
 //! from the `session.qr` webhook. Every backend.
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {

@@ -5,9 +5,6 @@
 //! values, QR texts and their key parts, the pairing code, the master key,
 //! and the device credentials (sealed rows as stored, and the key material
 //! inside them) in any usual spelling (text, hex, base64, byte lists).
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use diesel::prelude::*;
 use diesel::{PgConnection, SqliteConnection};
 use serde_json::{json, Value};

@@ -1,12 +1,9 @@
 //! The `wasup-simulator` binary: chat socket plus JSON control API.
-#![cfg(feature = "simulator")]
-
-mod simulator_support;
 
 use std::time::Duration;
 
+use crate::simulator_support::*;
 use serde_json::{json, Value};
-use simulator_support::*;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 
