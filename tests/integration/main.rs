@@ -5,6 +5,9 @@
 //! benchmarks (`#[ignore]`, run by `scripts/bench` in release).
 
 mod common;
+mod receiver;
+#[cfg(feature = "simulator")]
+mod sim_process;
 #[cfg(feature = "simulator")]
 mod simulator_support;
 
