@@ -1,11 +1,9 @@
 //! The supervisor and session actors against scripted fakes of the ports.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use wasup_actors::events::session_event::Data;
 use wasup_actors::ports::EngineEvent;
 use wasup_actors::state::{LOGGED_OUT_ERROR, OUTDATED_ERROR, QR_EXHAUSTED_ERROR, REPLACED_ERROR};

@@ -1,11 +1,8 @@
 //! Each injected fault produces the client event the real server's would.
-#![cfg(feature = "simulator")]
-
-mod simulator_support;
 
 use std::time::Duration;
 
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::{FaultKind, SimError, Simulator, Target};
 use whatsapp_rust::types::events::{ConnectFailureReason, Event};
 

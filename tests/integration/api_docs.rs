@@ -4,11 +4,9 @@
 //! served, its references resolve, and Swagger UI loads from this server
 //! alone.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Server, TestDb, ADMIN_KEY};
+use crate::common::{Server, TestDb, ADMIN_KEY};
 use reqwest::Url;
 use serde_json::{json, Value};
 
@@ -356,6 +354,6 @@ fn swagger_ui_is_served_from_the_binary() {
 
     // An unknown file is the contract's 404.
     let res = server.req("GET", "/api/docs/nope.js", None).send().unwrap();
-    let (status, body) = common::split(res);
-    common::assert_error(status, &body, 404, "route_not_found");
+    let (status, body) = crate::common::split(res);
+    crate::common::assert_error(status, &body, 404, "route_not_found");
 }

@@ -1,9 +1,6 @@
 //! A simulator reopened from its data dir still knows its linked devices.
-#![cfg(feature = "simulator")]
 
-mod simulator_support;
-
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::Simulator;
 use whatsapp_rust::types::events::Event;
 

@@ -1,11 +1,8 @@
 //! Phone-number linking (pairing code) end to end.
-#![cfg(feature = "simulator")]
-
-mod simulator_support;
 
 use std::time::Duration;
 
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::{SimError, Simulator};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::types::events::Event;

@@ -3,16 +3,11 @@
 //! webhook deliveries, labels never carry a session's id or name, the
 //! outbox depth is right after a restart, and the optional bearer token.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::receiver::Receiver;
 use serde_json::json;
 
 const TOKEN: &str = "scrape-token-0123456789abcdef";
@@ -352,74 +347,6 @@ fn assert_no_label_contains(scrape: &Scrape, secrets: &[&str]) {
     }
 }
 
-/// A loopback HTTP receiver answering 200 to everything; counts requests.
-struct Receiver {
-    url: String,
-    got: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let got = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (got2, stop2) = (got.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let got = got2.clone();
-                        std::thread::spawn(move || answer(stream, &got));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Receiver { url, got, stop }
-    }
-
-    fn received(&self) -> usize {
-        self.got.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn answer(stream: TcpStream, got: &AtomicUsize) {
-    stream.set_nonblocking(false).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = reader.read_exact(&mut body);
-    got.fetch_add(1, Ordering::SeqCst);
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-}
-
 // ------------------------------------------------------------------ tests
 
 #[test]
@@ -471,8 +398,8 @@ fn the_scrape_is_prometheus_text_and_moves_with_sessions_requests_and_webhooks()
         // A session, read by id and by name; a webhook to a loopback receiver.
         let name = "metrics-bot-7f3a";
         let id = flaky_session(&s, name);
-        let receiver = Receiver::start();
-        create_hook(&s, &id, &receiver.url, 10);
+        let receiver = Receiver::ok();
+        create_hook(&s, &id, &receiver.url(), 10);
         let created = scrape(&s);
         assert_eq!(
             created.value("wasup_sessions", &[("status", "created")]),
@@ -490,7 +417,7 @@ fn the_scrape_is_prometheus_text_and_moves_with_sessions_requests_and_webhooks()
             m.value("wasup_webhook_outbox_depth", &[]) == 0.0
                 && m.value("wasup_webhook_deliveries_total", delivered) >= 4.0
         });
-        assert!(receiver.received() >= 4, "{}", receiver.received());
+        assert!(receiver.count() >= 4, "{}", receiver.count());
         assert_eq!(got.value("wasup_sessions", &[("status", "failed")]), 1.0);
         assert_eq!(got.value("wasup_sessions", &[("status", "created")]), 0.0);
         assert_eq!(got.value("wasup_engines_running", &[]), 0.0);

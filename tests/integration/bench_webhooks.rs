@@ -2,17 +2,12 @@
 //! signed webhook deliveries per second to a local receiver, with 1,000
 //! webhooks. It measures and reports; it asserts only that nothing was lost.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::receiver::{Received, Receiver};
 use base64::Engine as _;
-use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -21,100 +16,24 @@ const SESSIONS: usize = 10;
 const HOOKS_PER_SESSION: usize = 100;
 const CYCLES: usize = 10;
 
-/// (webhook path index, session id, seq, first-arrival instant)
-type Seen = Arc<Mutex<Vec<(usize, String, u64, Instant)>>>;
-
-/// A keep-alive HTTP/1.1 receiver that checks every signature.
-fn receiver(
-    secrets: Arc<Mutex<HashMap<usize, Vec<u8>>>>,
-    seen: Seen,
-    bad: Arc<AtomicUsize>,
-) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (secrets, seen, bad) = (secrets.clone(), seen.clone(), bad.clone());
-            std::thread::spawn(move || serve(stream, secrets, seen, bad));
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn serve(
-    stream: TcpStream,
-    secrets: Arc<Mutex<HashMap<usize, Vec<u8>>>>,
-    seen: Seen,
-    bad: Arc<AtomicUsize>,
-) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let hook: usize = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.rsplit('/').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(usize::MAX);
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = h.trim_end().split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let key = secrets.lock().unwrap().get(&hook).cloned();
-        let signed = key.is_some_and(|key| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-            mac.update(
-                format!(
-                    "{}.{}.",
-                    headers["webhook-id"], headers["webhook-timestamp"]
-                )
-                .as_bytes(),
-            );
-            mac.update(&body);
-            let want =
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-            headers["webhook-signature"]
-                .split(' ')
-                .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
-        });
-        if !signed {
-            bad.fetch_add(1, Ordering::Relaxed);
-        }
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        seen.lock().unwrap().push((
-            hook,
-            v["sessionId"].as_str().unwrap_or("").to_string(),
-            v["seq"].as_u64().unwrap_or(0),
-            Instant::now(),
-        ));
-        if out
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-    }
+/// Whether `r` carries a valid Standard Webhooks signature under `key`.
+fn signed(r: &Received, key: Option<&Vec<u8>>) -> bool {
+    key.is_some_and(|key| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(
+            format!(
+                "{}.{}.",
+                r.header("webhook-id"),
+                r.header("webhook-timestamp")
+            )
+            .as_bytes(),
+        );
+        mac.update(&r.body);
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        r.header("webhook-signature")
+            .split(' ')
+            .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
+    })
 }
 
 #[test]
@@ -129,10 +48,9 @@ fn bench_signed_webhook_deliveries() {
             ("RUST_LOG", "warn"),
         ],
     );
-    let secrets = Arc::new(Mutex::new(HashMap::new()));
-    let seen: Seen = Arc::default();
-    let bad = Arc::new(AtomicUsize::new(0));
-    let base = receiver(secrets.clone(), seen.clone(), bad.clone());
+    let mut secrets = HashMap::new();
+    let rx = Receiver::keep_alive();
+    let base = rx.base();
 
     let mut sessions = Vec::new();
     for i in 0..SESSIONS {
@@ -150,7 +68,7 @@ fn bench_signed_webhook_deliveries() {
                 .unwrap()
                 .strip_prefix("whsec_")
                 .unwrap();
-            secrets.lock().unwrap().insert(
+            secrets.insert(
                 n,
                 base64::engine::general_purpose::STANDARD
                     .decode(secret)
@@ -175,19 +93,39 @@ fn bench_signed_webhook_deliveries() {
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(200));
-        let n = seen.lock().unwrap().len();
+        let n = rx.count();
         if n != last {
             last = n;
             quiet_since = Instant::now();
         }
     }
-    let seen = seen.lock().unwrap().clone();
-    let first = seen.iter().map(|r| r.3).min().unwrap();
-    let end = seen.iter().map(|r| r.3).max().unwrap();
+    let received = rx.received();
+    let first = received.iter().map(|r| r.at).min().unwrap();
+    let end = received.iter().map(|r| r.at).max().unwrap();
+    // (webhook path index, session id, seq) of every delivery.
+    let mut bad = 0;
+    let mut seen = Vec::new();
+    for r in &received {
+        let hook: usize = r
+            .path
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX);
+        if !signed(r, secrets.get(&hook)) {
+            bad += 1;
+        }
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        seen.push((
+            hook,
+            v["sessionId"].as_str().unwrap_or("").to_string(),
+            v["seq"].as_u64().unwrap_or(0),
+        ));
+    }
     let window = end.duration_since(first).as_secs_f64();
     // Every webhook must have every seq of its session, 1..=max.
     let mut per_hook: HashMap<usize, (String, HashSet<u64>)> = HashMap::new();
-    for (hook, session, seq, _) in &seen {
+    for (hook, session, seq) in &seen {
         per_hook
             .entry(*hook)
             .or_insert_with(|| (session.clone(), HashSet::new()))
@@ -214,7 +152,7 @@ fn bench_signed_webhook_deliveries() {
         "| webhooks | deliveries | signature failures | duplicates | missing | events generated in | delivery window | deliveries/s |\n|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {:.1} s | {:.2} s | **{:.0}** |\n",
         SESSIONS * HOOKS_PER_SESSION,
         seen.len(),
-        bad.load(Ordering::Relaxed),
+        bad,
         duplicates,
         missing,
         events_done.as_secs_f64(),
@@ -225,7 +163,7 @@ fn bench_signed_webhook_deliveries() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-webhooks.md");
     std::fs::write(&out, &report).unwrap();
     println!("written to {}", out.display());
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "every delivery is signed");
+    assert_eq!(bad, 0, "every delivery is signed");
     assert_eq!(missing, 0, "no delivery lost");
     assert_eq!(
         per_hook.len(),

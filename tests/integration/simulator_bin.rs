@@ -1,30 +1,10 @@
 //! The `wasup-simulator` binary: chat socket plus JSON control API.
-#![cfg(feature = "simulator")]
 
-mod simulator_support;
-
-use std::time::Duration;
-
+use crate::sim_process::SimProcess;
+use crate::simulator_support::*;
 use serde_json::{json, Value};
-use simulator_support::*;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn call(method: &'static str, url: String, body: Option<Value>) -> (u16, Value) {
     tokio::task::spawn_blocking(move || {
@@ -44,34 +24,15 @@ async fn call(method: &'static str, url: String, body: Option<Value>) -> (u16, V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_links_a_client_and_injects_faults() {
     init_log();
-    let (ws, ctl) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wasup-simulator"))
-            .args(["--ws", &format!("127.0.0.1:{ws}")])
-            .args(["--control", &format!("127.0.0.1:{ctl}")])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .spawn()
-            .expect("starts"),
-    );
-    let base = format!("http://127.0.0.1:{ctl}");
-    let mut up = false;
-    for _ in 0..100 {
-        let b = base.clone();
-        let r = tokio::task::spawn_blocking(move || reqwest::blocking::get(format!("{b}/health")))
-            .await
-            .unwrap();
-        if r.map(|r| r.status().is_success()).unwrap_or(false) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "control API comes up");
+    let path = dir.path().to_path_buf();
+    // Blocking (it polls the control API): off the test's runtime.
+    let sim = tokio::task::spawn_blocking(move || SimProcess::start(&path))
+        .await
+        .unwrap();
+    let base = sim.control.clone();
 
-    let factory =
-        TokioWebSocketTransportFactory::new().with_url(format!("ws://127.0.0.1:{ws}/ws/chat"));
+    let factory = TokioWebSocketTransportFactory::new().with_url(sim.ws.clone());
     let mut c = start_client(factory, new_backend(), "Fay").await;
     let qr = c.qr().await;
     let (st, dev) = call(

@@ -3,11 +3,9 @@
 //! the simulator feature also the terminal QR (decoded back from the drawing),
 //! a link through it and a pairing code.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const CLI: &str = env!("CARGO_BIN_EXE_wasup-admin");

@@ -1,11 +1,8 @@
 //! QR linking end to end against the simulator, and an IK re-login.
-#![cfg(feature = "simulator")]
-
-mod simulator_support;
 
 use std::time::{Duration, Instant};
 
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::{SimError, Simulator};
 use whatsapp_rust::types::events::Event;
 

@@ -1,8 +1,6 @@
 //! Session routes over real HTTP (contract §1–4), on every backend.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

@@ -1,12 +1,10 @@
 //! The process: first boot, configuration errors, restart on the same data,
 //! and the real engine with no route to WhatsApp.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

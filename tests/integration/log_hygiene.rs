@@ -5,110 +5,18 @@
 //! values, QR texts and their key parts, the pairing code, the master key,
 //! and the device credentials (sealed rows as stored, and the key material
 //! inside them) in any usual spelling (text, hex, base64, byte lists).
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::receiver::Receiver;
 use base64::Engine as _;
-use common::*;
 use diesel::prelude::*;
 use diesel::{PgConnection, SqliteConnection};
 use serde_json::{json, Value};
 use sha2::Digest;
 
 const MASTER_KEY: &str = "5e1f0a2b3c4d5e6f708192a3b4c5d6e7f80911a2b3c4d5e6f708192a3b4c5d6e";
-
-// ------------------------------------------------------------------ receiver
-
-/// A loopback webhook receiver that keeps every JSON body it is sent.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (got2, stop2) = (got.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let got = got2.clone();
-                        std::thread::spawn(move || serve(stream, got));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Receiver { url, got, stop }
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn wait(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got = self.events();
-            if done(&got) {
-                return got;
-            }
-            assert!(Instant::now() < deadline, "receiver: no {what} in {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve(stream: TcpStream, got: Arc<Mutex<Vec<Value>>>) {
-    stream.set_nonblocking(false).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = h.trim_end().split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    if let Ok(v) = serde_json::from_slice(&body) {
-        got.lock().unwrap().push(v);
-    }
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-}
 
 // ------------------------------------------------------------------ requests
 
@@ -312,7 +220,7 @@ fn lifecycle(db: &TestDb) {
     let mut secrets = Secrets(Vec::new());
     secrets.api_key("admin key", ADMIN_KEY);
     secrets.bytes("master key", &hex::decode(MASTER_KEY).unwrap());
-    let rx = Receiver::start();
+    let rx = Receiver::ok();
     let mut c = Client {
         s: &s,
         sent: Vec::new(),
@@ -342,7 +250,7 @@ fn lifecycle(db: &TestDb) {
             &op,
             "POST",
             &format!("/api/sessions/{id}/webhooks"),
-            Some(json!({"url": rx.url, "headers": {"X-Token": header_secret}})),
+            Some(json!({"url": rx.url(), "headers": {"X-Token": header_secret}})),
         );
         let whsec = hook["secret"].as_str().unwrap();
         secrets.text("webhook secret", whsec);
@@ -406,7 +314,7 @@ fn lifecycle(db: &TestDb) {
     c.ok(&op, "GET", "/api/sessions/stats/overview", None);
 
     // Every QR the sessions showed reached the receiver: none may be logged.
-    let events = rx.wait("session.authenticated of both", |got| {
+    let events = rx.wait_bodies(30, "session.authenticated of both", |got| {
         got.iter()
             .filter(|e| e["event"] == "session.authenticated")
             .count()
@@ -520,7 +428,7 @@ fn lifecycle(db: &TestDb) {
     // One line per session transition: every session.status event the
     // receiver got has its line.
     let mut want: HashMap<(String, String, String), usize> = HashMap::new();
-    for e in rx.events() {
+    for e in rx.bodies() {
         if e["event"] == "session.status" {
             let key = (
                 e["sessionId"].as_str().unwrap().to_string(),

@@ -2,158 +2,18 @@
 //! loopback, events caused by real state changes (the engine fails to
 //! connect here, so start → initializing → disconnected → … → failed).
 
-mod common;
-
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::receiver::{Received, Receiver};
 use serde_json::{json, Value};
 use wasup::db::records::DbStore;
 use wasup::db::Db;
 
 const MASTER_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-
-// ------------------------------------------------------------------ receiver
-
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-/// (status, delay) for the n-th request (0-based).
-type Behaviour = Arc<dyn Fn(usize) -> (u16, Duration) + Send + Sync>;
-
-/// A tiny HTTP/1.1 receiver: records every request, answers per `behaviour`.
-struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start(behaviour: Behaviour) -> Receiver {
-        Self::start_on(
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            behaviour,
-            Arc::default(),
-        )
-    }
-
-    fn ok() -> Receiver {
-        Self::start(Arc::new(|_| (200, Duration::ZERO)))
-    }
-
-    fn start_on(
-        listener: TcpListener,
-        behaviour: Behaviour,
-        got: Arc<Mutex<Vec<Received>>>,
-    ) -> Receiver {
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicUsize::new(0));
-        let (got2, stop2) = (got.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (got, behaviour, count) =
-                            (got2.clone(), behaviour.clone(), count.clone());
-                        std::thread::spawn(move || serve(stream, got, behaviour, count));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Receiver { addr, got, stop }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Wait until `done(received)` holds.
-    fn wait(&self, secs: u64, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let got = self.received();
-            if done(&got) {
-                return got;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "receiver: {what} never happened; got {} requests",
-                    got.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    got: Arc<Mutex<Vec<Received>>>,
-    behaviour: Behaviour,
-    count: Arc<AtomicUsize>,
-) {
-    stream.set_nonblocking(false).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = h.trim_end().split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    let n = count.fetch_add(1, Ordering::SeqCst);
-    got.lock().unwrap().push(Received { headers, body });
-    let (status, delay) = behaviour(n);
-    std::thread::sleep(delay);
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-}
 
 // ------------------------------------------------------------------ helpers
 
@@ -478,6 +338,7 @@ fn a_receiver_outage_and_a_gateway_crash_lose_nothing() {
             listener,
             Arc::new(|_| (200, Duration::ZERO)),
             Arc::default(),
+            false,
         );
         let _s2 = start(&env);
         let got = rx.wait(120, "every event after the crash", |g| {

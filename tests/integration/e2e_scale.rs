@@ -1,12 +1,9 @@
 //! End to end at scale and over time: QR rotation, and 50 sessions linked at
 //! once, each to its own virtual phone.
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn raw_qr(s: &Server, id: &str) -> String {

@@ -1,8 +1,6 @@
 //! API keys over real HTTP (contract §5), on every backend.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn create_key(s: &Server, body: serde_json::Value) -> (String, serde_json::Value) {

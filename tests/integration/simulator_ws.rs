@@ -1,10 +1,7 @@
 //! The simulator over ws:// on loopback, with the client's own websocket
 //! transport.
-#![cfg(feature = "simulator")]
 
-mod simulator_support;
-
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::{FaultKind, Simulator, Target};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;

@@ -8,20 +8,17 @@
 //! size below it) and restore again at the largest size. Figures go to
 //! `$CARGO_TARGET_TMPDIR/bench-scale.md`, the memory curve to
 //! `bench-memory.csv`. Only loss is asserted (every session must come back).
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::sim_process::SimProcess;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -29,56 +26,6 @@ use serde_json::{json, Value};
 const LINK_WORKERS: usize = 32;
 /// Each scenario's bound.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The simulator as its own process (kept across gateway restarts).
-struct SimProcess {
-    child: Child,
-    ws: String,
-    control: String,
-}
-
-impl SimProcess {
-    fn start(dir: &Path) -> SimProcess {
-        let (ws, control) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_wasup-simulator"))
-            .args(["--ws", &format!("127.0.0.1:{ws}")])
-            .args(["--control", &format!("127.0.0.1:{control}")])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn wasup-simulator");
-        let sim = SimProcess {
-            child,
-            ws: format!("ws://127.0.0.1:{ws}/ws/chat"),
-            control: format!("http://127.0.0.1:{control}"),
-        };
-        let http = Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.get(format!("{}/health", sim.control)).send().is_err() {
-            assert!(Instant::now() < deadline, "the simulator did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sim
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Bench {
     server: Server,

@@ -1,12 +1,10 @@
 //! The WebActor: roles, scopes, validation and API keys.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use uuid::Uuid;
 use wasup_actors::keys::{hash_key, AuthError};
 use wasup_actors::ports::EngineEvent;

@@ -1,9 +1,7 @@
 //! No input produces a 5xx: every route, every method, hostile bodies,
 //! paths and headers. Each error keeps the contract's four fields.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PATHS: &[&str] = &[

@@ -367,3 +367,12 @@ pub fn decode_qr_data_url(url: &str) -> String {
             .unwrap(),
     )
 }
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

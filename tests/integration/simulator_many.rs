@@ -1,9 +1,6 @@
 //! Many clients link and log in concurrently on one simulator.
-#![cfg(feature = "simulator")]
 
-mod simulator_support;
-
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::Simulator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,12 +1,9 @@
 //! End to end over HTTP with the real whatsapp-rust client against the
 //! embedded simulator: linking, QR, pairing code, restarts, faults, logout.
-#![cfg(feature = "simulator")]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn start_and_wait_qr(s: &Server, name: &str, config: Value) -> (String, Value) {

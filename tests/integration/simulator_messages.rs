@@ -1,12 +1,9 @@
 //! Messages: a simulated contact writes to a linked client (live and while
 //! it is offline); what the client sends is acked and recorded.
-#![cfg(feature = "simulator")]
-
-mod simulator_support;
 
 use std::time::Duration;
 
-use simulator_support::*;
+use crate::simulator_support::*;
 use wasup::simulator::{FaultKind, Simulator, Target};
 use whatsapp_rust::types::events::Event;
 
