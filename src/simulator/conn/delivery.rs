@@ -42,22 +42,9 @@ impl Conn {
         let plain = phone::app_state_key_share(raw_id, key_index);
         match phone::encrypt_from_phone(&account, &key.0, key.1, &bundle, pre_key, &plain).await {
             Ok(ct) => {
-                let msg = NodeBuilder::new("message")
-                    .attr("from", format!("{}@s.whatsapp.net", key.0))
-                    .attr("type", "text")
-                    .attr(
-                        "id",
-                        format!("SIM{:016X}", u64::from_le_bytes(random_bytes::<8>())),
-                    )
-                    .attr("t", now_secs().to_string())
-                    .attr("category", "peer")
-                    .children([NodeBuilder::new("enc")
-                        .attr("v", "2")
-                        .attr("type", "pkmsg")
-                        .bytes(ct)
-                        .build()])
-                    .build();
-                self.send(&msg);
+                let id = format!("SIM{:016X}", u64::from_le_bytes(random_bytes::<8>()));
+                let t = now_secs().to_string();
+                self.send(&pkmsg(&key.0, id, t, ("category", "peer".into()), ct));
             }
             Err(e) => log::warn!("simulator: app-state key share failed: {e}"),
         }
@@ -92,21 +79,33 @@ impl Conn {
         .encode_to_vec();
         match phone::encrypt_from_phone(&sender, &key.0, key.1, &bundle, pre_key, &plain).await {
             Ok(ct) => {
-                let node = NodeBuilder::new("message")
-                    .attr("from", format!("{}@s.whatsapp.net", m.from))
-                    .attr("type", "text")
-                    .attr("id", m.id)
-                    .attr("t", m.t.to_string())
-                    .attr("notify", m.notify)
-                    .children([NodeBuilder::new("enc")
-                        .attr("v", "2")
-                        .attr("type", "pkmsg")
-                        .bytes(ct)
-                        .build()])
-                    .build();
-                self.send(&node);
+                let t = m.t.to_string();
+                self.send(&pkmsg(&m.from, m.id, t, ("notify", m.notify), ct));
             }
             Err(e) => log::warn!("simulator: cannot encrypt to {key:?}: {e}"),
         }
     }
+}
+
+/// A text message from a virtual phone as the server relays it: one
+/// `pkmsg`, with the one attribute its kind adds (`notify` or `category`).
+fn pkmsg(
+    from_phone: &str,
+    id: String,
+    t: String,
+    extra: (&'static str, String),
+    ct: Vec<u8>,
+) -> Node {
+    NodeBuilder::new("message")
+        .attr("from", format!("{from_phone}@s.whatsapp.net"))
+        .attr("type", "text")
+        .attr("id", id)
+        .attr("t", t)
+        .attr(extra.0, extra.1)
+        .children([NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", "pkmsg")
+            .bytes(ct)
+            .build()])
+        .build()
 }
