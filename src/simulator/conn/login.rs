@@ -102,16 +102,16 @@ impl Conn {
         payload: &wa::ClientPayload,
         client_static: [u8; 32],
         cmd_tx: mpsc::UnboundedSender<ConnCmd>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnError> {
         let reg = payload
             .device_pairing_data
             .as_option()
-            .ok_or("registration payload without pairing data")?;
+            .ok_or(ConnError::Registration("payload without pairing data"))?;
         let identity_pub: [u8; 32] = reg
             .e_ident
             .clone()
             .and_then(|v| v.try_into().ok())
-            .ok_or("registration without identity")?;
+            .ok_or(ConnError::Registration("without identity"))?;
         let refs: Vec<String> = (0..6)
             .map(|_| {
                 format!(

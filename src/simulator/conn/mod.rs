@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use wacore::framing::FrameDecoder;
-use wacore::handshake::NoiseCipher;
+use wacore::handshake::{HandshakeError, NoiseCipher, NoiseError};
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::marshal::unmarshal_ref;
-use wacore_binary::{Node, NodeContent};
+use wacore_binary::{BinaryError, Node, NodeContent};
 use waproto::buffa::Message as _;
 use waproto::whatsapp as wa;
 use whatsapp_rust::transport::DisconnectReason;
@@ -49,10 +49,6 @@ fn child_bytes(n: &Node, tag: &str) -> Option<Vec<u8>> {
     n.get_optional_child(tag).and_then(content_bytes)
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
-}
-
 fn be_uint(b: &[u8]) -> u32 {
     b.iter().fold(0u32, |acc, x| (acc << 8) | *x as u32)
 }
@@ -67,6 +63,38 @@ fn result(id: &str, children: Vec<Node>) -> Node {
     } else {
         b.children(children).build()
     }
+}
+
+/// Why a connection ended, for the debug log.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("client closed")]
+    ClientClosed,
+    #[error("bad connection header")]
+    BadHeader,
+    /// A protobuf the client sent does not decode.
+    #[error("bad {what}: {source}")]
+    Undecodable {
+        what: &'static str,
+        source: waproto::buffa::DecodeError,
+    },
+    /// A part the handshake needs is absent ("no client hello").
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// A key that is not 32 bytes.
+    #[error("bad {0}")]
+    BadKey(&'static str),
+    #[error("{0}")]
+    Noise(#[from] HandshakeError),
+    #[error("decrypt: {0}")]
+    Decrypt(NoiseError),
+    #[error("compressed frames are not supported")]
+    Compressed,
+    #[error("unmarshal: {0}")]
+    Unmarshal(BinaryError),
+    /// A registration payload without a part it needs.
+    #[error("registration {0}")]
+    Registration(&'static str),
 }
 
 struct Conn {
@@ -126,10 +154,14 @@ impl Conn {
         self.closed = true;
     }
 
-    async fn serve(&mut self) -> Result<(), String> {
+    async fn serve(&mut self) -> Result<(), ConnError> {
         let (payload, client_static) = self.handshake().await?;
-        let payload = wa::ClientPayload::decode_from_slice(&payload)
-            .map_err(|e| format!("bad client payload: {e}"))?;
+        let payload = wa::ClientPayload::decode_from_slice(&payload).map_err(|source| {
+            ConnError::Undecodable {
+                what: "client payload",
+                source,
+            }
+        })?;
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
         match payload.username {
             Some(user) => {
@@ -156,16 +188,16 @@ impl Conn {
                             let mut buf = f.to_vec();
                             let Some(r) = &self.read else { break };
                             r.decrypt_in_place_with_counter(self.rctr, &mut buf)
-                                .map_err(|e| format!("decrypt: {e}"))?;
+                                .map_err(ConnError::Decrypt)?;
                             self.rctr = self.rctr.wrapping_add(1);
                             if buf.is_empty() {
                                 continue;
                             }
                             if buf[0] & 0x02 != 0 {
-                                return Err("compressed frames are not supported".into());
+                                return Err(ConnError::Compressed);
                             }
                             let node = unmarshal_ref(&buf[1..])
-                                .map_err(|e| format!("unmarshal: {e}"))?
+                                .map_err(ConnError::Unmarshal)?
                                 .to_owned();
                             self.handle(node).await;
                             if self.closed {

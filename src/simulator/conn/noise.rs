@@ -12,20 +12,20 @@ use super::*;
 
 impl Conn {
     /// Reads client bytes until one full frame is available.
-    pub(super) async fn next_frame(&mut self) -> Result<Vec<u8>, String> {
+    pub(super) async fn next_frame(&mut self) -> Result<Vec<u8>, ConnError> {
         loop {
             if let Some(f) = self.dec.decode_frame() {
                 return Ok(f.to_vec());
             }
             match self.input.recv().await {
                 Some(Input::Data(b)) => self.dec.feed(&b),
-                Some(Input::Closed) | None => return Err("client closed".into()),
+                Some(Input::Closed) | None => return Err(ConnError::ClientClosed),
             }
         }
     }
 
     /// Strips the optional edge-routing pre-intro and the WA header.
-    pub(super) async fn read_preamble(&mut self) -> Result<(), String> {
+    pub(super) async fn read_preamble(&mut self) -> Result<(), ConnError> {
         loop {
             let buf = &self.raw;
             let mut off = 0;
@@ -40,7 +40,7 @@ impl Conn {
             }
             if off != usize::MAX && buf.len() >= off + 4 {
                 if buf[off..off + 4] != WA_CONN_HEADER {
-                    return Err("bad connection header".into());
+                    return Err(ConnError::BadHeader);
                 }
                 let rest = buf[off + 4..].to_vec();
                 self.raw.clear();
@@ -49,7 +49,7 @@ impl Conn {
             }
             match self.input.recv().await {
                 Some(Input::Data(b)) => self.raw.extend_from_slice(&b),
-                Some(Input::Closed) | None => return Err("client closed".into()),
+                Some(Input::Closed) | None => return Err(ConnError::ClientClosed),
             }
         }
     }
@@ -80,17 +80,24 @@ impl Conn {
         self.send_raw_frame(&ct);
     }
 
-    pub(super) async fn handshake(&mut self) -> Result<(Vec<u8>, [u8; 32]), String> {
+    pub(super) async fn handshake(&mut self) -> Result<(Vec<u8>, [u8; 32]), ConnError> {
         self.read_preamble().await?;
         let hello = self.next_frame().await?;
-        let msg = wa::HandshakeMessage::decode_from_slice(&hello)
-            .map_err(|e| format!("bad handshake message: {e}"))?;
-        let ch = msg.client_hello.into_option().ok_or("no client hello")?;
+        let msg = wa::HandshakeMessage::decode_from_slice(&hello).map_err(|source| {
+            ConnError::Undecodable {
+                what: "handshake message",
+                source,
+            }
+        })?;
+        let ch = msg
+            .client_hello
+            .into_option()
+            .ok_or(ConnError::Missing("client hello"))?;
         let e_c: [u8; 32] = ch
             .ephemeral
-            .ok_or("no ephemeral")?
+            .ok_or(ConnError::Missing("ephemeral"))?
             .try_into()
-            .map_err(|_| "bad ephemeral")?;
+            .map_err(|_| ConnError::BadKey("ephemeral"))?;
         let s = {
             let st = self.inner.state.lock();
             st.server_static.clone()
@@ -103,21 +110,20 @@ impl Conn {
 
         if let (Some(enc_static), Some(enc_payload)) = (ch.r#static, ch.payload) {
             // IK
-            let mut n = NoiseHandshake::new(NOISE_PATTERN_IK, &WA_CONN_HEADER).map_err(err)?;
+            let mut n = NoiseHandshake::new(NOISE_PATTERN_IK, &WA_CONN_HEADER)?;
             n.authenticate(&s_pub);
             n.authenticate(&e_c);
-            n.mix_shared_secret(&s_priv, &e_c).map_err(err)?;
+            n.mix_shared_secret(&s_priv, &e_c)?;
             let s_c: [u8; 32] = n
-                .decrypt(&enc_static)
-                .map_err(err)?
+                .decrypt(&enc_static)?
                 .try_into()
-                .map_err(|_| "bad client static")?;
-            n.mix_shared_secret(&s_priv, &s_c).map_err(err)?;
-            let payload = n.decrypt(&enc_payload).map_err(err)?;
+                .map_err(|_| ConnError::BadKey("client static"))?;
+            n.mix_shared_secret(&s_priv, &s_c)?;
+            let payload = n.decrypt(&enc_payload)?;
             n.authenticate(&e_s_pub);
-            n.mix_shared_secret(&e_s_priv, &e_c).map_err(err)?;
-            n.mix_shared_secret(&e_s_priv, &s_c).map_err(err)?;
-            let enc_cert = n.encrypt(&self.inner.cert_chain).map_err(err)?;
+            n.mix_shared_secret(&e_s_priv, &e_c)?;
+            n.mix_shared_secret(&e_s_priv, &s_c)?;
+            let enc_cert = n.encrypt(&self.inner.cert_chain)?;
             let hello = wa::HandshakeMessage {
                 server_hello: waproto::buffa::MessageField::some(
                     wa::handshake_message::ServerHello {
@@ -130,19 +136,19 @@ impl Conn {
                 ..Default::default()
             };
             self.send_raw_frame(&hello.encode_to_vec());
-            let (k1, k2) = n.finish().map_err(err)?;
+            let (k1, k2) = n.finish()?;
             self.read = Some(k1);
             self.write = Some(k2);
             Ok((payload, s_c))
         } else {
             // XX
-            let mut n = NoiseHandshake::new(NOISE_PATTERN_XX, &WA_CONN_HEADER).map_err(err)?;
+            let mut n = NoiseHandshake::new(NOISE_PATTERN_XX, &WA_CONN_HEADER)?;
             n.authenticate(&e_c);
             n.authenticate(&e_s_pub);
-            n.mix_shared_secret(&e_s_priv, &e_c).map_err(err)?;
-            let enc_static = n.encrypt(&s_pub).map_err(err)?;
-            n.mix_shared_secret(&s_priv, &e_c).map_err(err)?;
-            let enc_cert = n.encrypt(&self.inner.cert_chain).map_err(err)?;
+            n.mix_shared_secret(&e_s_priv, &e_c)?;
+            let enc_static = n.encrypt(&s_pub)?;
+            n.mix_shared_secret(&s_priv, &e_c)?;
+            let enc_cert = n.encrypt(&self.inner.cert_chain)?;
             let hello = wa::HandshakeMessage {
                 server_hello: waproto::buffa::MessageField::some(
                     wa::handshake_message::ServerHello {
@@ -156,19 +162,23 @@ impl Conn {
             };
             self.send_raw_frame(&hello.encode_to_vec());
             let finish = self.next_frame().await?;
-            let msg = wa::HandshakeMessage::decode_from_slice(&finish)
-                .map_err(|e| format!("bad client finish: {e}"))?;
-            let cf = msg.client_finish.into_option().ok_or("no client finish")?;
+            let msg = wa::HandshakeMessage::decode_from_slice(&finish).map_err(|source| {
+                ConnError::Undecodable {
+                    what: "client finish",
+                    source,
+                }
+            })?;
+            let cf = msg
+                .client_finish
+                .into_option()
+                .ok_or(ConnError::Missing("client finish"))?;
             let s_c: [u8; 32] = n
-                .decrypt(&cf.r#static.ok_or("no client static")?)
-                .map_err(err)?
+                .decrypt(&cf.r#static.ok_or(ConnError::Missing("client static"))?)?
                 .try_into()
-                .map_err(|_| "bad client static")?;
-            n.mix_shared_secret(&e_s_priv, &s_c).map_err(err)?;
-            let payload = n
-                .decrypt(&cf.payload.ok_or("no client payload")?)
-                .map_err(err)?;
-            let (k1, k2) = n.finish().map_err(err)?;
+                .map_err(|_| ConnError::BadKey("client static"))?;
+            n.mix_shared_secret(&e_s_priv, &s_c)?;
+            let payload = n.decrypt(&cf.payload.ok_or(ConnError::Missing("client payload"))?)?;
+            let (k1, k2) = n.finish()?;
             self.read = Some(k1);
             self.write = Some(k2);
             Ok((payload, s_c))

@@ -35,17 +35,17 @@ impl Conn {
                     if ki == link.key_index {
                         Ok(())
                     } else {
-                        Err(format!(
-                            "signed key index {ki}, expected {}",
-                            link.key_index
-                        ))
+                        Err(phone::PairSignError::KeyIndex {
+                            signed: ki,
+                            expected: link.key_index,
+                        })
                     }
                 }),
-            _ => Err("no pair-device-sign".into()),
+            _ => Err(phone::PairSignError::NoSign),
         };
         if let Err(e) = verdict {
             log::warn!("simulator: pair-device-sign rejected: {e}");
-            let _ = link.reply.send(Err(SimError::LinkRejected(e)));
+            let _ = link.reply.send(Err(SimError::LinkRejected(e.to_string())));
             return;
         }
         let rec = LinkedDeviceRec::new(
@@ -165,7 +165,7 @@ impl Conn {
                 ) {
                     Ok(a) => a,
                     Err(e) => {
-                        let _ = stage.reply.send(Err(SimError::WrongCode(e)));
+                        let _ = stage.reply.send(Err(SimError::WrongCode(e.to_string())));
                         return;
                     }
                 };
