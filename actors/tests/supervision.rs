@@ -3,14 +3,20 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix::prelude::*;
 use common::*;
+use parking_lot::Mutex;
 use wasup_actors::events::session_event::Data;
 use wasup_actors::ports::EngineEvent;
+use wasup_actors::protocol::{Deps, Report, SessionReport, SessionRequest};
+use wasup_actors::registry::SessionRegistry;
+use wasup_actors::session::SessionActor;
 use wasup_actors::state::{LOGGED_OUT_ERROR, OUTDATED_ERROR, QR_EXHAUSTED_ERROR, REPLACED_ERROR};
 use wasup_actors::supervisor::Shutdown;
-use wasup_actors::web::{CheckReady, CreateSession, SessionCommandKind as Cmd};
+use wasup_actors::web::{CheckReady, CreateSession, SessionCommand as Cmd};
 use wasup_actors::*;
 
 fn qr(code: &str) -> EngineEvent {
@@ -796,4 +802,72 @@ async fn a_command_whose_actor_panics_is_retried_once_on_a_fresh_actor() {
         event_names(&h.store.events(id)),
         vec!["status:initializing", "status:ready", "authenticated"]
     );
+}
+
+/// Collects the reports a session actor sends (in place of a supervisor).
+#[derive(Default)]
+struct Reports(Arc<Mutex<Vec<SessionReport>>>);
+
+impl Actor for Reports {
+    type Context = Context<Self>;
+}
+
+impl Handler<SessionReport> for Reports {
+    type Result = ();
+
+    fn handle(&mut self, report: SessionReport, _: &mut Context<Self>) {
+        self.0.lock().push(report);
+    }
+}
+
+#[actix::test]
+async fn a_session_actor_runs_and_reports_without_a_supervisor() {
+    let engine = FakeEngine::default();
+    let rec = record("alone", 400, 5);
+    let id = rec.id;
+    engine.script(
+        id,
+        vec![Script::Events(vec![
+            (ms(2), connected("628")),
+            (ms(2), drop_ev("gone")),
+        ])],
+    );
+    let view = SessionView {
+        record: rec.clone(),
+        next_retry_at: None,
+        restarts: 0,
+        engine_alive: false,
+        qr: None,
+    };
+    let registry = Arc::new(SessionRegistry::new());
+    registry.upsert(view.clone());
+    let deps = Deps {
+        store: FakeStore::new(vec![rec]),
+        engine: Arc::new(engine.clone()),
+        registry: registry.clone(),
+        options: Arc::new(fast_options()),
+        generations: Default::default(),
+    };
+    let reports = Reports::default();
+    let seen = reports.0.clone();
+    let actor = SessionActor::new(&view, 7, deps, reports.start().recipient()).start();
+    let started = actor
+        .send(SessionRequest::Command(SessionCommand::Start))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.record.status, SessionStatus::Initializing);
+    wait_until("the actor to report its end", || !seen.lock().is_empty()).await;
+    let report = seen.lock()[0].clone();
+    assert_eq!((report.id, report.incarnation), (id, 7));
+    // The drop left a restart pending: the report hands it on, and the
+    // registry shows the same one.
+    let Report::Ended { retry: Some(retry) } = report.report else {
+        panic!("{report:?}")
+    };
+    assert!(retry <= Duration::from_millis(480), "{retry:?}");
+    let shown = registry.get(id).unwrap();
+    assert_eq!(shown.record.status, SessionStatus::Disconnected);
+    assert!(shown.next_retry_at.is_some());
+    assert_eq!(engine.starts_of(id), 1);
 }

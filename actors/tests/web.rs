@@ -102,25 +102,25 @@ async fn roles_are_enforced() {
             .unwrap_err(),
         WebError::InsufficientRole(Role::Operator)
     );
-    for kind in [
-        SessionCommandKind::Start,
-        SessionCommandKind::Stop,
-        SessionCommandKind::ForceKill,
-        SessionCommandKind::Restart,
-        SessionCommandKind::Logout,
+    for command in [
+        SessionCommand::Start,
+        SessionCommand::Stop,
+        SessionCommand::ForceKill,
+        SessionCommand::Restart,
+        SessionCommand::Logout,
     ] {
         let res = web
-            .send(SessionCommand {
+            .send(RunCommand {
                 caller: viewer.clone(),
                 id: "alpha".into(),
-                kind,
+                command,
             })
             .await
             .unwrap();
         assert_eq!(
             res.unwrap_err(),
             WebError::InsufficientRole(Role::Operator),
-            "{kind:?}"
+            "{command:?}"
         );
     }
     assert_eq!(
@@ -235,10 +235,10 @@ async fn scopes_limit_what_a_key_sees() {
         WebError::SessionNotFound(unknown.clone())
     );
     // Commands on other sessions are refused before reaching the supervisor.
-    let cmd = SessionCommand {
+    let cmd = RunCommand {
         caller: only_a.clone(),
         id: "beta".into(),
-        kind: SessionCommandKind::Start,
+        command: SessionCommand::Start,
     };
     assert_eq!(
         web.send(cmd).await.unwrap().unwrap_err(),
@@ -418,7 +418,7 @@ async fn qr_and_pairing_code_follow_the_status() {
         Err(WebError::PairingCodeNotAvailable(_))
     ));
 
-    h.command(id, SessionCommandKind::Start).await.unwrap();
+    h.command(id, SessionCommand::Start).await.unwrap();
     let err = web.send(qr()).await.unwrap().unwrap_err();
     assert_eq!(
         err,

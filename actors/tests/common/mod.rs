@@ -402,14 +402,14 @@ impl Harness {
     pub async fn command(
         &self,
         id: SessionId,
-        kind: wasup_actors::web::SessionCommandKind,
+        command: SessionCommand,
     ) -> Result<SessionView, WebError> {
         self.gw
             .web
-            .send(wasup_actors::web::SessionCommand {
+            .send(wasup_actors::web::RunCommand {
                 caller: caller(Role::Admin),
                 id: id.to_string(),
-                kind,
+                command,
             })
             .await
             .expect("web actor")
