@@ -26,6 +26,11 @@ fn qr(code: &str) -> EngineEvent {
     }
 }
 
+/// An engine that connects, then after `after` reports `event`.
+fn connect_then(after: Duration, event: EngineEvent) -> Script {
+    Script::Events(vec![(ms(2), connected("628")), (after, event)])
+}
+
 fn drop_ev(reason: &str) -> EngineEvent {
     EngineEvent::Disconnected {
         reason: reason.into(),
@@ -120,17 +125,13 @@ async fn link_flow_persists_events_with_consecutive_seq_in_each_save() {
 
 #[actix::test]
 async fn drops_restart_with_backoff_until_the_budget_is_exhausted() {
-    let engine = FakeEngine::default();
-    let rec = record("flaky", 2, 3);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![Script::Events(vec![
-            (ms(2), connected("628")),
-            (ms(5), drop_ev("stream closed")),
-        ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("flaky", 2, 3),
+        vec![connect_then(ms(5), drop_ev("stream closed"))],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
 
     let view = h.wait_status(id, SessionStatus::Failed).await;
@@ -179,17 +180,13 @@ async fn drops_restart_with_backoff_until_the_budget_is_exhausted() {
 
 #[actix::test]
 async fn a_waiting_restart_is_visible_and_cancelled_by_stop() {
-    let engine = FakeEngine::default();
-    let rec = record("waiting", 400, 5);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![Script::Events(vec![
-            (ms(2), connected("628")),
-            (ms(2), drop_ev("network")),
-        ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("waiting", 400, 5),
+        vec![connect_then(ms(2), drop_ev("network"))],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let reg = h.gw.registry.clone();
     wait_until("a scheduled restart", || {
@@ -221,24 +218,20 @@ async fn a_waiting_restart_is_visible_and_cancelled_by_stop() {
 
 #[actix::test]
 async fn the_budget_resets_after_a_stable_ready() {
-    let engine = FakeEngine::default();
-    let rec = record("stable", 1, 1);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("first"))]),
-            // Up longer than stable_reset: the budget is back when it drops.
-            Script::Events(vec![
-                (ms(2), connected("628")),
-                (ms(300), drop_ev("second")),
-            ]),
-            Script::Events(vec![(ms(2), connected("628"))]),
-        ],
-    );
     let mut options = fast_options();
     options.backoff.stable_reset = ms(100);
-    let h = boot(vec![rec], engine.clone(), options).await;
+    let (h, id) = boot_one(
+        record("stable", 1, 1),
+        vec![
+            connect_then(ms(5), drop_ev("first")),
+            // Up longer than stable_reset: the budget is back when it drops.
+            connect_then(ms(300), drop_ev("second")),
+            Script::Events(vec![(ms(2), connected("628"))]),
+        ],
+        options,
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let reg = h.gw.registry.clone();
     wait_until("three starts", || engine.starts_of(id) == 3).await;
@@ -251,19 +244,18 @@ async fn the_budget_resets_after_a_stable_ready() {
     assert!(!event_names(&h.store.events(id)).contains(&"status:failed".to_string()));
 
     // Without the reset the same schedule fails at the second drop.
-    let engine = FakeEngine::default();
-    let rec = record("unstable", 1, 1);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("first"))]),
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("second"))]),
-        ],
-    );
     let mut options = fast_options();
     options.backoff.stable_reset = ms(100);
-    let h = boot(vec![rec], engine.clone(), options).await;
+    let (h, id) = boot_one(
+        record("unstable", 1, 1),
+        vec![
+            connect_then(ms(5), drop_ev("first")),
+            connect_then(ms(5), drop_ev("second")),
+        ],
+        options,
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let view = h.wait_status(id, SessionStatus::Failed).await;
     assert_eq!(
@@ -297,13 +289,7 @@ async fn terminal_events_fail_without_retry() {
     let mut records = vec![];
     for (i, (event, _)) in cases.iter().enumerate() {
         let rec = record(&format!("term-{i}"), 1, 5);
-        engine.script(
-            rec.id,
-            vec![Script::Events(vec![
-                (ms(2), connected("628")),
-                (ms(2), event.clone()),
-            ])],
-        );
+        engine.script(rec.id, vec![connect_then(ms(2), event.clone())]);
         records.push(rec);
     }
     let ids: Vec<_> = records.iter().map(|r| r.id).collect();
@@ -340,11 +326,13 @@ async fn terminal_events_fail_without_retry() {
 
 #[actix::test]
 async fn events_of_a_replaced_engine_are_ignored() {
-    let engine = FakeEngine::default();
-    let rec = record("stale", 1, 5);
-    let id = rec.id;
-    engine.script(id, vec![Script::Events(vec![(ms(2), connected("628"))])]);
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("stale", 1, 5),
+        vec![Script::Events(vec![(ms(2), connected("628"))])],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     h.wait_status(id, SessionStatus::Ready).await;
     let view = h.command(id, Cmd::Restart).await.unwrap();
@@ -685,11 +673,13 @@ async fn logout_force_kill_and_delete() {
 
 #[actix::test]
 async fn a_failed_engine_start_is_a_connect_failure() {
-    let engine = FakeEngine::default();
-    let rec = record("nostart", 1, 2);
-    let id = rec.id;
-    engine.script(id, vec![Script::Fail("no route to WhatsApp".into())]);
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("nostart", 1, 2),
+        vec![Script::Fail("no route to WhatsApp".into())],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     let view = h.command(id, Cmd::Start).await.unwrap();
     // The reply already reflects the failed start.
     assert_eq!(view.record.status, SessionStatus::Disconnected);
@@ -704,11 +694,8 @@ async fn a_failed_engine_start_is_a_connect_failure() {
 
 #[actix::test]
 async fn events_the_store_refused_go_out_with_the_next_save() {
-    let engine = FakeEngine::default();
-    let rec = record("shaky-db", 1, 5);
-    let id = rec.id;
-    engine.script(
-        id,
+    let (h, id) = boot_one(
+        record("shaky-db", 1, 5),
         vec![Script::Events(vec![
             (ms(50), qr("QR-1")),
             (
@@ -719,8 +706,10 @@ async fn events_the_store_refused_go_out_with_the_next_save() {
                 },
             ),
         ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
 
     // A start the store refuses starts nothing and changes nothing.
     h.store.down.store(true, Ordering::SeqCst);
@@ -825,13 +814,7 @@ async fn a_session_actor_runs_and_reports_without_a_supervisor() {
     let engine = FakeEngine::default();
     let rec = record("alone", 400, 5);
     let id = rec.id;
-    engine.script(
-        id,
-        vec![Script::Events(vec![
-            (ms(2), connected("628")),
-            (ms(2), drop_ev("gone")),
-        ])],
-    );
+    engine.script(id, vec![connect_then(ms(2), drop_ev("gone"))]);
     let view = SessionView {
         record: rec.clone(),
         next_retry_at: None,

@@ -362,49 +362,39 @@ fn zero_budget_fails_at_the_first_drop() {
 
 #[test]
 fn budget_resets_after_stable_ready() {
-    let mut s = state(Ready);
-    s.restarts = 4;
-    s.ready_since = Some(t0());
-    // Not yet stable.
-    run(
-        &mut s,
-        Input::StableElapsed,
-        t0() + chrono::Duration::seconds(299),
-    );
-    assert_eq!(s.restarts, 4);
-    run(
-        &mut s,
-        Input::StableElapsed,
-        t0() + chrono::Duration::seconds(300),
-    );
-    assert_eq!(s.restarts, 0);
-
-    // A drop after a long stable uptime starts from attempt 0 even without the timer.
-    let mut s = state(Ready);
-    s.restarts = 5;
-    s.ready_since = Some(t0());
-    let t = run(
-        &mut s,
-        Input::Engine(EngineEvent::Disconnected { reason: "x".into() }),
-        t0() + chrono::Duration::minutes(10),
-    );
-    assert!(matches!(t.action, Action::RestartAfter(_)));
-    assert_eq!(s.restarts, 1);
-
-    // A short uptime keeps the budget used: exhausted.
-    let mut s = state(Ready);
-    s.restarts = 5;
-    s.ready_since = Some(t0());
-    let t = run(
-        &mut s,
-        Input::Engine(EngineEvent::Disconnected { reason: "x".into() }),
-        t0() + chrono::Duration::minutes(1),
-    );
-    assert_eq!(t.action, Action::GiveUp);
-    assert_eq!(
-        s.last_error.as_deref(),
-        Some("Reconnection failed after 5 attempts: x")
-    );
+    // (seconds up in ready at the check, restarts left of the 4 used)
+    for (up, left) in [(299, 4), (300, 0)] {
+        let mut s = state(Ready);
+        s.restarts = 4;
+        s.ready_since = Some(t0());
+        run(
+            &mut s,
+            Input::StableElapsed,
+            t0() + chrono::Duration::seconds(up),
+        );
+        assert_eq!(s.restarts, left, "{up} s");
+    }
+    // A drop after a long stable uptime starts from attempt 0 even without
+    // the check; a short uptime keeps the budget used: exhausted.
+    // (minutes up in ready at the drop, restarts after, error)
+    let exhausted = "Reconnection failed after 5 attempts: x";
+    for (up, after, error) in [(10, 1, None), (1, 5, Some(exhausted))] {
+        let mut s = state(Ready);
+        s.restarts = 5;
+        s.ready_since = Some(t0());
+        let t = run(
+            &mut s,
+            Input::Engine(EngineEvent::Disconnected { reason: "x".into() }),
+            t0() + chrono::Duration::minutes(up),
+        );
+        let restarted = matches!(t.action, Action::RestartAfter(_));
+        assert_eq!(
+            (restarted, s.restarts),
+            (error.is_none(), after),
+            "{up} min"
+        );
+        assert_eq!(s.last_error.as_deref(), error, "{up} min");
+    }
 }
 
 #[test]

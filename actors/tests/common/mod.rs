@@ -390,6 +390,18 @@ pub async fn boot(
     Harness { gw, store, engine }
 }
 
+/// Boot with the one session `rec`, whose engine follows `scripts`.
+pub async fn boot_one(
+    rec: SessionRecord,
+    scripts: Vec<Script>,
+    options: SupervisorOptions,
+) -> (Harness, SessionId) {
+    let engine = FakeEngine::default();
+    let id = rec.id;
+    engine.script(id, scripts);
+    (boot(vec![rec], engine, options).await, id)
+}
+
 impl Harness {
     pub fn view(&self, id: SessionId) -> SessionView {
         self.gw.registry.get(id).expect("session in registry")
