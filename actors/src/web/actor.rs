@@ -16,8 +16,8 @@ use crate::keys::{self, KeyRing};
 use crate::model::*;
 use crate::ports::{Store, StoreError};
 use crate::registry::SessionRegistry;
-use crate::session::SessionOp;
-use crate::supervisor::{Control, GetStats, RequestPairing, SessionSupervisor};
+use crate::state::{pairing_allowed, shown_qr};
+use crate::supervisor::{Command, GetStats, RequestPairing, SessionSupervisor};
 
 fn store_unavailable(err: StoreError) -> WebError {
     log::error!("store: {err}");
@@ -68,13 +68,25 @@ impl WebActor {
         self.registry.resolve_for(caller, id)
     }
 
-    fn control(
+    /// The session an operator acts on: the role first, then `resolve`.
+    fn resolve_as_operator(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
+        caller.require(Role::Operator)?;
+        self.resolve(caller, id)
+    }
+
+    /// Send `command` for the session `id`/name the caller names, as an operator.
+    fn command(
         &self,
-        id: SessionId,
-        op: SessionOp,
-    ) -> impl std::future::Future<Output = Result<SessionView, WebError>> {
-        let send = self.supervisor.send(Control { id, op });
-        async move { send.await.map_err(actors_unavailable)? }
+        caller: &Caller,
+        id: &str,
+        command: SessionCommand,
+    ) -> ResponseFuture<Result<SessionView, WebError>> {
+        let id = match self.resolve_as_operator(caller, id) {
+            Ok(view) => view.record.id,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let send = self.supervisor.send(Command { id, command });
+        Box::pin(async move { send.await.map_err(actors_unavailable)? })
     }
 }
 
@@ -147,39 +159,16 @@ impl Handler<DeleteSession> for WebActor {
     type Result = ResponseFuture<Result<(), WebError>>;
 
     fn handle(&mut self, msg: DeleteSession, _: &mut Context<Self>) -> Self::Result {
-        let view = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.resolve(&msg.caller, &msg.id))
-        {
-            Ok(v) => v,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let fut = self.control(view.record.id, SessionOp::Delete);
+        let fut = self.command(&msg.caller, &msg.id, SessionCommand::Delete);
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 }
 
-impl Handler<SessionCommand> for WebActor {
+impl Handler<RunCommand> for WebActor {
     type Result = ResponseFuture<Result<SessionView, WebError>>;
 
-    fn handle(&mut self, msg: SessionCommand, _: &mut Context<Self>) -> Self::Result {
-        let view = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.resolve(&msg.caller, &msg.id))
-        {
-            Ok(v) => v,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let op = match msg.kind {
-            SessionCommandKind::Start => SessionOp::Start,
-            SessionCommandKind::Stop => SessionOp::Stop,
-            SessionCommandKind::ForceKill => SessionOp::ForceKill,
-            SessionCommandKind::Restart => SessionOp::Restart,
-            SessionCommandKind::Logout => SessionOp::Logout,
-        };
-        Box::pin(self.control(view.record.id, op))
+    fn handle(&mut self, msg: RunCommand, _: &mut Context<Self>) -> Self::Result {
+        self.command(&msg.caller, &msg.id, msg.command)
     }
 }
 
@@ -187,25 +176,9 @@ impl Handler<GetQr> for WebActor {
     type Result = Result<(QrCode, SessionStatus), WebError>;
 
     fn handle(&mut self, msg: GetQr, _: &mut Context<Self>) -> Self::Result {
-        msg.caller.require(Role::Operator)?;
-        let view = self.resolve(&msg.caller, &msg.id)?;
-        let name = &view.record.name;
-        match (view.record.status, view.qr) {
-            (SessionStatus::QrReady, Some(qr)) => Ok((qr, SessionStatus::QrReady)),
-            (SessionStatus::Initializing | SessionStatus::QrReady, _) => {
-                Err(WebError::QrNotAvailable(format!(
-                    "The QR code of session '{name}' is not ready yet; try again in a few seconds"
-                )))
-            }
-            (SessionStatus::Authenticating | SessionStatus::Ready, _) => {
-                Err(WebError::QrNotAvailable(format!(
-                    "Session '{name}' is already linked: no QR code is needed"
-                )))
-            }
-            (status, _) => Err(WebError::QrNotAvailable(format!(
-                "Session '{name}' is not started (status {status}): start it to get a QR code"
-            ))),
-        }
+        let view = self.resolve_as_operator(&msg.caller, &msg.id)?;
+        let qr = shown_qr(&view)?.clone();
+        Ok((qr, SessionStatus::QrReady))
     }
 }
 
@@ -213,22 +186,16 @@ impl Handler<RequestPairingCode> for WebActor {
     type Result = ResponseFuture<Result<PairingCode, WebError>>;
 
     fn handle(&mut self, msg: RequestPairingCode, _: &mut Context<Self>) -> Self::Result {
-        let view = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.resolve(&msg.caller, &msg.id))
-        {
+        let check = self
+            .resolve_as_operator(&msg.caller, &msg.id)
+            .and_then(|view| {
+                pairing_allowed(&view.record.name, view.record.status)?;
+                Ok(view)
+            });
+        let view = match check {
             Ok(v) => v,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        if view.record.status != SessionStatus::QrReady {
-            let (name, status) = (view.record.name, view.record.status);
-            return Box::pin(async move {
-                Err(WebError::PairingCodeNotAvailable(format!(
-                    "Session '{name}' is {status}: a pairing code is only available while it waits for a link (qr_ready)"
-                )))
-            });
-        }
         let send = self.supervisor.send(RequestPairing {
             id: view.record.id,
             phone: msg.phone,

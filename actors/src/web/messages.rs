@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::WebError;
 use crate::model::*;
+pub use crate::state::SessionCommand;
 
 /// `POST /api/sessions`
 #[derive(Message)]
@@ -41,22 +42,13 @@ pub struct DeleteSession {
     pub id: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionCommandKind {
-    Start,
-    Stop,
-    ForceKill,
-    Restart,
-    Logout,
-}
-
 /// `POST /api/sessions/:id/{start,stop,force-kill,restart,logout}`
 #[derive(Message)]
 #[rtype(result = "Result<SessionView, WebError>")]
-pub struct SessionCommand {
+pub struct RunCommand {
     pub caller: Caller,
     pub id: String,
-    pub kind: SessionCommandKind,
+    pub command: SessionCommand,
 }
 
 /// `GET /api/sessions/:id/qr`

@@ -390,6 +390,18 @@ pub async fn boot(
     Harness { gw, store, engine }
 }
 
+/// Boot with the one session `rec`, whose engine follows `scripts`.
+pub async fn boot_one(
+    rec: SessionRecord,
+    scripts: Vec<Script>,
+    options: SupervisorOptions,
+) -> (Harness, SessionId) {
+    let engine = FakeEngine::default();
+    let id = rec.id;
+    engine.script(id, scripts);
+    (boot(vec![rec], engine, options).await, id)
+}
+
 impl Harness {
     pub fn view(&self, id: SessionId) -> SessionView {
         self.gw.registry.get(id).expect("session in registry")
@@ -402,14 +414,14 @@ impl Harness {
     pub async fn command(
         &self,
         id: SessionId,
-        kind: wasup_actors::web::SessionCommandKind,
+        command: SessionCommand,
     ) -> Result<SessionView, WebError> {
         self.gw
             .web
-            .send(wasup_actors::web::SessionCommand {
+            .send(wasup_actors::web::RunCommand {
                 caller: caller(Role::Admin),
                 id: id.to_string(),
-                kind,
+                command,
             })
             .await
             .expect("web actor")

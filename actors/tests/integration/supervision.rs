@@ -1,14 +1,20 @@
 //! The supervisor and session actors against scripted fakes of the ports.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
+use actix::prelude::*;
+use parking_lot::Mutex;
 use wasup_actors::events::session_event::Data;
 use wasup_actors::ports::EngineEvent;
+use wasup_actors::protocol::{Deps, Report, SessionReport, SessionRequest};
+use wasup_actors::registry::SessionRegistry;
+use wasup_actors::session::SessionActor;
 use wasup_actors::state::{LOGGED_OUT_ERROR, OUTDATED_ERROR, QR_EXHAUSTED_ERROR, REPLACED_ERROR};
 use wasup_actors::supervisor::Shutdown;
-use wasup_actors::web::{CheckReady, CreateSession, SessionCommandKind as Cmd};
+use wasup_actors::web::{CheckReady, CreateSession, SessionCommand as Cmd};
 use wasup_actors::*;
 
 fn qr(code: &str) -> EngineEvent {
@@ -16,6 +22,11 @@ fn qr(code: &str) -> EngineEvent {
         code: code.into(),
         timeout: Duration::from_secs(60),
     }
+}
+
+/// An engine that connects, then after `after` reports `event`.
+fn connect_then(after: Duration, event: EngineEvent) -> Script {
+    Script::Events(vec![(ms(2), connected("628")), (after, event)])
 }
 
 fn drop_ev(reason: &str) -> EngineEvent {
@@ -112,17 +123,13 @@ async fn link_flow_persists_events_with_consecutive_seq_in_each_save() {
 
 #[actix::test]
 async fn drops_restart_with_backoff_until_the_budget_is_exhausted() {
-    let engine = FakeEngine::default();
-    let rec = record("flaky", 2, 3);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![Script::Events(vec![
-            (ms(2), connected("628")),
-            (ms(5), drop_ev("stream closed")),
-        ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("flaky", 2, 3),
+        vec![connect_then(ms(5), drop_ev("stream closed"))],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
 
     let view = h.wait_status(id, SessionStatus::Failed).await;
@@ -171,17 +178,13 @@ async fn drops_restart_with_backoff_until_the_budget_is_exhausted() {
 
 #[actix::test]
 async fn a_waiting_restart_is_visible_and_cancelled_by_stop() {
-    let engine = FakeEngine::default();
-    let rec = record("waiting", 400, 5);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![Script::Events(vec![
-            (ms(2), connected("628")),
-            (ms(2), drop_ev("network")),
-        ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("waiting", 400, 5),
+        vec![connect_then(ms(2), drop_ev("network"))],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let reg = h.gw.registry.clone();
     wait_until("a scheduled restart", || {
@@ -213,24 +216,20 @@ async fn a_waiting_restart_is_visible_and_cancelled_by_stop() {
 
 #[actix::test]
 async fn the_budget_resets_after_a_stable_ready() {
-    let engine = FakeEngine::default();
-    let rec = record("stable", 1, 1);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("first"))]),
-            // Up longer than stable_reset: the budget is back when it drops.
-            Script::Events(vec![
-                (ms(2), connected("628")),
-                (ms(300), drop_ev("second")),
-            ]),
-            Script::Events(vec![(ms(2), connected("628"))]),
-        ],
-    );
     let mut options = fast_options();
     options.backoff.stable_reset = ms(100);
-    let h = boot(vec![rec], engine.clone(), options).await;
+    let (h, id) = boot_one(
+        record("stable", 1, 1),
+        vec![
+            connect_then(ms(5), drop_ev("first")),
+            // Up longer than stable_reset: the budget is back when it drops.
+            connect_then(ms(300), drop_ev("second")),
+            Script::Events(vec![(ms(2), connected("628"))]),
+        ],
+        options,
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let reg = h.gw.registry.clone();
     wait_until("three starts", || engine.starts_of(id) == 3).await;
@@ -243,19 +242,18 @@ async fn the_budget_resets_after_a_stable_ready() {
     assert!(!event_names(&h.store.events(id)).contains(&"status:failed".to_string()));
 
     // Without the reset the same schedule fails at the second drop.
-    let engine = FakeEngine::default();
-    let rec = record("unstable", 1, 1);
-    let id = rec.id;
-    engine.script(
-        id,
-        vec![
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("first"))]),
-            Script::Events(vec![(ms(2), connected("628")), (ms(5), drop_ev("second"))]),
-        ],
-    );
     let mut options = fast_options();
     options.backoff.stable_reset = ms(100);
-    let h = boot(vec![rec], engine.clone(), options).await;
+    let (h, id) = boot_one(
+        record("unstable", 1, 1),
+        vec![
+            connect_then(ms(5), drop_ev("first")),
+            connect_then(ms(5), drop_ev("second")),
+        ],
+        options,
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     let view = h.wait_status(id, SessionStatus::Failed).await;
     assert_eq!(
@@ -289,13 +287,7 @@ async fn terminal_events_fail_without_retry() {
     let mut records = vec![];
     for (i, (event, _)) in cases.iter().enumerate() {
         let rec = record(&format!("term-{i}"), 1, 5);
-        engine.script(
-            rec.id,
-            vec![Script::Events(vec![
-                (ms(2), connected("628")),
-                (ms(2), event.clone()),
-            ])],
-        );
+        engine.script(rec.id, vec![connect_then(ms(2), event.clone())]);
         records.push(rec);
     }
     let ids: Vec<_> = records.iter().map(|r| r.id).collect();
@@ -332,11 +324,13 @@ async fn terminal_events_fail_without_retry() {
 
 #[actix::test]
 async fn events_of_a_replaced_engine_are_ignored() {
-    let engine = FakeEngine::default();
-    let rec = record("stale", 1, 5);
-    let id = rec.id;
-    engine.script(id, vec![Script::Events(vec![(ms(2), connected("628"))])]);
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("stale", 1, 5),
+        vec![Script::Events(vec![(ms(2), connected("628"))])],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     h.command(id, Cmd::Start).await.unwrap();
     h.wait_status(id, SessionStatus::Ready).await;
     let view = h.command(id, Cmd::Restart).await.unwrap();
@@ -677,11 +671,13 @@ async fn logout_force_kill_and_delete() {
 
 #[actix::test]
 async fn a_failed_engine_start_is_a_connect_failure() {
-    let engine = FakeEngine::default();
-    let rec = record("nostart", 1, 2);
-    let id = rec.id;
-    engine.script(id, vec![Script::Fail("no route to WhatsApp".into())]);
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+    let (h, id) = boot_one(
+        record("nostart", 1, 2),
+        vec![Script::Fail("no route to WhatsApp".into())],
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
     let view = h.command(id, Cmd::Start).await.unwrap();
     // The reply already reflects the failed start.
     assert_eq!(view.record.status, SessionStatus::Disconnected);
@@ -696,11 +692,8 @@ async fn a_failed_engine_start_is_a_connect_failure() {
 
 #[actix::test]
 async fn events_the_store_refused_go_out_with_the_next_save() {
-    let engine = FakeEngine::default();
-    let rec = record("shaky-db", 1, 5);
-    let id = rec.id;
-    engine.script(
-        id,
+    let (h, id) = boot_one(
+        record("shaky-db", 1, 5),
         vec![Script::Events(vec![
             (ms(50), qr("QR-1")),
             (
@@ -711,8 +704,10 @@ async fn events_the_store_refused_go_out_with_the_next_save() {
                 },
             ),
         ])],
-    );
-    let h = boot(vec![rec], engine.clone(), fast_options()).await;
+        fast_options(),
+    )
+    .await;
+    let engine = h.engine.clone();
 
     // A start the store refuses starts nothing and changes nothing.
     h.store.down.store(true, Ordering::SeqCst);
@@ -794,4 +789,66 @@ async fn a_command_whose_actor_panics_is_retried_once_on_a_fresh_actor() {
         event_names(&h.store.events(id)),
         vec!["status:initializing", "status:ready", "authenticated"]
     );
+}
+
+/// Collects the reports a session actor sends (in place of a supervisor).
+#[derive(Default)]
+struct Reports(Arc<Mutex<Vec<SessionReport>>>);
+
+impl Actor for Reports {
+    type Context = Context<Self>;
+}
+
+impl Handler<SessionReport> for Reports {
+    type Result = ();
+
+    fn handle(&mut self, report: SessionReport, _: &mut Context<Self>) {
+        self.0.lock().push(report);
+    }
+}
+
+#[actix::test]
+async fn a_session_actor_runs_and_reports_without_a_supervisor() {
+    let engine = FakeEngine::default();
+    let rec = record("alone", 400, 5);
+    let id = rec.id;
+    engine.script(id, vec![connect_then(ms(2), drop_ev("gone"))]);
+    let view = SessionView {
+        record: rec.clone(),
+        next_retry_at: None,
+        restarts: 0,
+        engine_alive: false,
+        qr: None,
+    };
+    let registry = Arc::new(SessionRegistry::new());
+    registry.upsert(view.clone());
+    let deps = Deps {
+        store: FakeStore::new(vec![rec]),
+        engine: Arc::new(engine.clone()),
+        registry: registry.clone(),
+        options: Arc::new(fast_options()),
+        generations: Default::default(),
+    };
+    let reports = Reports::default();
+    let seen = reports.0.clone();
+    let actor = SessionActor::new(&view, 7, deps, reports.start().recipient()).start();
+    let started = actor
+        .send(SessionRequest::Command(SessionCommand::Start))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.record.status, SessionStatus::Initializing);
+    wait_until("the actor to report its end", || !seen.lock().is_empty()).await;
+    let report = seen.lock()[0].clone();
+    assert_eq!((report.id, report.incarnation), (id, 7));
+    // The drop left a restart pending: the report hands it on, and the
+    // registry shows the same one.
+    let Report::Ended { retry: Some(retry) } = report.report else {
+        panic!("{report:?}")
+    };
+    assert!(retry <= Duration::from_millis(480), "{retry:?}");
+    let shown = registry.get(id).unwrap();
+    assert_eq!(shown.record.status, SessionStatus::Disconnected);
+    assert!(shown.next_retry_at.is_some());
+    assert_eq!(engine.starts_of(id), 1);
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::*;
+use actix::prelude::*;
 use chrono::Utc;
 use uuid::Uuid;
 use wasup_actors::keys::{hash_key, AuthError};
@@ -29,6 +30,16 @@ fn key(caller: Caller, name: &str, allowed: Option<Vec<SessionId>>) -> CreateApi
         allowed_sessions: allowed,
         expires_at: None,
     }
+}
+
+/// The error the WebActor answers `msg` with (it must refuse it).
+async fn refused<M, T>(web: &Addr<WebActor>, msg: M) -> WebError
+where
+    M: Message<Result = Result<T, WebError>> + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
+    WebActor: Handler<M>,
+{
+    web.send(msg).await.expect("web actor").unwrap_err()
 }
 
 async fn two_sessions() -> (Harness, SessionId, SessionId) {
@@ -94,31 +105,28 @@ async fn roles_are_enforced() {
     // Session writes, QR and pairing: operator.
     let need_op = Err(WebError::InsufficientRole(Role::Operator));
     assert_eq!(
-        web.send(create(viewer.clone(), "new-one"))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, create(viewer.clone(), "new-one")).await,
         WebError::InsufficientRole(Role::Operator)
     );
-    for kind in [
-        SessionCommandKind::Start,
-        SessionCommandKind::Stop,
-        SessionCommandKind::ForceKill,
-        SessionCommandKind::Restart,
-        SessionCommandKind::Logout,
+    for command in [
+        SessionCommand::Start,
+        SessionCommand::Stop,
+        SessionCommand::ForceKill,
+        SessionCommand::Restart,
+        SessionCommand::Logout,
     ] {
         let res = web
-            .send(SessionCommand {
+            .send(RunCommand {
                 caller: viewer.clone(),
                 id: "alpha".into(),
-                kind,
+                command,
             })
             .await
             .unwrap();
         assert_eq!(
             res.unwrap_err(),
             WebError::InsufficientRole(Role::Operator),
-            "{kind:?}"
+            "{command:?}"
         );
     }
     assert_eq!(
@@ -131,13 +139,14 @@ async fn roles_are_enforced() {
         need_op.clone()
     );
     assert_eq!(
-        web.send(GetQr {
-            caller: viewer.clone(),
-            id: "alpha".into()
-        })
-        .await
-        .unwrap()
-        .unwrap_err(),
+        refused(
+            web,
+            GetQr {
+                caller: viewer.clone(),
+                id: "alpha".into()
+            }
+        )
+        .await,
         WebError::InsufficientRole(Role::Operator)
     );
     let pairing = RequestPairingCode {
@@ -146,44 +155,37 @@ async fn roles_are_enforced() {
         phone: "628123".into(),
     };
     assert_eq!(
-        web.send(pairing).await.unwrap().unwrap_err(),
+        refused(web, pairing).await,
         WebError::InsufficientRole(Role::Operator)
     );
     // Key management: admin.
     let op = caller(Role::Operator);
     let need_admin = WebError::InsufficientRole(Role::Admin);
+    assert_eq!(refused(web, key(op.clone(), "k", None)).await, need_admin);
     assert_eq!(
-        web.send(key(op.clone(), "k", None))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, ListApiKeys { caller: op.clone() }).await,
         need_admin
     );
     assert_eq!(
-        web.send(ListApiKeys { caller: op.clone() })
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(
+            web,
+            GetApiKey {
+                caller: op.clone(),
+                id: Uuid::new_v4()
+            }
+        )
+        .await,
         need_admin
     );
     assert_eq!(
-        web.send(GetApiKey {
-            caller: op.clone(),
-            id: Uuid::new_v4()
-        })
-        .await
-        .unwrap()
-        .unwrap_err(),
-        need_admin
-    );
-    assert_eq!(
-        web.send(RevokeApiKey {
-            caller: op.clone(),
-            id: Uuid::new_v4()
-        })
-        .await
-        .unwrap()
-        .unwrap_err(),
+        refused(
+            web,
+            RevokeApiKey {
+                caller: op.clone(),
+                id: Uuid::new_v4()
+            }
+        )
+        .await,
         need_admin
     );
     // Nothing was written by the refused calls.
@@ -215,31 +217,31 @@ async fn scopes_limit_what_a_key_sees() {
         ida
     );
     assert_eq!(
-        web.send(get("beta")).await.unwrap().unwrap_err(),
+        refused(web, get("beta")).await,
         WebError::SessionNotInScope("beta".into())
     );
     assert_eq!(
-        web.send(get(&idb.to_string())).await.unwrap().unwrap_err(),
+        refused(web, get(&idb.to_string())).await,
         WebError::SessionNotInScope(idb.to_string())
     );
     // Nothing matches: 404 before any scope question.
     assert_eq!(
-        web.send(get("gamma")).await.unwrap().unwrap_err(),
+        refused(web, get("gamma")).await,
         WebError::SessionNotFound("gamma".into())
     );
     let unknown = Uuid::new_v4().to_string();
     assert_eq!(
-        web.send(get(&unknown)).await.unwrap().unwrap_err(),
+        refused(web, get(&unknown)).await,
         WebError::SessionNotFound(unknown.clone())
     );
     // Commands on other sessions are refused before reaching the supervisor.
-    let cmd = SessionCommand {
+    let cmd = RunCommand {
         caller: only_a.clone(),
         id: "beta".into(),
-        kind: SessionCommandKind::Start,
+        command: SessionCommand::Start,
     };
     assert_eq!(
-        web.send(cmd).await.unwrap().unwrap_err(),
+        refused(web, cmd).await,
         WebError::SessionNotInScope("beta".into())
     );
     assert_eq!(h.engine.starts_of(idb), 0);
@@ -307,33 +309,22 @@ async fn create_session_validates_and_refuses_taken_names() {
     assert_eq!(h.gw.registry.resolve("fresh-bot").unwrap().record, rec);
 
     assert_eq!(
-        web.send(create(op.clone(), "alpha"))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, create(op.clone(), "alpha")).await,
         WebError::SessionNameTaken("alpha".into())
     );
     for bad in ["ab", "has space", "under_score", &"x".repeat(51)] {
-        let err = web
-            .send(create(op.clone(), bad))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = refused(web, create(op.clone(), bad)).await;
         assert_eq!(
             err,
             WebError::Validation("name must be 3–50 characters of letters, digits and '-'".into()),
             "{bad}"
         );
     }
-    let err = web
-        .send(create(op.clone(), &Uuid::new_v4().to_string()))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = refused(web, create(op.clone(), &Uuid::new_v4().to_string())).await;
     assert_eq!(err, WebError::Validation("name must not be a UUID".into()));
     let mut msg = create(op.clone(), "proxied");
     msg.proxy_url = Some("ftp://proxy.example".into());
-    let err = web.send(msg).await.unwrap().unwrap_err();
+    let err = refused(web, msg).await;
     assert!(
         matches!(&err, WebError::Validation(m) if m.starts_with("proxyUrl must be")),
         "{err:?}"
@@ -345,19 +336,12 @@ async fn create_session_validates_and_refuses_taken_names() {
     ghost.id = Uuid::new_v4();
     h.store.sessions.lock().insert(ghost.id, ghost);
     assert_eq!(
-        web.send(create(op.clone(), "ghost"))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, create(op.clone(), "ghost")).await,
         WebError::SessionNameTaken("ghost".into())
     );
     // A store failure is a safe 503-ish error, never the store's text.
     h.store.down.store(true, Ordering::SeqCst);
-    let err = web
-        .send(create(op.clone(), "later"))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = refused(web, create(op.clone(), "later")).await;
     assert_eq!(
         err,
         WebError::Unavailable("The database is unavailable; try again later".into())
@@ -404,7 +388,7 @@ async fn qr_and_pairing_code_follow_the_status() {
         phone: phone.into(),
     };
 
-    let err = web.send(qr()).await.unwrap().unwrap_err();
+    let err = refused(web, qr()).await;
     assert_eq!(
         err,
         WebError::QrNotAvailable(
@@ -416,8 +400,8 @@ async fn qr_and_pairing_code_follow_the_status() {
         Err(WebError::PairingCodeNotAvailable(_))
     ));
 
-    h.command(id, SessionCommandKind::Start).await.unwrap();
-    let err = web.send(qr()).await.unwrap().unwrap_err();
+    h.command(id, SessionCommand::Start).await.unwrap();
+    let err = refused(web, qr()).await;
     assert_eq!(
         err,
         WebError::QrNotAvailable(
@@ -446,7 +430,7 @@ async fn qr_and_pairing_code_follow_the_status() {
     );
 
     h.wait_status(id, SessionStatus::Ready).await;
-    let err = web.send(qr()).await.unwrap().unwrap_err();
+    let err = refused(web, qr()).await;
     assert_eq!(
         err,
         WebError::QrNotAvailable("Session 'linkme' is already linked: no QR code is needed".into())
@@ -568,25 +552,13 @@ async fn api_key_validation() {
     let web = &h.gw.web;
     let admin = caller(Role::Admin);
     let name_rule = WebError::Validation("name must be 1–100 characters".into());
+    assert_eq!(refused(web, key(admin.clone(), "", None)).await, name_rule);
     assert_eq!(
-        web.send(key(admin.clone(), "", None))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, key(admin.clone(), "   ", None)).await,
         name_rule
     );
     assert_eq!(
-        web.send(key(admin.clone(), "   ", None))
-            .await
-            .unwrap()
-            .unwrap_err(),
-        name_rule
-    );
-    assert_eq!(
-        web.send(key(admin.clone(), &"k".repeat(101), None))
-            .await
-            .unwrap()
-            .unwrap_err(),
+        refused(web, key(admin.clone(), &"k".repeat(101), None)).await,
         name_rule
     );
     assert!(web
@@ -596,11 +568,7 @@ async fn api_key_validation() {
         .is_ok());
 
     let ghost = Uuid::new_v4();
-    let err = web
-        .send(key(admin.clone(), "k", Some(vec![ida, ghost])))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = refused(web, key(admin.clone(), "k", Some(vec![ida, ghost]))).await;
     assert_eq!(
         err,
         WebError::Validation(format!("allowedSessions: session '{ghost}' does not exist"))
@@ -609,17 +577,13 @@ async fn api_key_validation() {
     let mut past = key(admin.clone(), "k", None);
     past.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
     assert_eq!(
-        web.send(past).await.unwrap().unwrap_err(),
+        refused(web, past).await,
         WebError::Validation("expiresAt must be in the future".into())
     );
 
     // A scoped admin cannot widen its reach.
     let scoped_admin = scoped(Role::Admin, &[ida]);
-    let err = web
-        .send(key(scoped_admin.clone(), "k", Some(vec![idb])))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = refused(web, key(scoped_admin.clone(), "k", Some(vec![idb]))).await;
     assert_eq!(err, WebError::SessionNotInScope(idb.to_string()));
     assert!(matches!(
         web.send(key(scoped_admin.clone(), "k", None))
@@ -634,11 +598,7 @@ async fn api_key_validation() {
         .is_ok());
 
     h.store.down.store(true, Ordering::SeqCst);
-    let err = web
-        .send(key(admin.clone(), "k", None))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = refused(web, key(admin.clone(), "k", None)).await;
     assert_eq!(
         err,
         WebError::Unavailable("The database is unavailable; try again later".into())
