@@ -237,21 +237,14 @@ impl Server {
 
     /// Poll a session until `done` holds (or panic after `secs`).
     pub fn wait_session(&self, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        poll(secs, "the session's expected state", || {
             let (status, body) = self.call("GET", &format!("/api/sessions/{id}"), None);
             assert_eq!(status, 200, "{body}");
-            if done(&body) {
-                return body;
+            match done(&body) {
+                true => Ok(body),
+                false => Err(format!("{body}\nlog:\n{}", self.log())),
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "session never reached the expected state; last: {body}\nlog:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Webhook deliveries still waiting to be sent (the outbox depth the
@@ -273,18 +266,12 @@ impl Server {
 
     /// Wait until no webhook delivery is pending (or panic after `secs`).
     pub fn wait_no_pending_deliveries(&self, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let pending = self.pending_deliveries();
-            if pending == 0 {
-                return;
+        poll(secs, "an empty outbox", || {
+            match self.pending_deliveries() {
+                0 => Ok(()),
+                n => Err(format!("{n} deliveries pending")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{pending} deliveries still pending"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     pub fn create_session(&self, name: &str) -> String {
@@ -356,6 +343,21 @@ pub fn decode_qr_data_url(url: &str) -> String {
             .decode(b64)
             .unwrap(),
     )
+}
+
+/// Ask `probe` every 100 ms until it answers Ok (returned), or panic after
+/// `secs` naming `what` and the probe's last Err (what it saw instead).
+pub fn poll<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not within {secs} s; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// A loopback port free at the time of asking.
