@@ -1,5 +1,6 @@
 //! Test harness: the real `wasup` binary on port 0 with a fresh data dir, on
-//! SQLite or on a fresh PostgreSQL database (`WASUP_TEST_DATABASE_URL`).
+//! SQLite or on a fresh PostgreSQL database (`WASUP_TEST_DATABASE_URL`, made
+//! and dropped by `wasup::db::testing::TestDatabase`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -8,86 +9,42 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use diesel::{Connection, PgConnection, RunQueryDsl};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
+use wasup::db::testing::{current_test, TestDatabase};
 
 pub const ADMIN_KEY: &str = "wsp_test_admin_key_0123456789abcdef";
 
 /// Where a test server keeps its records.
 pub enum TestDb {
+    /// The server's own SQLite file in its data dir (the default).
     Sqlite,
-    /// A database created for this test on the PostgreSQL server and dropped after.
-    Postgres {
-        admin_url: String,
-        name: String,
-    },
+    /// A fresh database on the PostgreSQL server, dropped with this value.
+    Postgres(TestDatabase),
 }
 
 impl TestDb {
     pub fn label(&self) -> &'static str {
         match self {
             TestDb::Sqlite => "sqlite",
-            TestDb::Postgres { .. } => "postgres",
+            TestDb::Postgres(_) => "postgres",
         }
     }
 
-    fn url(&self) -> Option<String> {
+    /// The URL to give the server (None: its data dir's SQLite file).
+    pub fn url(&self) -> Option<String> {
         match self {
             TestDb::Sqlite => None,
-            TestDb::Postgres { admin_url, name } => Some(with_database(admin_url, name)),
+            TestDb::Postgres(t) => Some(t.url().to_string()),
         }
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { admin_url, name } = self {
-            if let Ok(mut conn) = PgConnection::establish(admin_url) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn);
-            }
-        }
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let cut = base
-        .rfind('/')
-        .filter(|i| *i > "postgres://".len())
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{}", &base[..cut], name);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 /// Every backend to run a test on: SQLite always, PostgreSQL when
-/// `WASUP_TEST_DATABASE_URL` names a server (else a note that it is skipped).
+/// `WASUP_TEST_DATABASE_URL` names a server (else the test says it skips it).
 pub fn backends() -> Vec<TestDb> {
     let mut dbs = vec![TestDb::Sqlite];
-    match std::env::var("WASUP_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let name = format!("wasup_http_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = PgConnection::establish(&url)
-                .unwrap_or_else(|e| panic!("WASUP_TEST_DATABASE_URL is set but unreachable: {e}"));
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .expect("create test database");
-            dbs.push(TestDb::Postgres {
-                admin_url: url,
-                name,
-            });
-        }
-        _ => eprintln!(
-            "note: PostgreSQL part skipped: set WASUP_TEST_DATABASE_URL=postgres://… to run it"
-        ),
-    }
+    dbs.extend(TestDatabase::postgres(&current_test()).map(TestDb::Postgres));
     dbs
 }
 
@@ -280,21 +237,41 @@ impl Server {
 
     /// Poll a session until `done` holds (or panic after `secs`).
     pub fn wait_session(&self, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        poll(secs, "the session's expected state", || {
             let (status, body) = self.call("GET", &format!("/api/sessions/{id}"), None);
             assert_eq!(status, 200, "{body}");
-            if done(&body) {
-                return body;
+            match done(&body) {
+                true => Ok(body),
+                false => Err(format!("{body}\nlog:\n{}", self.log())),
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "session never reached the expected state; last: {body}\nlog:\n{}",
-                    self.log()
-                );
+        })
+    }
+
+    /// Webhook deliveries still waiting to be sent (the outbox depth the
+    /// metrics report): at 0 nothing more goes out until a new event or a
+    /// redrive, so "nothing else was delivered" can be read, not waited for.
+    pub fn pending_deliveries(&self) -> u64 {
+        let text = self
+            .req("GET", "/metrics", None)
+            .send()
+            .expect("scrape")
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("wasup_webhook_outbox_depth "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no wasup_webhook_outbox_depth in the metrics:\n{text}"))
+            as u64
+    }
+
+    /// Wait until no webhook delivery is pending (or panic after `secs`).
+    pub fn wait_no_pending_deliveries(&self, secs: u64) {
+        poll(secs, "an empty outbox", || {
+            match self.pending_deliveries() {
+                0 => Ok(()),
+                n => Err(format!("{n} deliveries pending")),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     pub fn create_session(&self, name: &str) -> String {
@@ -366,6 +343,21 @@ pub fn decode_qr_data_url(url: &str) -> String {
             .decode(b64)
             .unwrap(),
     )
+}
+
+/// Ask `probe` every 100 ms until it answers Ok (returned), or panic after
+/// `secs` naming `what` and the probe's last Err (what it saw instead).
+pub fn poll<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not within {secs} s; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// A loopback port free at the time of asking.

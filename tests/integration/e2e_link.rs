@@ -1,8 +1,6 @@
 //! End to end over HTTP with the real whatsapp-rust client against the
 //! embedded simulator: linking, QR, pairing code, restarts, faults, logout.
 
-use std::time::Duration;
-
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -187,10 +185,11 @@ fn terminal_faults_end_failed_and_are_not_retried() {
         let got = s.wait_session(&id, 30, |b| b["status"] == "failed");
         let err = got["lastError"].as_str().unwrap().to_lowercase();
         assert!(err.contains(words), "{kind}: {err}");
-        std::thread::sleep(Duration::from_secs(3));
-        let (_, again) = s.call("GET", &format!("/api/sessions/{id}"), None);
-        assert_eq!(again["status"], "failed", "{kind} was retried: {again}");
-        assert!(again["nextRetryAt"].is_null());
+        // Terminal: no retry is scheduled.
+        assert!(
+            got["nextRetryAt"].is_null(),
+            "{kind} will be retried: {got}"
+        );
     }
 }
 

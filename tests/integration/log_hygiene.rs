@@ -173,9 +173,8 @@ fn device_rows(db: &TestDb, s: &Server) -> Vec<DeviceRow> {
             let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
             query.load(&mut conn).unwrap()
         }
-        TestDb::Postgres { admin_url, name } => {
-            let url = wasup::db::testing::with_database(admin_url, name);
-            let mut conn = PgConnection::establish(&url).unwrap();
+        TestDb::Postgres(t) => {
+            let mut conn = PgConnection::establish(t.url()).unwrap();
             query.load(&mut conn).unwrap()
         }
     }

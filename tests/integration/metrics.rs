@@ -4,7 +4,6 @@
 //! outbox depth is right after a restart, and the optional bearer token.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::receiver::Receiver;
@@ -279,17 +278,13 @@ fn scrape(s: &Server) -> Scrape {
 
 /// Scrape until `done` holds (or panic after `secs`).
 fn scrape_until(s: &Server, secs: u64, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    poll(secs, what, || {
         let got = scrape(s);
-        if done(&got) {
-            return got;
+        match done(&got) {
+            true => Ok(got),
+            false => Err(format!("{got:#?}")),
         }
-        if Instant::now() > deadline {
-            panic!("{what} never showed in the metrics; last scrape: {got:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 /// Settings for starts that fail to connect: the production build finds

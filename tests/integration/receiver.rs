@@ -1,6 +1,8 @@
 //! The one webhook receiver of the tests: a tiny HTTP/1.1 server on loopback
 //! that records every request (path, headers, body, arrival) and answers
 //! each per a behaviour: a status and a delay for the n-th request.
+// Each build (default, simulator) uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::poll;
 
 /// One request as the receiver read it.
 #[derive(Clone, Debug)]
@@ -29,6 +33,30 @@ impl Received {
 
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    /// Whether the Standard Webhooks signature verifies under `secret`
+    /// (`whsec_…`, as the API shows it once).
+    pub fn is_signed_by(&self, secret: &str) -> bool {
+        let wh = standardwebhooks::Webhook::new(secret).expect("a whsec_ secret");
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                v.parse(),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        wh.verify(&self.body, &headers).is_ok()
+    }
+
+    pub fn assert_signed_by(&self, secret: &str) {
+        assert!(
+            self.is_signed_by(secret),
+            "signature does not verify: {:?}",
+            self.headers
+        );
     }
 }
 
@@ -124,20 +152,13 @@ impl Receiver {
 
     /// Wait until `done(received)` holds (or panic after `secs`).
     pub fn wait(&self, secs: u64, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        poll(secs, what, || {
             let got = self.received();
-            if done(&got) {
-                return got;
+            match done(&got) {
+                true => Ok(got),
+                false => Err(format!("{} requests", got.len())),
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "receiver: {what} never happened; got {} requests",
-                    got.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Wait until `done(bodies)` holds (or panic after `secs`).
@@ -147,15 +168,13 @@ impl Receiver {
         what: &str,
         done: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        poll(secs, what, || {
             let got = self.bodies();
-            if done(&got) {
-                return got;
+            match done(&got) {
+                true => Ok(got),
+                false => Err(format!("{got:?}")),
             }
-            assert!(Instant::now() < deadline, "receiver: no {what} in {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// The first body `pick` accepts (or panic after `secs`).

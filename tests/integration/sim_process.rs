@@ -1,11 +1,9 @@
 //! The `wasup-simulator` binary as a child process on two free loopback
 //! ports, killed when dropped.
 
+use crate::common::{free_port, poll};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::common::free_port;
 
 pub struct SimProcess {
     child: Child,
@@ -36,15 +34,12 @@ impl SimProcess {
             control: format!("http://127.0.0.1:{control}"),
         };
         let http = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("{}/health", sim.control))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "the simulator did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(30, "the simulator's control API", || {
+            match http.get(format!("{}/health", sim.control)).send() {
+                Ok(r) if r.status().is_success() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
         sim
     }
 }

@@ -9,15 +9,9 @@ use whatsapp_rust::types::events::Event;
 
 const PHONE: &str = "15551230002";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pairing_code_links_and_connects() {
-    init_log();
-    let sim = Simulator::new();
-    assert!(matches!(
-        sim.enter_code(PHONE, "ABCD1234").await,
-        Err(SimError::NoPendingCode(_))
-    ));
-    let mut c = start_client(sim.transport_factory(), new_backend(), "Bob").await;
+/// A fresh client that asked to link PHONE by code; the code it was given.
+async fn ask_for_code(sim: &Simulator, push_name: &str) -> (TestClient, String) {
+    let c = start_client(sim.transport_factory(), new_backend(), push_name).await;
     c.client
         .wait_for_socket(Duration::from_secs(30))
         .await
@@ -30,6 +24,18 @@ async fn pairing_code_links_and_connects() {
         })
         .await
         .expect("pair_with_code");
+    (c, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_code_links_and_connects() {
+    init_log();
+    let sim = Simulator::new();
+    assert!(matches!(
+        sim.enter_code(PHONE, "ABCD1234").await,
+        Err(SimError::NoPendingCode(_))
+    ));
+    let (mut c, code) = ask_for_code(&sim, "Bob").await;
     let shown = c
         .wait_for(30, |e| match e {
             Event::PairingCode(p) => Some(p.code.clone()),
@@ -58,19 +64,7 @@ async fn pairing_code_links_and_connects() {
 async fn wrong_pairing_code_is_rejected() {
     init_log();
     let sim = Simulator::new();
-    let mut c = start_client(sim.transport_factory(), new_backend(), "Carol").await;
-    c.client
-        .wait_for_socket(Duration::from_secs(30))
-        .await
-        .expect("socket up");
-    let code = c
-        .client
-        .pair_with_code(PairCodeOptions {
-            phone_number: PHONE.to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("pair_with_code");
+    let (mut c, code) = ask_for_code(&sim, "Carol").await;
     let wrong = if code.starts_with('A') {
         "BBBBBBBB"
     } else {
