@@ -50,6 +50,18 @@ impl Conn {
         }
     }
 
+    /// Sends the messages queued for this device while it was away.
+    pub(super) async fn deliver_queued(&mut self) {
+        let queued = self
+            .login
+            .as_ref()
+            .and_then(|k| self.inner.offline.lock().remove(k))
+            .unwrap_or_default();
+        for m in queued {
+            self.deliver(m).await;
+        }
+    }
+
     /// Encrypts and sends a queued inbound message; without the device's
     /// prekey bundle it stays queued for the next login.
     pub(super) async fn deliver(&mut self, m: QueuedMsg) {

@@ -24,14 +24,7 @@ impl Conn {
             ("passive", _) => {
                 self.send(&result(&id, vec![]));
                 if first_tag == "active" {
-                    let queued = self
-                        .login
-                        .as_ref()
-                        .and_then(|k| self.inner.offline.lock().remove(k))
-                        .unwrap_or_default();
-                    for m in queued {
-                        self.deliver(m).await;
-                    }
+                    self.deliver_queued().await;
                     let ib = NodeBuilder::new("ib")
                         .attr("from", SERVER)
                         .children([NodeBuilder::new("offline").attr("count", "0").build()])
@@ -60,14 +53,7 @@ impl Conn {
                 self.send(&result(&id, vec![]));
                 self.maybe_share_app_state_key().await;
                 // Messages that waited for this device's bundle.
-                let queued = self
-                    .login
-                    .as_ref()
-                    .and_then(|k| self.inner.offline.lock().remove(k))
-                    .unwrap_or_default();
-                for m in queued {
-                    self.deliver(m).await;
-                }
+                self.deliver_queued().await;
             }
             ("encrypt", "key") => {
                 let resp = self.key_bundles(first.as_ref());

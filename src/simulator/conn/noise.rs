@@ -80,15 +80,19 @@ impl Conn {
         self.send_raw_frame(&ct);
     }
 
+    /// The next frame as a `HandshakeMessage`; `what` names it in errors.
+    async fn next_handshake_message(
+        &mut self,
+        what: &'static str,
+    ) -> Result<wa::HandshakeMessage, ConnError> {
+        let frame = self.next_frame().await?;
+        wa::HandshakeMessage::decode_from_slice(&frame)
+            .map_err(|source| ConnError::Undecodable { what, source })
+    }
+
     pub(super) async fn handshake(&mut self) -> Result<(Vec<u8>, [u8; 32]), ConnError> {
         self.read_preamble().await?;
-        let hello = self.next_frame().await?;
-        let msg = wa::HandshakeMessage::decode_from_slice(&hello).map_err(|source| {
-            ConnError::Undecodable {
-                what: "handshake message",
-                source,
-            }
-        })?;
+        let msg = self.next_handshake_message("handshake message").await?;
         let ch = msg
             .client_hello
             .into_option()
@@ -161,13 +165,7 @@ impl Conn {
                 ..Default::default()
             };
             self.send_raw_frame(&hello.encode_to_vec());
-            let finish = self.next_frame().await?;
-            let msg = wa::HandshakeMessage::decode_from_slice(&finish).map_err(|source| {
-                ConnError::Undecodable {
-                    what: "client finish",
-                    source,
-                }
-            })?;
+            let msg = self.next_handshake_message("client finish").await?;
             let cf = msg
                 .client_finish
                 .into_option()
