@@ -331,9 +331,7 @@ impl SessionActor {
                         act.publish();
                         Ok(())
                     }
-                    Err(StoreError::NotFound) => {
-                        Err(WebError::SessionNotFound(act.record.name.clone()))
-                    }
+                    Err(StoreError::NotFound) => Err(WebError::session_not_found(&act.record.name)),
                     Err(err) => {
                         log::error!("session {}: saving its state failed: {err}", act.id);
                         Err(unavailable())

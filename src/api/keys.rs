@@ -9,7 +9,7 @@ use wasup_actors::model::{ApiKeyRecord, Role};
 use wasup_actors::web::{CreateApiKey, GetApiKey, ListApiKeys, RevokeApiKey};
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
 use super::time::{iso, iso_opt};
 use super::AppState;
@@ -100,16 +100,7 @@ pub struct CreateRequest {
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedKeyBody),
-        (status = 400, response = super::docs::InvalidBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, \
-            `api_key_expired`; `session_not_in_scope`: `allowedSessions` names a session the \
-            calling key may not access", body = ErrorBody),
-        (status = 403, description = "`insufficient_role`: the key is not an admin; \
-            `scope_forbidden`: a key limited to some sessions asked for an unlimited key", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -157,11 +148,7 @@ pub async fn create(
     operation_id = "listApiKeys",
     responses(
         (status = 200, description = "The keys", body = Vec<KeyBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let keys = state.web.send(ListApiKeys { caller }).await??;
@@ -185,12 +172,7 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
     params(("id" = String, Path, format = Uuid, description = "API key id")),
     responses(
         (status = 200, description = "The key", body = KeyBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 404, response = super::docs::ApiKeyNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(
     state: Data,
@@ -213,12 +195,7 @@ pub async fn get(
     params(("id" = String, Path, format = Uuid, description = "API key id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 404, response = super::docs::ApiKeyNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn revoke(
     state: Data,
@@ -248,9 +225,7 @@ pub struct ValidBody {
     operation_id = "validateApiKey",
     responses(
         (status = 200, description = "The key is valid", body = ValidBody),
-        (status = 401, response = super::docs::Unauthorized),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn validate(Auth(caller): Auth) -> HttpResponse {
     HttpResponse::Ok().json(ValidBody {

@@ -13,11 +13,12 @@ use wasup_actors::model::{
 use wasup_actors::web::*;
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
 use super::time::{iso, iso_opt};
 use super::AppState;
 use crate::memory;
+use wasup_actors::ErrorCode;
 
 type Data = web::Data<AppState>;
 type Id = web::Path<String>;
@@ -135,15 +136,7 @@ fn view_response(view: &SessionView) -> HttpResponse {
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
-        (status = 400, response = super::docs::InvalidBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, description = "`insufficient_role`: the key is not an operator or admin; \
-            `scope_forbidden`: the key is limited to some sessions", body = ErrorBody),
-        (status = 409, description = "`session_name_taken`: a session has this name", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -187,10 +180,7 @@ pub async fn create(
     operation_id = "listSessions",
     responses(
         (status = 200, description = "The sessions", body = Vec<SessionBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let views = state.web.send(ListSessions { caller }).await??;
@@ -208,11 +198,7 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
     params(("id" = String, Path, description = "Session UUID or name")),
     responses(
         (status = 200, description = "The session", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let view = state
@@ -237,12 +223,7 @@ pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse
     params(("id" = String, Path, description = "Session UUID or name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     state
@@ -255,135 +236,80 @@ pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespo
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn command(
-    state: Data,
-    caller: wasup_actors::Caller,
-    id: String,
-    kind: SessionCommandKind,
-) -> Result<HttpResponse, ApiError> {
-    let view = state
-        .web
-        .send(SessionCommand { caller, id, kind })
-        .await??;
-    Ok(view_response(&view))
+/// Declares the handler of one session command, `POST
+/// /api/sessions/{id}/<segment>`: it sends the command and answers the
+/// session as it is after it.
+macro_rules! command_route {
+    ($(#[doc = $doc:tt])* $name:ident, $segment:tt, $operation_id:tt, $kind:ident) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            post,
+            path = concat!("/api/sessions/{id}/", $segment),
+            tag = "sessions",
+            operation_id = $operation_id,
+            params(("id" = String, Path, description = "Session UUID or name")),
+            responses((status = 200, description = "The session after the command", body = SessionBody))
+        )]
+        pub async fn $name(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
+            let command = SessionCommand {
+                caller,
+                id: id.into_inner(),
+                kind: SessionCommandKind::$kind,
+            };
+            Ok(view_response(&state.web.send(command).await??))
+        }
+    };
 }
 
-/// Start a session
-///
-/// Role: operator. The session goes `initializing`, then `qr_ready` (unlinked) or `ready` (linked).
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/start",
-    tag = "sessions",
-    operation_id = "startSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 400, description = "`session_already_started`: the session is running or starting", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn start(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Start).await
-}
+command_route!(
+    /// Start a session
+    ///
+    /// Role: operator. The session goes `initializing`, then `qr_ready` (unlinked) or `ready` (linked).
+    start,
+    "start",
+    "startSession",
+    Start
+);
 
-/// Stop a session
-///
-/// Role: operator. The session goes `disconnected`; its credentials are kept. Idempotent.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/stop",
-    tag = "sessions",
-    operation_id = "stopSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Stop).await
-}
+command_route!(
+    /// Stop a session
+    ///
+    /// Role: operator. The session goes `disconnected`; its credentials are kept. Idempotent.
+    stop,
+    "stop",
+    "stopSession",
+    Stop
+);
 
-/// Force-kill a session
-///
-/// Role: operator. The engine is aborted without waiting for a clean close; the session goes `disconnected`.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/force-kill",
-    tag = "sessions",
-    operation_id = "forceKillSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(
-        state,
-        caller,
-        id.into_inner(),
-        SessionCommandKind::ForceKill,
-    )
-    .await
-}
+command_route!(
+    /// Force-kill a session
+    ///
+    /// Role: operator. The engine is aborted without waiting for a clean close; the session goes `disconnected`.
+    force_kill,
+    "force-kill",
+    "forceKillSession",
+    ForceKill
+);
 
-/// Restart a session
-///
-/// Role: operator. Extension: stop then start, from any state.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/restart",
-    tag = "sessions",
-    operation_id = "restartSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Restart).await
-}
+command_route!(
+    /// Restart a session
+    ///
+    /// Role: operator. Extension: stop then start, from any state.
+    restart,
+    "restart",
+    "restartSession",
+    Restart
+);
 
-/// Log a session out
-///
-/// Role: operator. Extension: unlinks the device at WhatsApp when connected, wipes the credentials; the session goes `disconnected` with `phone` and `pushName` null.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/logout",
-    tag = "sessions",
-    operation_id = "logoutSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn logout(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Logout).await
-}
+command_route!(
+    /// Log a session out
+    ///
+    /// Role: operator. Extension: unlinks the device at WhatsApp when connected, wipes the credentials; the session goes `disconnected` with `phone` and `pushName` null.
+    logout,
+    "logout",
+    "logoutSession",
+    Logout
+);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -439,16 +365,7 @@ pub enum QrBody {
             (QrBody = "application/json"),
             ("image/png"),
         )),
-        (status = 400, description = "`qr_not_available`: the session is not started, not yet \
-            showing a QR, or already linked (the message says which); `validation_failed`: \
-            bad `format`", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, description = "`service_unavailable`, `shutting_down`, or \
-            `qr_render_failed`: the QR could not be drawn", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn qr(
     state: Data,
@@ -479,13 +396,8 @@ pub async fn qr(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("image/png"));
-    let render_failed = |e: crate::qr::QrError| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "qr_render_failed",
-            e.to_string(),
-        )
-    };
+    let render_failed =
+        |e: crate::qr::QrError| ApiError::new(ErrorCode::QrRenderFailed, e.to_string());
     if wants_png && !raw {
         let png = crate::qr::png(&qr.text).map_err(render_failed)?;
         return Ok(HttpResponse::Ok().content_type("image/png").body(png));
@@ -549,17 +461,7 @@ pub struct PairingCodeBody {
     request_body = PairingRequest,
     responses(
         (status = 201, description = "The code", body = PairingCodeBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` \
-            (`phoneNumber` not 6–15 digits); `pairing_code_not_available`: the session is not \
-            in `qr_ready` or not connected yet", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 409, description = "`engine_rejected`: WhatsApp refused or did not answer; retry", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn pairing_code(
     state: Data,
@@ -604,11 +506,7 @@ pub struct MeBody {
     params(("id" = String, Path, description = "Session UUID or name")),
     responses(
         (status = 200, description = "The linked account, or null", body = Option<MeBody>),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn me(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let me = state
@@ -669,10 +567,7 @@ pub struct MemoryUsage {
     operation_id = "getSessionsOverview",
     responses(
         (status = 200, description = "The overview", body = OverviewBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn overview(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let Overview {

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use wasup_actors::webhook::*;
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
 use super::time::iso;
 use super::AppState;
@@ -134,16 +134,7 @@ fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` (the \
-            message names the field and the rule, e.g. an unknown event name); \
-            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -184,11 +175,7 @@ fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
     params(("id" = String, Path, description = "Session UUID or name")),
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(
     state: Data,
@@ -215,10 +202,7 @@ pub async fn list(
     operation_id = "listWebhooks",
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let hooks = state
@@ -242,11 +226,7 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
     params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(
     state: Data,
@@ -277,15 +257,7 @@ pub async fn get(
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "The webhook after the change", body = WebhookBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
-            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn update(
     state: Data,
@@ -321,12 +293,7 @@ pub async fn update(
     params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn delete(
     state: Data,
@@ -372,12 +339,7 @@ pub struct TestResultBody {
     params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
     responses(
         (status = 200, description = "What the receiver answered (also when it failed)", body = TestResultBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn test(
     state: Data,
@@ -457,13 +419,7 @@ pub struct RedriveBody {
     params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), DeliveriesQuery),
     responses(
         (status = 200, description = "The attempts", body = Vec<AttemptBody>),
-        (status = 400, description = "`validation_failed`: a bad `status` or `limit`, or \
-            another query parameter", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn deliveries(
     state: Data,
@@ -527,14 +483,7 @@ pub async fn deliveries(
     params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
     responses(
         (status = 202, description = "Queued", body = RedriveBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, description = "`session_not_found`, `webhook_not_found`, or \
-            `delivery_not_found`: this webhook has no delivery of that event", body = ErrorBody),
-        (status = 409, description = "`delivery_already_queued`: the event is still pending", body = ErrorBody),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn redrive(
     state: Data,
