@@ -155,7 +155,7 @@ pub enum WebError {
 
 impl WebError {
     /// No session has this id.
-    pub fn session_id_not_found(id: impl ToString) -> Self {
+    pub fn unknown_session_id(id: impl ToString) -> Self {
         WebError::SessionNotFound {
             key: id.to_string(),
             by: LookedUpBy::Id,
@@ -164,7 +164,7 @@ impl WebError {
 
     /// No session has this id or name (`key` as the caller gave it: a
     /// UUID is an id, anything else a name).
-    pub fn session_not_found(key: &str) -> Self {
+    pub fn unknown_session(key: &str) -> Self {
         let by = match uuid::Uuid::parse_str(key) {
             Ok(_) => LookedUpBy::Id,
             Err(_) => LookedUpBy::Name,
@@ -223,22 +223,22 @@ mod tests {
     }
 
     #[test]
-    fn session_not_found_says_how_it_was_looked_up() {
+    fn unknown_session_says_how_it_was_looked_up() {
         let id = "8f3c2b1a-9d4e-4c7a-8b2f-1e6d5a4c3b2a";
         assert_eq!(
-            WebError::session_not_found(id).to_string(),
+            WebError::unknown_session(id).to_string(),
             format!("Session with id '{id}' not found")
         );
         assert_eq!(
-            WebError::session_id_not_found("x").to_string(),
+            WebError::unknown_session_id("x").to_string(),
             "Session with id 'x' not found"
         );
         assert_eq!(
-            WebError::session_not_found("my-bot").to_string(),
+            WebError::unknown_session("my-bot").to_string(),
             "Session named 'my-bot' not found"
         );
         assert_eq!(
-            WebError::session_not_found("my-bot").code(),
+            WebError::unknown_session("my-bot").code(),
             ErrorCode::SessionNotFound
         );
     }

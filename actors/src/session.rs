@@ -331,7 +331,7 @@ impl SessionActor {
                         act.publish();
                         Ok(())
                     }
-                    Err(StoreError::NotFound) => Err(WebError::session_not_found(&act.record.name)),
+                    Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
                     Err(err) => {
                         log::error!("session {}: saving its state failed: {err}", act.id);
                         Err(unavailable())

@@ -258,7 +258,7 @@ impl Handler<Control> for SessionSupervisor {
         self.cancel_retry(id, ctx);
         self.restore_queue.retain(|q| *q != id);
         let Some((addr, incarnation)) = self.actor(id, ctx) else {
-            return Box::pin(fut::ready(Err(WebError::session_id_not_found(id))));
+            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
         };
         let op = ActorOp::Command(msg.op);
         let retry_op = op.clone();
@@ -283,9 +283,7 @@ impl Handler<Control> for SessionSupervisor {
                                     })
                                 })
                                 .boxed_local(),
-                            None => {
-                                fut::ready(Err(WebError::session_id_not_found(id))).boxed_local()
-                            }
+                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
                         }
                     }
                 }),

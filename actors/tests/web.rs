@@ -227,12 +227,12 @@ async fn scopes_limit_what_a_key_sees() {
     // Nothing matches: 404 before any scope question.
     assert_eq!(
         web.send(get("gamma")).await.unwrap().unwrap_err(),
-        WebError::session_not_found("gamma")
+        WebError::unknown_session("gamma")
     );
     let unknown = Uuid::new_v4().to_string();
     assert_eq!(
         web.send(get(&unknown)).await.unwrap().unwrap_err(),
-        WebError::session_not_found(&unknown)
+        WebError::unknown_session(&unknown)
     );
     // Commands on other sessions are refused before reaching the supervisor.
     let cmd = SessionCommand {

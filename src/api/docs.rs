@@ -52,7 +52,7 @@ struct SimulatorDoc;
 
 /// The document's introduction.
 fn description() -> String {
-    let example = ApiError::from(WebError::session_id_not_found("x"));
+    let example = ApiError::from(WebError::unknown_session_id("x"));
     let status = example.status();
     format!(
         "\
@@ -252,7 +252,7 @@ pub async fn asset(file: web::Path<String>, req: HttpRequest) -> Result<HttpResp
                 Cow::Owned(bytes) => res.body(bytes),
             })
         }
-        _ => Err(ApiError::route_not_found(req.method().as_str(), req.path())),
+        _ => Err(ApiError::unknown_route(req.method().as_str(), req.path())),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"statusCode": ErrorCode::SessionNotFound.status(), "error": "Not Found",
-    "code": ErrorCode::SessionNotFound.as_str(), "message": WebError::session_id_not_found("x").to_string()}))]
+    "code": ErrorCode::SessionNotFound.as_str(), "message": WebError::unknown_session_id("x").to_string()}))]
 pub struct ErrorBody<'a> {
     /// The HTTP status.
     status_code: u16,
@@ -47,21 +47,21 @@ impl ApiError {
         Self::new(ErrorCode::ValidationFailed, message)
     }
 
-    pub fn route_not_found(method: &str, path: &str) -> Self {
+    pub fn unknown_route(method: &str, path: &str) -> Self {
         Self::new(
             ErrorCode::RouteNotFound,
             format!("Route {method} {path} does not exist"),
         )
     }
 
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+    pub fn wrong_method(method: &str, path: &str) -> Self {
         Self::new(
             ErrorCode::MethodNotAllowed,
             format!("Method {method} is not allowed on {path}"),
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub fn body_too_large(limit: usize) -> Self {
         Self::new(
             ErrorCode::PayloadTooLarge,
             format!("The request body is larger than the limit of {limit} bytes"),
@@ -87,7 +87,7 @@ impl ApiError {
     /// The embedded simulator's control routes, on a gateway that talks to
     /// a simulator process instead.
     #[cfg(feature = "simulator")]
-    pub fn simulator_not_embedded() -> Self {
+    pub fn no_embedded_simulator() -> Self {
         Self::new(
             ErrorCode::SimulatorNotEmbedded,
             "This gateway talks to a simulator process (WASUP_SIMULATOR_URL): use its own control API",

@@ -38,7 +38,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > limit) {
-                return Err(ApiError::payload_too_large(limit));
+                return Err(ApiError::body_too_large(limit));
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
@@ -46,7 +46,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                     ApiError::new(ErrorCode::InvalidBody, "The request body could not be read")
                 })?;
                 if body.len() + chunk.len() > limit {
-                    return Err(ApiError::payload_too_large(limit));
+                    return Err(ApiError::body_too_large(limit));
                 }
                 body.extend_from_slice(&chunk);
             }

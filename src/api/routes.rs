@@ -191,11 +191,11 @@ pub fn mount(cfg: &mut web::ServiceConfig) {
 }
 
 async fn unknown_route(req: HttpRequest) -> ApiError {
-    ApiError::route_not_found(req.method().as_str(), req.path())
+    ApiError::unknown_route(req.method().as_str(), req.path())
 }
 
 async fn wrong_method(req: HttpRequest) -> ApiError {
-    ApiError::method_not_allowed(req.method().as_str(), req.path())
+    ApiError::wrong_method(req.method().as_str(), req.path())
 }
 
 #[cfg(test)]

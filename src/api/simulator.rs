@@ -23,7 +23,7 @@ fn simulator(state: &AppState) -> Result<&Simulator, ApiError> {
     state
         .simulator
         .as_ref()
-        .ok_or_else(ApiError::simulator_not_embedded)
+        .ok_or_else(ApiError::no_embedded_simulator)
 }
 
 /// A device linked to a virtual phone.

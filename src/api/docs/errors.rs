@@ -39,7 +39,7 @@ pub const UNAVAILABLE: &[ErrorCode] = &[ServiceUnavailable, ShuttingDown];
 fn samples() -> Vec<ApiError> {
     let key = "0197a4f2-c1b2-7e3c-9d4a-5b6c7d8e9f01";
     let web = [
-        WebError::session_not_found("my-bot"),
+        WebError::unknown_session("my-bot"),
         WebError::SessionNameTaken("my-bot".into()),
         WebError::SessionAlreadyStarted("my-bot".into()),
         WebError::SessionNotInScope("my-bot".into()),
@@ -64,13 +64,13 @@ fn samples() -> Vec<ApiError> {
             .expect_err("not JSON"),
         crate::api::json::parse::<Sample>(br#"{"nmae":"my-bot"}"#).expect_err("unknown field"),
         crate::api::json::parse::<Sample>(b"{}").expect_err("no name"),
-        ApiError::payload_too_large(1024 * 1024),
-        ApiError::route_not_found("GET", "/api/docs/nope.js"),
+        ApiError::body_too_large(1024 * 1024),
+        ApiError::unknown_route("GET", "/api/docs/nope.js"),
         ApiError::metrics_token(false),
         ApiError::metrics_token(true),
     ]);
     #[cfg(feature = "simulator")]
-    samples.push(ApiError::simulator_not_embedded());
+    samples.push(ApiError::no_embedded_simulator());
     samples
 }
 
