@@ -1,0 +1,142 @@
+//! The two ports webhooks need: `WebhookStore` (records, the outbox and the
+//! attempt log) and `WebhookSender` (signed HTTP POSTs and the address
+//! policy), with the request/result types they exchange and the
+//! `WorkSignal` that wakes the delivery loop after a commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use super::records::*;
+use crate::events::SessionEvent;
+use crate::model::SessionId;
+use crate::ports::StoreError;
+
+/// Webhook records, the outbox and the attempt log. The adapter seals the
+/// secret and the custom headers with the master key.
+pub trait WebhookStore: Send + Sync + 'static {
+    fn insert_webhook(
+        &self,
+        record: WebhookRecord,
+        secret: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// The webhooks of one session, or of every session (`None`), oldest first.
+    fn load_webhooks(
+        &self,
+        session: Option<SessionId>,
+    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>>;
+    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>>;
+    /// Rewrite everything but id, session and created_at. `NotFound` when gone.
+    fn update_webhook(&self, record: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Delete a webhook with its deliveries and attempts. `NotFound` when gone.
+    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>>;
+    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>>;
+    /// The head (lowest pending `seq`) of each active webhook's queue when it
+    /// is due, skipping the webhooks in `busy`; at most `limit` jobs.
+    fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        busy: Vec<WebhookId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>>;
+    /// Log finished attempts and move their rows on, all in one
+    /// transaction: the actor hands over whatever finished meanwhile, so a
+    /// busy outbox commits many deliveries at once. Rows deleted (or
+    /// redriven) while their attempt ran are skipped.
+    fn record_attempts(&self, done: Vec<AttemptDone>)
+        -> BoxFuture<'static, Result<(), StoreError>>;
+    /// One finished attempt.
+    fn record_attempt(
+        &self,
+        delivery_id: String,
+        webhook_id: WebhookId,
+        attempt: AttemptRecord,
+        next: AfterAttempt,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.record_attempts(vec![AttemptDone {
+            delivery_id,
+            webhook_id,
+            attempt,
+            next,
+        }])
+    }
+    /// The most recent attempts of a webhook, newest first.
+    fn list_attempts(
+        &self,
+        webhook: WebhookId,
+        filter: Option<AttemptFilter>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>>;
+    /// Queue an event again (attempts start over). `NotFound` when the
+    /// webhook has no such event, `Conflict` when it is still pending.
+    fn redrive(
+        &self,
+        webhook: WebhookId,
+        event_id: String,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Delete delivered rows and attempt logs older than `before` (dead
+    /// letters and their attempts stay). Returns the rows deleted.
+    fn prune(&self, before: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>>;
+}
+
+/// What to POST.
+#[derive(Clone, Debug)]
+pub enum WebhookPayload {
+    Event(SessionEvent),
+    /// `POST …/test`: a signed `webhook.test` envelope.
+    Test {
+        session_id: SessionId,
+        session_name: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct WebhookRequest {
+    pub url: String,
+    pub secret: String,
+    pub headers: Vec<(String, String)>,
+    pub attempt: u32,
+    pub payload: WebhookPayload,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SendResult {
+    pub status_code: Option<u16>,
+    /// Why it failed (network error, timeout, refused address, non-2xx).
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The receiver's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl SendResult {
+    pub fn delivered(&self) -> bool {
+        self.status_code.is_some_and(|c| (200..300).contains(&c))
+    }
+}
+
+/// Signed HTTP delivery and the address policy (SSRF).
+pub trait WebhookSender: Send + Sync + 'static {
+    /// Err(why) when the URL may not be used (it resolves to a refused address).
+    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), String>>;
+    /// Render, sign and POST; never fails, the result says what happened.
+    fn send(&self, request: WebhookRequest) -> BoxFuture<'static, SendResult>;
+}
+
+/// Wakes the WebhookActor after outbox rows were committed.
+#[derive(Default)]
+pub struct WorkSignal(tokio::sync::Notify);
+
+impl WorkSignal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+    pub async fn notified(&self) {
+        self.0.notified().await
+    }
+}

@@ -1,0 +1,393 @@
+//! The outbox and the attempt log on both backends.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+use wasup_actors::events::{session_event::Data, Disconnected, SessionEvent, StatusChanged};
+use wasup_actors::model::SessionRecord;
+use wasup_actors::ports::{Store, StoreError};
+use wasup_actors::webhook::*;
+
+use super::DbWebhookStore;
+use crate::crypto::SecretBox;
+use crate::db::records::DbStore;
+use crate::db::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
+use crate::db::testing::TestDatabase;
+
+fn stores(t: &TestDatabase) -> (DbStore, DbWebhookStore) {
+    let db = t.open();
+    (
+        DbStore::new(db.clone()),
+        DbWebhookStore::new(db, Arc::new(SecretBox::new(&[7u8; 32]))),
+    )
+}
+
+fn hook(session: &SessionRecord, events: &[&str], active: bool) -> WebhookRecord {
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    WebhookRecord {
+        id: Uuid::now_v7(),
+        session_id: session.id,
+        url: "https://example.com/hook".into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        headers: vec![("Authorization".into(), "Bearer t0ken".into())],
+        active,
+        max_attempts: 3,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn step(record: &mut SessionRecord, data: Data) -> SessionEvent {
+    record.event_seq += 1;
+    SessionEvent {
+        id: format!("evt_{}", Uuid::now_v7().simple()),
+        session_id: record.id.to_string(),
+        session_name: record.name.clone(),
+        seq: record.event_seq,
+        timestamp_ms: Utc::now().timestamp_millis(),
+        data: Some(data),
+    }
+}
+
+fn status() -> Data {
+    Data::Status(StatusChanged {
+        status: "initializing".into(),
+        previous_status: "created".into(),
+        last_error: None,
+    })
+}
+
+fn disconnected() -> Data {
+    Data::Disconnected(Disconnected {
+        reason: "x".into(),
+        will_retry: true,
+        next_retry_at_ms: None,
+    })
+}
+
+async fn count(s: &DbWebhookStore, table: &'static str) -> i64 {
+    s.db.run(move |c| {
+        Ok(match table {
+            "deliveries" => webhook_deliveries::table.count().get_result(c)?,
+            "attempts" => webhook_attempts::table.count().get_result(c)?,
+            "events" => session_events::table.count().get_result(c)?,
+            _ => webhooks::table.count().get_result(c)?,
+        })
+    })
+    .await
+    .unwrap()
+}
+
+async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
+    let (store, hooks) = stores(&t);
+    let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+    store.insert_session(session.clone()).await.unwrap();
+    let all = hook(&session, &["*"], true);
+    let only = hook(&session, &["session.disconnected"], true);
+    let paused = hook(&session, &["*"], false);
+    for h in [&all, &only, &paused] {
+        hooks
+            .insert_webhook(h.clone(), generate_secret())
+            .await
+            .unwrap();
+    }
+    let e1 = step(&mut session, status());
+    let e2 = step(&mut session, disconnected());
+    store
+        .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    // "*" gets both, the filtered one only e2, the paused one nothing.
+    assert_eq!(count(&hooks, "deliveries").await, 3);
+
+    // A refused save (seq taken) writes no outbox rows either.
+    let stale = session.clone();
+    let dup = SessionEvent {
+        id: "evt_dup".into(),
+        ..e2.clone()
+    };
+    assert!(store.save_session(stale, vec![dup]).await.is_err());
+    assert_eq!(count(&hooks, "deliveries").await, 3);
+
+    // Heads only, in seq order, skipping busy webhooks.
+    let jobs = hooks.due_deliveries(Utc::now(), vec![], 10).await.unwrap();
+    let mut heads: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.webhook_id, j.event.id.clone()))
+        .collect();
+    heads.sort();
+    let mut want = vec![(all.id, e1.id.clone()), (only.id, e2.id.clone())];
+    want.sort();
+    assert_eq!(heads, want);
+    let job = jobs.iter().find(|j| j.webhook_id == all.id).unwrap();
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.headers, all.headers);
+    assert!(job.secret.starts_with("whsec_"));
+    let busy = hooks
+        .due_deliveries(Utc::now(), vec![all.id], 10)
+        .await
+        .unwrap();
+    assert_eq!(busy.len(), 1);
+    assert_eq!(busy[0].webhook_id, only.id);
+
+    // A retry later keeps the head; then a dead letter moves the queue on.
+    let attempt = |n, outcome| AttemptRecord {
+        event_id: e1.id.clone(),
+        event_name: "session.status".into(),
+        attempt: n,
+        outcome,
+        status_code: Some(500),
+        error: Some("receiver answered HTTP 500".into()),
+        latency_ms: 3,
+        at: Utc::now(),
+    };
+    let later = Utc::now() + Duration::seconds(60);
+    hooks
+        .record_attempt(
+            job.delivery_id.clone(),
+            all.id,
+            attempt(1, AttemptOutcome::Failed),
+            AfterAttempt::RetryAt(later),
+        )
+        .await
+        .unwrap();
+    let jobs = hooks
+        .due_deliveries(Utc::now(), vec![only.id], 10)
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "the head waits, and nothing overtakes it");
+    let jobs = hooks
+        .due_deliveries(later, vec![only.id], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (jobs[0].event.id.clone(), jobs[0].attempt),
+        (e1.id.clone(), 2)
+    );
+    hooks
+        .record_attempt(
+            job.delivery_id.clone(),
+            all.id,
+            attempt(2, AttemptOutcome::Dead),
+            AfterAttempt::Dead,
+        )
+        .await
+        .unwrap();
+    let jobs = hooks
+        .due_deliveries(later, vec![only.id], 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs[0].event.id, e2.id);
+    let dead = hooks
+        .list_attempts(all.id, Some(AttemptFilter::Dead), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        hooks
+            .list_attempts(all.id, Some(AttemptFilter::Failed), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Redrive: dead → pending with a fresh budget; pending → Conflict; unknown → NotFound.
+    hooks
+        .redrive(all.id, e1.id.clone(), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        hooks.redrive(all.id, e1.id.clone(), Utc::now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        hooks.redrive(all.id, "evt_nope".into(), Utc::now()).await,
+        Err(StoreError::NotFound)
+    ));
+    let jobs = hooks
+        .due_deliveries(Utc::now(), vec![only.id], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (jobs[0].event.id.clone(), jobs[0].attempt),
+        (e1.id.clone(), 1)
+    );
+
+    // Deleting a webhook removes its rows; deleting the session removes the rest.
+    hooks.delete_webhook(all.id).await.unwrap();
+    assert_eq!(count(&hooks, "deliveries").await, 1);
+    assert_eq!(count(&hooks, "attempts").await, 0);
+    store.delete_session(session.id).await.unwrap();
+    assert_eq!(count(&hooks, "deliveries").await, 0);
+    assert_eq!(count(&hooks, "webhooks").await, 0);
+}
+
+async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase) {
+    let (store, hooks) = stores(&t);
+    let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+    store.insert_session(session.clone()).await.unwrap();
+    let h = hook(&session, &["*"], true);
+    hooks
+        .insert_webhook(h.clone(), generate_secret())
+        .await
+        .unwrap();
+    let (e1, e2) = (
+        step(&mut session, status()),
+        step(&mut session, disconnected()),
+    );
+    store
+        .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    let old = Utc::now() - Duration::days(8);
+    for (e, next, outcome) in [
+        (&e1, AfterAttempt::Delivered, AttemptOutcome::Delivered),
+        (&e2, AfterAttempt::Dead, AttemptOutcome::Dead),
+    ] {
+        let job = hooks
+            .due_deliveries(Utc::now(), vec![], 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(job.event.id, e.id);
+        let attempt = AttemptRecord {
+            event_id: e.id.clone(),
+            event_name: e.name().into(),
+            attempt: 1,
+            outcome,
+            status_code: Some(200),
+            error: None,
+            latency_ms: 1,
+            at: old,
+        };
+        hooks
+            .record_attempt(job.delivery_id, h.id, attempt, next)
+            .await
+            .unwrap();
+    }
+    // Nothing is older than 30 days yet.
+    assert_eq!(
+        hooks.prune(Utc::now() - Duration::days(30)).await.unwrap(),
+        0
+    );
+    let pruned = hooks.prune(Utc::now() - Duration::days(7)).await.unwrap();
+    assert!(pruned >= 1);
+    assert_eq!(
+        count(&hooks, "deliveries").await,
+        1,
+        "the dead letter stays"
+    );
+    let left = hooks.list_attempts(h.id, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event_id, e2.id);
+    // The event log: both events are younger than 7 days, so both stay;
+    // past the cut-off the delivered (and pruned) one goes, the dead
+    // letter's stays, and the session's seq goes on from where it was.
+    assert_eq!(count(&hooks, "events").await, 2);
+    hooks
+        .prune(Utc::now() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(count(&hooks, "events").await, 1);
+    assert_eq!(
+        store.events_after(session.id, 0, 10).await.unwrap(),
+        vec![e2.clone()]
+    );
+    let e3 = step(&mut session, status());
+    assert_eq!(e3.seq, e2.seq + 1);
+    store.save_session(session.clone(), vec![e3]).await.unwrap();
+    hooks
+        .redrive(h.id, e2.id.clone(), Utc::now())
+        .await
+        .unwrap();
+}
+
+async fn secrets_and_headers_are_sealed(t: TestDatabase) {
+    let (store, hooks) = stores(&t);
+    let session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+    store.insert_session(session.clone()).await.unwrap();
+    let h = hook(&session, &["*"], true);
+    let secret = generate_secret();
+    hooks
+        .insert_webhook(h.clone(), secret.clone())
+        .await
+        .unwrap();
+    assert_eq!(hooks.webhook_secret(h.id).await.unwrap(), secret);
+    assert_eq!(hooks.load_webhook(h.id).await.unwrap(), h);
+    let raw: (Vec<u8>, Vec<u8>) = hooks
+        .db
+        .run(|c| {
+            Ok(webhooks::table
+                .select((webhooks::secret, webhooks::headers))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    let hay = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(!hay(&raw.0).contains(&secret[6..]));
+    assert!(!hay(&raw.1).contains("t0ken"));
+    let mut changed = h.clone();
+    changed.active = false;
+    changed.events = vec!["session.qr".into()];
+    hooks.update_webhook(changed.clone()).await.unwrap();
+    assert_eq!(hooks.load_webhook(h.id).await.unwrap(), changed);
+    assert_eq!(
+        hooks.webhook_secret(h.id).await.unwrap(),
+        secret,
+        "update keeps the secret"
+    );
+    assert_eq!(
+        hooks.load_webhooks(Some(session.id)).await.unwrap(),
+        vec![changed]
+    );
+    assert_eq!(
+        hooks.load_webhooks(Some(Uuid::new_v4())).await.unwrap(),
+        vec![]
+    );
+    assert!(matches!(
+        hooks
+            .insert_webhook(
+                hook(
+                    &SessionRecord::new(Uuid::new_v4(), "gone".into(), Utc::now()),
+                    &["*"],
+                    true
+                ),
+                secret
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::db::testing::TestDatabase::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(t) = crate::db::testing::TestDatabase::postgres(stringify!($name)) else {
+                        return;
+                    };
+                    super::$name(t).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    outbox_rows_follow_the_state_change,
+    retention_prunes_delivered_rows_and_keeps_dead_letters,
+    secrets_and_headers_are_sealed,
+);
