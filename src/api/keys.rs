@@ -156,6 +156,16 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// The `{id}` of an API key's routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct KeyPath {
+    /// API key id
+    #[param(format = Uuid)]
+    id: String,
+}
+
 /// An id that is not a UUID names no key: 404, like an unknown one.
 fn key_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| wasup_actors::WebError::ApiKeyNotFound(id.to_string()).into())
@@ -169,7 +179,7 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
     path = "/api/auth/api-keys/{id}",
     tag = "api-keys",
     operation_id = "getApiKey",
-    params(("id" = String, Path, format = Uuid, description = "API key id")),
+    params(KeyPath),
     responses(
         (status = 200, description = "The key", body = KeyBody),
     )
@@ -192,7 +202,7 @@ pub async fn get(
     path = "/api/auth/api-keys/{id}",
     tag = "api-keys",
     operation_id = "revokeApiKey",
-    params(("id" = String, Path, format = Uuid, description = "API key id")),
+    params(KeyPath),
     responses(
         (status = 204, description = "Revoked"),
     )

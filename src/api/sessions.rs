@@ -120,6 +120,15 @@ pub struct CreateRequest {
     proxy_type: Option<ProxyType>,
 }
 
+/// The `{id}` of a session's routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SessionPath {
+    /// Session UUID or name
+    id: String,
+}
+
 fn view_response(view: &SessionView) -> HttpResponse {
     HttpResponse::Ok().json(SessionBody::from(view))
 }
@@ -195,7 +204,7 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
     path = "/api/sessions/{id}",
     tag = "sessions",
     operation_id = "getSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionBody),
     )
@@ -220,7 +229,7 @@ pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse
     path = "/api/sessions/{id}",
     tag = "sessions",
     operation_id = "deleteSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
     )
@@ -247,7 +256,7 @@ macro_rules! command_route {
             path = concat!("/api/sessions/{id}/", $segment),
             tag = "sessions",
             operation_id = $operation_id,
-            params(("id" = String, Path, description = "Session UUID or name")),
+            params(SessionPath),
             responses((status = 200, description = "The session after the command", body = SessionBody))
         )]
         pub async fn $name(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
@@ -359,7 +368,7 @@ pub enum QrBody {
     path = "/api/sessions/{id}/qr",
     tag = "sessions",
     operation_id = "getSessionQr",
-    params(("id" = String, Path, description = "Session UUID or name"), QrQuery),
+    params(SessionPath, QrQuery),
     responses(
         (status = 200, description = "The current QR", content(
             (QrBody = "application/json"),
@@ -457,7 +466,7 @@ pub struct PairingCodeBody {
     path = "/api/sessions/{id}/pairing-code",
     tag = "sessions",
     operation_id = "requestPairingCode",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     request_body = PairingRequest,
     responses(
         (status = 201, description = "The code", body = PairingCodeBody),
@@ -503,7 +512,7 @@ pub struct MeBody {
     path = "/api/sessions/{id}/me",
     tag = "sessions",
     operation_id = "getSessionMe",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     responses(
         (status = 200, description = "The linked account, or null", body = Option<MeBody>),
     )

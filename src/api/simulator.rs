@@ -14,6 +14,7 @@ use wasup_actors::ErrorCode;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::json::Body;
+use super::sessions::SessionPath;
 use super::AppState;
 use crate::simulator::{FaultKind, LinkedDevice, Simulator, Target};
 
@@ -74,7 +75,7 @@ pub struct ScanRequest {
     path = "/api/simulator/sessions/{id}/scan",
     tag = "simulator",
     operation_id = "simulatorScan",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     request_body = ScanRequest,
     responses(
         (status = 200, description = "Linked", body = DeviceBody),
@@ -211,7 +212,7 @@ pub struct FaultBody {
     path = "/api/simulator/sessions/{id}/faults",
     tag = "simulator",
     operation_id = "simulatorFault",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     request_body = FaultRequest,
     responses(
         (status = 200, description = "Applied", body = FaultBody),

@@ -12,6 +12,7 @@ use wasup_actors::webhook::*;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::json::Body;
+use super::sessions::SessionPath;
 use super::time::iso;
 use super::AppState;
 
@@ -118,6 +119,16 @@ pub struct UpdateRequest {
     max_attempts: Option<u32>,
 }
 
+/// The `{wid}` of a webhook's routes (after its session's `{id}`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct WebhookPath {
+    /// Webhook id
+    #[param(format = Uuid)]
+    wid: String,
+}
+
 fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     h.map(|m| m.into_iter().collect())
 }
@@ -130,7 +141,7 @@ fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     path = "/api/sessions/{id}/webhooks",
     tag = "webhooks",
     operation_id = "createWebhook",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
@@ -172,7 +183,7 @@ fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
     path = "/api/sessions/{id}/webhooks",
     tag = "webhooks",
     operation_id = "listSessionWebhooks",
-    params(("id" = String, Path, description = "Session UUID or name")),
+    params(SessionPath),
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
     )
@@ -223,7 +234,7 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
     path = "/api/sessions/{id}/webhooks/{wid}",
     tag = "webhooks",
     operation_id = "getWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
     )
@@ -253,7 +264,7 @@ pub async fn get(
     path = "/api/sessions/{id}/webhooks/{wid}",
     tag = "webhooks",
     operation_id = "updateWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    params(SessionPath, WebhookPath),
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "The webhook after the change", body = WebhookBody),
@@ -290,7 +301,7 @@ pub async fn update(
     path = "/api/sessions/{id}/webhooks/{wid}",
     tag = "webhooks",
     operation_id = "deleteWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    params(SessionPath, WebhookPath),
     responses(
         (status = 204, description = "Deleted"),
     )
@@ -336,7 +347,7 @@ pub struct TestResultBody {
     path = "/api/sessions/{id}/webhooks/{wid}/test",
     tag = "webhooks",
     operation_id = "testWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+    params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "What the receiver answered (also when it failed)", body = TestResultBody),
     )
@@ -416,7 +427,7 @@ pub struct RedriveBody {
     path = "/api/sessions/{id}/webhooks/{wid}/deliveries",
     tag = "webhooks",
     operation_id = "listWebhookDeliveries",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), DeliveriesQuery),
+    params(SessionPath, WebhookPath, DeliveriesQuery),
     responses(
         (status = 200, description = "The attempts", body = Vec<AttemptBody>),
     )
@@ -480,7 +491,7 @@ pub async fn deliveries(
     path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive",
     tag = "webhooks",
     operation_id = "redriveWebhookDelivery",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
+    params(SessionPath, WebhookPath, ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
     responses(
         (status = 202, description = "Queued", body = RedriveBody),
     )
