@@ -197,11 +197,7 @@ fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
 ///
 /// The interactive documentation of this API. Its scripts and styles are
 /// served by this server (`/api/docs/{file}`).
-#[utoipa::path(
-    get,
-    path = "/api/docs",
-    tag = "docs",
-    operation_id = "docsUi",
+#[utoipa::path(get, path = "/api/docs", tag = "docs", operation_id = "docsUi",
     responses((status = 200, description = "The page", content_type = "text/html", body = String))
 )]
 pub async fn ui() -> HttpResponse {
@@ -213,11 +209,7 @@ pub async fn ui() -> HttpResponse {
 /// This document
 ///
 /// The OpenAPI 3.1 document of this API, webhook payloads included.
-#[utoipa::path(
-    get,
-    path = "/api/docs-json",
-    tag = "docs",
-    operation_id = "docsJson",
+#[utoipa::path(get, path = "/api/docs-json", tag = "docs", operation_id = "docsJson",
     responses((status = 200, description = "The document", body = serde_json::Value))
 )]
 pub async fn json() -> HttpResponse {
@@ -229,11 +221,7 @@ pub async fn json() -> HttpResponse {
 /// A Swagger UI asset
 ///
 /// A script, style sheet or icon of Swagger UI, from the binary.
-#[utoipa::path(
-    get,
-    path = "/api/docs/{file}",
-    tag = "docs",
-    operation_id = "docsAsset",
+#[utoipa::path(get, path = "/api/docs/{file}", tag = "docs", operation_id = "docsAsset",
     params(("file" = String, Path, description = "File name, e.g. `swagger-ui.css`")),
     responses(
         (status = 200, description = "The file, with its content type", content(

@@ -92,11 +92,7 @@ pub struct CreateRequest {
 /// Create an API key
 ///
 /// Role: admin. The answer is the only one that carries the key.
-#[utoipa::path(
-    post,
-    path = "/api/auth/api-keys",
-    tag = "api-keys",
-    operation_id = "createApiKey",
+#[utoipa::path(post, path = "/api/auth/api-keys", tag = "api-keys", operation_id = "createApiKey",
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedKeyBody),
@@ -141,11 +137,7 @@ pub async fn create(
 /// List API keys
 ///
 /// Role: admin. Revoked keys stay listed (`revokedAt`).
-#[utoipa::path(
-    get,
-    path = "/api/auth/api-keys",
-    tag = "api-keys",
-    operation_id = "listApiKeys",
+#[utoipa::path(get, path = "/api/auth/api-keys", tag = "api-keys", operation_id = "listApiKeys",
     responses(
         (status = 200, description = "The keys", body = Vec<KeyBody>),
     )
@@ -174,11 +166,7 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
 /// Get an API key
 ///
 /// Role: admin.
-#[utoipa::path(
-    get,
-    path = "/api/auth/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "getApiKey",
+#[utoipa::path(get, path = "/api/auth/api-keys/{id}", tag = "api-keys", operation_id = "getApiKey",
     params(KeyPath),
     responses(
         (status = 200, description = "The key", body = KeyBody),
@@ -197,11 +185,7 @@ pub async fn get(
 /// Revoke an API key
 ///
 /// Role: admin. The key stops working at once.
-#[utoipa::path(
-    delete,
-    path = "/api/auth/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "revokeApiKey",
+#[utoipa::path(delete, path = "/api/auth/api-keys/{id}", tag = "api-keys", operation_id = "revokeApiKey",
     params(KeyPath),
     responses(
         (status = 204, description = "Revoked"),
@@ -228,11 +212,7 @@ pub struct ValidBody {
 /// Validate the API key
 ///
 /// Any role: says which role the presented key has.
-#[utoipa::path(
-    post,
-    path = "/api/auth/validate",
-    tag = "api-keys",
-    operation_id = "validateApiKey",
+#[utoipa::path(post, path = "/api/auth/validate", tag = "api-keys", operation_id = "validateApiKey",
     responses(
         (status = 200, description = "The key is valid", body = ValidBody),
     )

@@ -137,11 +137,7 @@ fn view_response(view: &SessionView) -> HttpResponse {
 ///
 /// Role: operator; not with a key limited to some sessions. The session is
 /// created in status `created`; start it to link it.
-#[utoipa::path(
-    post,
-    path = "/api/sessions",
-    tag = "sessions",
-    operation_id = "createSession",
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions", operation_id = "createSession",
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
@@ -182,11 +178,7 @@ pub async fn create(
 ///
 /// Any role. Newest first (`createdAt` descending, ties by name); a key
 /// limited to some sessions sees only those.
-#[utoipa::path(
-    get,
-    path = "/api/sessions",
-    tag = "sessions",
-    operation_id = "listSessions",
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "listSessions",
     responses(
         (status = 200, description = "The sessions", body = Vec<SessionBody>),
     )
@@ -199,11 +191,7 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
 /// Get a session
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}",
-    tag = "sessions",
-    operation_id = "getSession",
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "getSession",
     params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionBody),
@@ -224,11 +212,7 @@ pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse
 ///
 /// Role: operator. Stops the engine and removes the record, its credentials,
 /// its webhooks and their pending deliveries.
-#[utoipa::path(
-    delete,
-    path = "/api/sessions/{id}",
-    tag = "sessions",
-    operation_id = "deleteSession",
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", operation_id = "deleteSession",
     params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
@@ -251,11 +235,7 @@ pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespo
 macro_rules! command_route {
     ($(#[doc = $doc:tt])* $name:ident, $segment:tt, $operation_id:tt, $kind:ident) => {
         $(#[doc = $doc])*
-        #[utoipa::path(
-            post,
-            path = concat!("/api/sessions/{id}/", $segment),
-            tag = "sessions",
-            operation_id = $operation_id,
+        #[utoipa::path(post, path = concat!("/api/sessions/{id}/", $segment), tag = "sessions", operation_id = $operation_id,
             params(SessionPath),
             responses((status = 200, description = "The session after the command", body = SessionBody))
         )]
@@ -363,11 +343,7 @@ pub enum QrBody {
 /// Role: operator. The QR rotates (each rotation also emits `session.qr`);
 /// `expiresAt` says when this one stops working. With `Accept: image/png`
 /// (extension) the answer is the PNG itself.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/qr",
-    tag = "sessions",
-    operation_id = "getSessionQr",
+#[utoipa::path(get, path = "/api/sessions/{id}/qr", tag = "sessions", operation_id = "getSessionQr",
     params(SessionPath, QrQuery),
     responses(
         (status = 200, description = "The current QR", content(
@@ -461,11 +437,7 @@ pub struct PairingCodeBody {
 /// Request a pairing code
 ///
 /// Role: operator. Links by code instead of QR; the session must be in `qr_ready`.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/pairing-code",
-    tag = "sessions",
-    operation_id = "requestPairingCode",
+#[utoipa::path(post, path = "/api/sessions/{id}/pairing-code", tag = "sessions", operation_id = "requestPairingCode",
     params(SessionPath),
     request_body = PairingRequest,
     responses(
@@ -507,11 +479,7 @@ pub struct MeBody {
 /// Get the linked account
 ///
 /// Any role. Extension: `null` while the session is not linked.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/me",
-    tag = "sessions",
-    operation_id = "getSessionMe",
+#[utoipa::path(get, path = "/api/sessions/{id}/me", tag = "sessions", operation_id = "getSessionMe",
     params(SessionPath),
     responses(
         (status = 200, description = "The linked account, or null", body = Option<MeBody>),
@@ -569,11 +537,7 @@ pub struct MemoryUsage {
 /// Get the sessions overview
 ///
 /// Any role. Counts cover the sessions the key may see.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/stats/overview",
-    tag = "sessions",
-    operation_id = "getSessionsOverview",
+#[utoipa::path(get, path = "/api/sessions/stats/overview", tag = "sessions", operation_id = "getSessionsOverview",
     responses(
         (status = 200, description = "The overview", body = OverviewBody),
     )

@@ -70,11 +70,7 @@ pub struct ScanRequest {
 ///
 /// Role: operator. Simulator builds only. The phone scans the QR the
 /// session currently shows and the link completes.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/sessions/{id}/scan",
-    tag = "simulator",
-    operation_id = "simulatorScan",
+#[utoipa::path(post, path = "/api/simulator/sessions/{id}/scan", tag = "simulator", operation_id = "simulatorScan",
     params(SessionPath),
     request_body = ScanRequest,
     responses(
@@ -118,11 +114,7 @@ pub struct EnterCodeRequest {
 /// A virtual phone enters a pairing code
 ///
 /// Role: operator. Simulator builds only.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/phones/{phone}/enter-code",
-    tag = "simulator",
-    operation_id = "simulatorEnterCode",
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/enter-code", tag = "simulator", operation_id = "simulatorEnterCode",
     params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
     request_body = EnterCodeRequest,
     responses(
@@ -150,11 +142,7 @@ pub async fn enter_code(
 /// A virtual phone's linked devices
 ///
 /// Any role. Simulator builds only. What "Linked devices" shows on the phone.
-#[utoipa::path(
-    get,
-    path = "/api/simulator/phones/{phone}/devices",
-    tag = "simulator",
-    operation_id = "simulatorPhoneDevices",
+#[utoipa::path(get, path = "/api/simulator/phones/{phone}/devices", tag = "simulator", operation_id = "simulatorPhoneDevices",
     params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
     responses(
         (status = 200, description = "The devices", body = Vec<DeviceBody>),
@@ -207,11 +195,7 @@ pub struct FaultBody {
 ///
 /// Role: operator. Simulator builds only. Applies to the session's linked
 /// device, or to the unlinked connection showing the current QR.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/sessions/{id}/faults",
-    tag = "simulator",
-    operation_id = "simulatorFault",
+#[utoipa::path(post, path = "/api/simulator/sessions/{id}/faults", tag = "simulator", operation_id = "simulatorFault",
     params(SessionPath),
     request_body = FaultRequest,
     responses(

@@ -136,11 +136,7 @@ fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
 /// Create a webhook
 ///
 /// Role: operator. The answer is the only one that carries the secret.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks",
-    tag = "webhooks",
-    operation_id = "createWebhook",
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks", tag = "webhooks", operation_id = "createWebhook",
     params(SessionPath),
     request_body = CreateRequest,
     responses(
@@ -178,11 +174,7 @@ fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
 /// List a session's webhooks
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks",
-    tag = "webhooks",
-    operation_id = "listSessionWebhooks",
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks", tag = "webhooks", operation_id = "listSessionWebhooks",
     params(SessionPath),
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
@@ -206,11 +198,7 @@ pub async fn list(
 /// List all webhooks
 ///
 /// Any role: every webhook of the sessions the key may see.
-#[utoipa::path(
-    get,
-    path = "/api/webhooks",
-    tag = "webhooks",
-    operation_id = "listWebhooks",
+#[utoipa::path(get, path = "/api/webhooks", tag = "webhooks", operation_id = "listWebhooks",
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
     )
@@ -229,11 +217,7 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
 /// Get a webhook
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "getWebhook",
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "getWebhook",
     params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
@@ -259,11 +243,7 @@ pub async fn get(
 /// Update a webhook
 ///
 /// Role: operator.
-#[utoipa::path(
-    patch,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "updateWebhook",
+#[utoipa::path(patch, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "updateWebhook",
     params(SessionPath, WebhookPath),
     request_body = UpdateRequest,
     responses(
@@ -296,11 +276,7 @@ pub async fn update(
 /// Delete a webhook
 ///
 /// Role: operator. Its pending deliveries are dropped.
-#[utoipa::path(
-    delete,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "deleteWebhook",
+#[utoipa::path(delete, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "deleteWebhook",
     params(SessionPath, WebhookPath),
     responses(
         (status = 204, description = "Deleted"),
@@ -342,11 +318,7 @@ pub struct TestResultBody {
 ///
 /// Role: operator. POSTs a signed `webhook.test` event to the URL once, now
 /// (no retries), and reports what the receiver answered.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks/{wid}/test",
-    tag = "webhooks",
-    operation_id = "testWebhook",
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks/{wid}/test", tag = "webhooks", operation_id = "testWebhook",
     params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "What the receiver answered (also when it failed)", body = TestResultBody),
@@ -422,11 +394,7 @@ pub struct RedriveBody {
 /// List delivery attempts
 ///
 /// Any role. The webhook's recent attempts, newest first.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks/{wid}/deliveries",
-    tag = "webhooks",
-    operation_id = "listWebhookDeliveries",
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks/{wid}/deliveries", tag = "webhooks", operation_id = "listWebhookDeliveries",
     params(SessionPath, WebhookPath, DeliveriesQuery),
     responses(
         (status = 200, description = "The attempts", body = Vec<AttemptBody>),
@@ -486,11 +454,7 @@ pub async fn deliveries(
 /// Redrive a dead-lettered event
 ///
 /// Role: operator. The event is queued for delivery to this webhook again.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive",
-    tag = "webhooks",
-    operation_id = "redriveWebhookDelivery",
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive", tag = "webhooks", operation_id = "redriveWebhookDelivery",
     params(SessionPath, WebhookPath, ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
     responses(
         (status = 202, description = "Queued", body = RedriveBody),
