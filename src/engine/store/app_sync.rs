@@ -3,15 +3,12 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use diesel::prelude::*;
 use whatsapp_rust::wacore::appstate::hash::HashState;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
-use super::rows::{db_err, key, key2, Row};
+use super::rows::{key, key2, Filter};
 use super::*;
-
-// ------------------------------------------------------------------ AppSyncStore
 
 #[async_trait]
 impl AppSyncStore for DeviceDb {
@@ -76,23 +73,10 @@ impl AppSyncStore for DeviceDb {
         if index_macs.is_empty() {
             return Ok(HashMap::new());
         }
-        let sid = self.sid.clone();
-        let name_owned = name.to_string();
         let wanted: Vec<String> = index_macs.iter().map(hex::encode).collect();
-        let rows: Vec<Row> = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(MUTATION_MAC))
-                    .filter(ds::k.eq(&name_owned))
-                    .filter(ds::k2.eq_any(&wanted))
-                    .select(Row::as_select())
-                    .load(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+        let rows = self
+            .rows(MUTATION_MAC, Filter::all().k(name).k2_in(wanted))
+            .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for row in &rows {
             let Ok(raw) = hex::decode(&row.k2) else {
@@ -111,13 +95,14 @@ impl AppSyncStore for DeviceDb {
             return Ok(());
         }
         let set = index_macs.iter().map(hex::encode).collect();
-        self.delete_where(MUTATION_MAC, Some(name), Some(set))
+        self.delete_rows(MUTATION_MAC, Filter::all().k(name).k2_in(set))
             .await?;
         Ok(())
     }
 
     async fn clear_mutation_macs(&self, name: &str) -> Result<()> {
-        self.delete_where(MUTATION_MAC, Some(name), None).await?;
+        self.delete_rows(MUTATION_MAC, Filter::all().k(name))
+            .await?;
         Ok(())
     }
 

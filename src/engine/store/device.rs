@@ -11,8 +11,6 @@ use whatsapp_rust::wacore::store::Device;
 use super::rows::key;
 use super::{DeviceDb, DEVICE};
 
-// ------------------------------------------------------------------ DeviceStore
-
 #[async_trait]
 impl DeviceStore for DeviceDb {
     async fn save(&self, device: &Device) -> Result<()> {

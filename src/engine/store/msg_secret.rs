@@ -1,14 +1,11 @@
 //! wacore's `MsgSecretStore`: message secrets (for edits, reactions, polls).
 
 use async_trait::async_trait;
-use diesel::prelude::*;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
-use super::rows::{db_err, Key};
+use super::rows::{Filter, Key};
 use super::*;
-
-// ------------------------------------------------------------------ MsgSecretStore
 
 #[async_trait]
 impl MsgSecretStore for DeviceDb {
@@ -65,20 +62,9 @@ impl MsgSecretStore for DeviceDb {
     }
 
     async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let sid = self.sid.clone();
         let n = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => diesel::delete(ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(MSG_SECRET))
-                    .filter(ds::n1.ne(0i64))
-                    .filter(ds::n1.le(cutoff_timestamp)))
-                    .execute(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+            .delete_rows(MSG_SECRET, Filter::all().expired_by(cutoff_timestamp))
+            .await?;
         Ok(n as u32)
     }
 }

@@ -7,16 +7,14 @@ use whatsapp_rust::wacore;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
-use super::rows::{db_err, key, key2, now_micros, ser_err, upsert_rows, Key, Row};
+use super::rows::{db_err, key, key2, now_micros, ser_err, upsert_rows, Filter, Key, Row};
 use super::*;
-
-// ------------------------------------------------------------------ ProtocolStore
 
 #[async_trait]
 impl ProtocolStore for DeviceDb {
     async fn get_sender_key_devices(&self, group_jid: &str) -> Result<Vec<(String, bool)>> {
         Ok(self
-            .list(SKD, Some(group_jid))
+            .rows(SKD, Filter::all().k(group_jid))
             .await?
             .into_iter()
             .map(|r| (r.k2, r.n1 != 0))
@@ -32,7 +30,7 @@ impl ProtocolStore for DeviceDb {
     }
 
     async fn clear_sender_key_devices(&self, group_jid: &str) -> Result<()> {
-        self.delete_where(SKD, Some(group_jid), None).await?;
+        self.delete_rows(SKD, Filter::all().k(group_jid)).await?;
         Ok(())
     }
 
@@ -41,54 +39,25 @@ impl ProtocolStore for DeviceDb {
             return Ok(());
         }
         let set = device_jids.iter().map(|s| s.to_string()).collect();
-        self.delete_where(SKD, None, Some(set)).await?;
+        self.delete_rows(SKD, Filter::all().k2_in(set)).await?;
         Ok(())
     }
 
     async fn clear_all_sender_key_devices(&self) -> Result<()> {
-        self.delete_where(SKD, None, None).await?;
+        self.delete_rows(SKD, Filter::all()).await?;
         Ok(())
     }
 
     async fn get_lid_mapping(&self, lid: &str) -> Result<Option<LidPnMappingEntry>> {
-        let sid = self.sid.clone();
-        let lid = lid.to_string();
-        let row: Option<Row> = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(LID))
-                    .filter(ds::k.eq(&lid))
-                    .select(Row::as_select())
-                    .first(c)
-                    .optional()
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+        let row = self.first_row(LID, Filter::all().k(lid)).await?;
         self.decode_lid(row)
     }
 
     async fn get_pn_mapping(&self, phone: &str) -> Result<Option<LidPnMappingEntry>> {
-        let sid = self.sid.clone();
-        let phone = phone.to_string();
         // The most recently written LID for that phone number.
-        let row: Option<Row> = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(LID))
-                    .filter(ds::k2.eq(&phone))
-                    .order(ds::n1.desc())
-                    .select(Row::as_select())
-                    .first(c)
-                    .optional()
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+        let row = self
+            .first_row(LID, Filter::all().k2(phone).newest_first())
+            .await?;
         self.decode_lid(row)
     }
 
@@ -135,7 +104,7 @@ impl ProtocolStore for DeviceDb {
     }
 
     async fn get_all_lid_mappings(&self) -> Result<Vec<LidPnMappingEntry>> {
-        self.list(LID, None)
+        self.rows(LID, Filter::all())
             .await?
             .iter()
             .map(|row| serde_json::from_slice(&self.open(row)?).map_err(ser_err))
@@ -218,7 +187,7 @@ impl ProtocolStore for DeviceDb {
 
     async fn get_all_tc_token_jids(&self) -> Result<Vec<String>> {
         Ok(self
-            .list(TC_TOKEN, None)
+            .rows(TC_TOKEN, Filter::all())
             .await?
             .into_iter()
             .map(|r| r.k)
@@ -228,7 +197,7 @@ impl ProtocolStore for DeviceDb {
     async fn delete_expired_tc_tokens(&self, token_cutoff: i64, sender_cutoff: i64) -> Result<u32> {
         let _guard = self.rmw.lock().await;
         let mut dead = Vec::new();
-        for row in self.list(TC_TOKEN, None).await? {
+        for row in self.rows(TC_TOKEN, Filter::all()).await? {
             let entry: TcTokenEntry = serde_json::from_slice(&self.open(&row)?).map_err(ser_err)?;
             let token_live = !entry.token.is_empty() && entry.token_timestamp >= token_cutoff;
             let sender_live = entry.sender_timestamp.is_some_and(|ts| ts >= sender_cutoff);
@@ -334,7 +303,9 @@ impl ProtocolStore for DeviceDb {
     }
 
     async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> Result<u32> {
-        self.delete_older(SENT_MSG, cutoff_timestamp).await
+        self.delete_rows(SENT_MSG, Filter::all().n1_before(cutoff_timestamp))
+            .await
+            .map(|n| n as u32)
     }
 
     async fn store_pending_inbound(
@@ -379,7 +350,9 @@ impl ProtocolStore for DeviceDb {
     }
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        self.delete_older(PENDING_IN, cutoff_timestamp).await
+        self.delete_rows(PENDING_IN, Filter::all().n1_before(cutoff_timestamp))
+            .await
+            .map(|n| n as u32)
     }
 
     async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> Result<()> {

@@ -1,5 +1,6 @@
 //! The row helpers every trait module shares: the `device_state` row, its
-//! key, sealing and opening values, and the get/put/list/delete queries.
+//! key, sealing and opening values, and the get/put/select/delete queries
+//! (one `Filter` says which rows).
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -54,6 +55,108 @@ pub(super) fn key2<'a>(kind: &'static str, k: &'a str, k2: &'a str) -> Key<'a> {
         k2,
         k3: "",
     }
+}
+
+/// Which rows of one kind (of this session) a read or a delete touches;
+/// every field left out matches all rows.
+#[derive(Clone, Default)]
+pub(super) struct Filter {
+    k: Option<String>,
+    k_in: Option<Vec<String>>,
+    k2: Option<String>,
+    k2_in: Option<Vec<String>>,
+    k3: Option<String>,
+    /// `n1 < t`: written before a cutoff.
+    n1_before: Option<i64>,
+    /// `n1 != 0 && n1 <= t`: an expiry (0 is none) that has passed.
+    expired_by: Option<i64>,
+    /// Reads only: the highest `n1` first.
+    newest_first: bool,
+}
+
+impl Filter {
+    pub(super) fn all() -> Filter {
+        Filter::default()
+    }
+
+    /// Exactly the row of `key`.
+    fn exact(key: Key<'_>) -> Filter {
+        Filter {
+            k: Some(key.k.to_string()),
+            k2: Some(key.k2.to_string()),
+            k3: Some(key.k3.to_string()),
+            ..Filter::default()
+        }
+    }
+
+    pub(super) fn k(mut self, k: &str) -> Filter {
+        self.k = Some(k.to_string());
+        self
+    }
+
+    pub(super) fn k_in(mut self, set: Vec<String>) -> Filter {
+        self.k_in = Some(set);
+        self
+    }
+
+    pub(super) fn k2(mut self, k2: &str) -> Filter {
+        self.k2 = Some(k2.to_string());
+        self
+    }
+
+    pub(super) fn k2_in(mut self, set: Vec<String>) -> Filter {
+        self.k2_in = Some(set);
+        self
+    }
+
+    pub(super) fn n1_before(mut self, cutoff: i64) -> Filter {
+        self.n1_before = Some(cutoff);
+        self
+    }
+
+    pub(super) fn expired_by(mut self, cutoff: i64) -> Filter {
+        self.expired_by = Some(cutoff);
+        self
+    }
+
+    pub(super) fn newest_first(mut self) -> Filter {
+        self.newest_first = true;
+        self
+    }
+}
+
+/// Narrows a select or delete of `device_state` to one session, one kind
+/// and a `Filter`, boxed so the optional parts can be added one by one.
+macro_rules! narrowed {
+    ($q:expr, $sid:expr, $kind:expr, $filter:expr) => {{
+        let f: &Filter = $filter;
+        let mut q = $q
+            .filter(ds::session_id.eq($sid.clone()))
+            .filter(ds::kind.eq($kind))
+            .into_boxed();
+        if let Some(v) = &f.k {
+            q = q.filter(ds::k.eq(v.clone()));
+        }
+        if let Some(v) = &f.k_in {
+            q = q.filter(ds::k.eq_any(v.clone()));
+        }
+        if let Some(v) = &f.k2 {
+            q = q.filter(ds::k2.eq(v.clone()));
+        }
+        if let Some(v) = &f.k2_in {
+            q = q.filter(ds::k2.eq_any(v.clone()));
+        }
+        if let Some(v) = &f.k3 {
+            q = q.filter(ds::k3.eq(v.clone()));
+        }
+        if let Some(t) = f.n1_before {
+            q = q.filter(ds::n1.lt(t));
+        }
+        if let Some(t) = f.expired_by {
+            q = q.filter(ds::n1.ne(0i64)).filter(ds::n1.le(t));
+        }
+        q
+    }};
 }
 
 impl DeviceDb {
@@ -112,22 +215,7 @@ impl DeviceDb {
     }
 
     pub(super) async fn get(&self, key: Key<'_>) -> Result<Option<Row>> {
-        let (sid, kind, k, k2, k3) = self.owned(key);
-        self.db
-            .run(move |conn| {
-                each_backend!(conn, c => ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(&kind))
-                    .filter(ds::k.eq(&k))
-                    .filter(ds::k2.eq(&k2))
-                    .filter(ds::k3.eq(&k3))
-                    .select(Row::as_select())
-                    .first(c)
-                    .optional()
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)
+        self.first_row(key.kind, Filter::exact(key)).await
     }
 
     pub(super) async fn get_value(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
@@ -138,54 +226,49 @@ impl DeviceDb {
     }
 
     pub(super) async fn exists(&self, key: Key<'_>) -> Result<bool> {
-        let (sid, kind, k, k2, k3) = self.owned(key);
-        self.db
-            .run(move |conn| {
-                each_backend!(conn, c => diesel::select(diesel::dsl::exists(ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(&kind))
-                    .filter(ds::k.eq(&k))
-                    .filter(ds::k2.eq(&k2))
-                    .filter(ds::k3.eq(&k3))))
-                    .get_result::<bool>(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)
+        Ok(self.get(key).await?.is_some())
     }
 
     pub(super) async fn delete(&self, key: Key<'_>) -> Result<()> {
-        let (sid, kind, k, k2, k3) = self.owned(key);
-        self.db
-            .run(move |conn| {
-                each_backend!(conn, c => diesel::delete(ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(&kind))
-                    .filter(ds::k.eq(&k))
-                    .filter(ds::k2.eq(&k2))
-                    .filter(ds::k3.eq(&k3)))
-                    .execute(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+        self.delete_rows(key.kind, Filter::exact(key)).await?;
         Ok(())
     }
 
-    /// Every row of a kind, optionally only those with `k`.
-    pub(super) async fn list(&self, kind: &'static str, k: Option<&str>) -> Result<Vec<Row>> {
+    /// The rows of a kind that pass `filter`.
+    pub(super) async fn rows(&self, kind: &'static str, filter: Filter) -> Result<Vec<Row>> {
+        self.select(kind, filter, None).await
+    }
+
+    /// The first row of a kind that passes `filter`.
+    pub(super) async fn first_row(
+        &self,
+        kind: &'static str,
+        filter: Filter,
+    ) -> Result<Option<Row>> {
+        Ok(self.select(kind, filter, Some(1)).await?.pop())
+    }
+
+    async fn select(
+        &self,
+        kind: &'static str,
+        filter: Filter,
+        limit: Option<i64>,
+    ) -> Result<Vec<Row>> {
         let sid = self.sid.clone();
-        let k = k.map(str::to_string);
         self.db
             .run(move |conn| {
                 each_backend!(conn, c => {
-                    let mut q = ds::device_state
-                        .filter(ds::session_id.eq(&sid))
-                        .filter(ds::kind.eq(kind))
-                        .select(Row::as_select())
-                        .into_boxed();
-                    if let Some(k) = &k {
-                        q = q.filter(ds::k.eq(k.clone()));
+                    let mut q = narrowed!(
+                        ds::device_state.select(Row::as_select()),
+                        sid,
+                        kind,
+                        &filter
+                    );
+                    if filter.newest_first {
+                        q = q.order(ds::n1.desc());
+                    }
+                    if let Some(n) = limit {
+                        q = q.limit(n);
                     }
                     q.load(c).map_err(DbError::from)
                 })
@@ -194,29 +277,15 @@ impl DeviceDb {
             .map_err(db_err)
     }
 
-    /// Delete rows of a kind: all, or those with `k`, or those with `k` and `k2` in a set.
-    pub(super) async fn delete_where(
-        &self,
-        kind: &'static str,
-        k: Option<&str>,
-        k2_in: Option<Vec<String>>,
-    ) -> Result<usize> {
+    /// Delete the rows of a kind that pass `filter`; returns how many.
+    pub(super) async fn delete_rows(&self, kind: &'static str, filter: Filter) -> Result<usize> {
         let sid = self.sid.clone();
-        let k = k.map(str::to_string);
         self.db
             .run(move |conn| {
                 each_backend!(conn, c => {
-                    let mut q = diesel::delete(ds::device_state)
-                        .filter(ds::session_id.eq(&sid))
-                        .filter(ds::kind.eq(kind))
-                        .into_boxed();
-                    if let Some(k) = &k {
-                        q = q.filter(ds::k.eq(k.clone()));
-                    }
-                    if let Some(set) = &k2_in {
-                        q = q.filter(ds::k2.eq_any(set.clone()));
-                    }
-                    q.execute(c).map_err(DbError::from)
+                    narrowed!(diesel::delete(ds::device_state), sid, kind, &filter)
+                        .execute(c)
+                        .map_err(DbError::from)
                 })
             })
             .await
@@ -245,24 +314,6 @@ impl DeviceDb {
 
     pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(ser_err)
-    }
-
-    /// Delete rows of `kind` whose `n1` (a timestamp) is before `cutoff`.
-    pub(super) async fn delete_older(&self, kind: &'static str, cutoff: i64) -> Result<u32> {
-        let sid = self.sid.clone();
-        let n = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => diesel::delete(ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(kind))
-                    .filter(ds::n1.lt(cutoff)))
-                    .execute(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
-        Ok(n as u32)
     }
 }
 

@@ -10,10 +10,8 @@ use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
-use super::rows::{db_err, key, to_arr32, Row};
+use super::rows::{db_err, key, to_arr32, Filter};
 use super::*;
-
-// ------------------------------------------------------------------ SignalStore
 
 #[async_trait]
 impl SignalStore for DeviceDb {
@@ -22,11 +20,7 @@ impl SignalStore for DeviceDb {
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
-        let rows = identities
-            .iter()
-            .map(|(a, kb)| self.row(key(IDENTITY, a), kb, 0, None))
-            .collect();
-        self.upsert(rows).await
+        self.put_by_address(IDENTITY, identities).await
     }
 
     async fn load_identity(&self, address: &str) -> Result<Option<[u8; 32]>> {
@@ -52,11 +46,7 @@ impl SignalStore for DeviceDb {
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let rows = sessions
-            .iter()
-            .map(|(a, s)| self.row(key(SESSION, a), s, 0, None))
-            .collect();
-        self.upsert(rows).await
+        self.put_by_address(SESSION, sessions).await
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
@@ -114,21 +104,8 @@ impl SignalStore for DeviceDb {
     }
 
     async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
-        let sid = self.sid.clone();
         let wanted: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        let rows: Vec<Row> = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => ds::device_state
-                    .filter(ds::session_id.eq(&sid))
-                    .filter(ds::kind.eq(PREKEY))
-                    .filter(ds::k.eq_any(&wanted))
-                    .select(Row::as_select())
-                    .load(c)
-                    .map_err(DbError::from))
-            })
-            .await
-            .map_err(db_err)?;
+        let rows = self.rows(PREKEY, Filter::all().k_in(wanted)).await?;
         let mut by_id: HashMap<u32, Bytes> = HashMap::with_capacity(rows.len());
         for row in &rows {
             by_id.insert(row.n1 as u32, Bytes::from(self.open(row)?));
@@ -196,7 +173,7 @@ impl SignalStore for DeviceDb {
     }
 
     async fn load_all_signed_prekeys(&self) -> Result<Vec<(u32, Vec<u8>)>> {
-        self.list(SIGNED_PREKEY, None)
+        self.rows(SIGNED_PREKEY, Filter::all())
             .await?
             .iter()
             .map(|row| Ok((row.n1 as u32, self.open(row)?)))
@@ -213,11 +190,7 @@ impl SignalStore for DeviceDb {
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let rows = sender_keys
-            .iter()
-            .map(|(a, r)| self.row(key(SENDER_KEY, a), r, 0, None))
-            .collect();
-        self.upsert(rows).await
+        self.put_by_address(SENDER_KEY, sender_keys).await
     }
 
     async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {
@@ -226,5 +199,20 @@ impl SignalStore for DeviceDb {
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
         self.delete(key(SENDER_KEY, address)).await
+    }
+}
+
+impl DeviceDb {
+    /// Writes `(address, value)` items of one kind in one transaction.
+    async fn put_by_address<V: AsRef<[u8]>>(
+        &self,
+        kind: &'static str,
+        items: &[(Arc<str>, V)],
+    ) -> Result<()> {
+        let rows = items
+            .iter()
+            .map(|(address, value)| self.row(key(kind, address), value.as_ref(), 0, None))
+            .collect();
+        self.upsert(rows).await
     }
 }
