@@ -156,12 +156,12 @@ impl Settings {
             .master_key
             .map(|k| parse_master_key(&k))
             .transpose()
-            .map_err(|reason| invalid("WASUP_MASTER_KEY", reason))?;
+            .map_err(|reason| invalid("WASUP_MASTER_KEY", reason.to_string()))?;
         let wa_version = self
             .wa_version
             .map(|v| parse_wa_version(&v))
             .transpose()
-            .map_err(|reason| invalid("WASUP_WA_VERSION", reason))?;
+            .map_err(|reason| invalid("WASUP_WA_VERSION", reason.to_string()))?;
         if !(1..=600).contains(&self.connect_timeout) {
             return Err(invalid("WASUP_CONNECT_TIMEOUT", "must be 1–600 seconds"));
         }
@@ -233,30 +233,38 @@ fn parse_database_url(url: &str) -> Result<String, ConfigError> {
     Ok(url.to_string())
 }
 
+/// Why a master key or a WhatsApp version does not parse (the reason part
+/// of a `ConfigError`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("must be 64 hex characters or base64 of 32 bytes")]
+    MasterKeyEncoding,
+    #[error("must be exactly 32 bytes (64 hex characters)")]
+    MasterKeyLength,
+    #[error("'{0}' is not MAJOR.MINOR.PATCH, e.g. 2.3000.1023456789")]
+    WaVersion(String),
+}
+
 /// 64 hex characters or standard base64 of exactly 32 bytes.
-pub fn parse_master_key(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_master_key(text: &str) -> Result<[u8; 32], ValueError> {
     use base64::Engine as _;
     let text = text.trim();
     let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(text).map_err(|e| e.to_string())?
+        hex::decode(text).map_err(|_| ValueError::MasterKeyEncoding)?
     } else {
         base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|_| "must be 64 hex characters or base64 of 32 bytes".to_string())?
+            .map_err(|_| ValueError::MasterKeyEncoding)?
     };
-    bytes
-        .try_into()
-        .map_err(|_| "must be exactly 32 bytes (64 hex characters)".to_string())
+    bytes.try_into().map_err(|_| ValueError::MasterKeyLength)
 }
 
-fn parse_wa_version(text: &str) -> Result<(u32, u32, u32), String> {
+fn parse_wa_version(text: &str) -> Result<(u32, u32, u32), ValueError> {
     let parts: Vec<&str> = text.trim().split('.').collect();
     let nums: Result<Vec<u32>, _> = parts.iter().map(|p| p.parse::<u32>()).collect();
     match nums.as_deref() {
         Ok([a, b, c]) => Ok((*a, *b, *c)),
-        _ => Err(format!(
-            "'{text}' is not MAJOR.MINOR.PATCH, e.g. 2.3000.1023456789"
-        )),
+        _ => Err(ValueError::WaVersion(text.to_string())),
     }
 }
 
@@ -316,5 +324,10 @@ mod tests {
         assert_eq!(parse_master_key(&hex).unwrap(), [0u8; 32]);
         let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         assert_eq!(parse_master_key(b64).unwrap(), [0u8; 32]);
+        assert_eq!(
+            parse_master_key(&"00".repeat(16)),
+            Err(ValueError::MasterKeyLength)
+        );
+        assert_eq!(parse_master_key("no!"), Err(ValueError::MasterKeyEncoding));
     }
 }

@@ -277,20 +277,6 @@ impl HttpMetrics {
     }
 }
 
-/// What `routes` mounts (listed by `api::mounted_routes` for the OpenAPI check).
-pub const MOUNTED: [(actix_web::http::Method, &str); 1] =
-    [(actix_web::http::Method::GET, "/metrics")];
-
-/// `GET /metrics` at the top level (not under `/api`); other methods answer
-/// 405 in the contract's error shape.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(MOUNTED[0].1)
-            .route(web::get().to(scrape))
-            .default_service(web::to(method_not_allowed)),
-    );
-}
-
 /// Prometheus metrics
 ///
 /// Prometheus text format 0.0.4: sessions by status, engine starts and exits
@@ -308,8 +294,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4",
             body = String),
-        (status = 401, description = "`WASUP_METRICS_TOKEN` is set and the bearer token is missing or wrong",
-            body = crate::api::error::ErrorBody),
     )
 )]
 pub async fn scrape(req: HttpRequest, metrics: web::Data<Metrics>) -> HttpResponse {
@@ -325,8 +309,4 @@ pub async fn scrape(req: HttpRequest, metrics: web::Data<Metrics>) -> HttpRespon
         .content_type(CONTENT_TYPE)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(metrics.render().await)
-}
-
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response()
 }

@@ -133,7 +133,6 @@ async fn serve(
             .app_data(BodyLimit(limit))
             .app_data(metrics.clone())
             .wrap(middleware::from_fn(api::request_log))
-            .configure(crate::metrics::routes)
             .configure(api::routes)
     })
     .disable_signals()

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use crate::error::ErrorCode;
 use crate::model::{ApiKeyId, ApiKeyRecord, Caller};
 
 /// Length of the displayed prefix of a key.
@@ -27,6 +28,17 @@ pub enum AuthError {
     Revoked,
     #[error("The API key has expired")]
     Expired,
+}
+
+impl AuthError {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            AuthError::Missing => ErrorCode::MissingApiKey,
+            AuthError::Invalid => ErrorCode::InvalidApiKey,
+            AuthError::Revoked => ErrorCode::ApiKeyRevoked,
+            AuthError::Expired => ErrorCode::ApiKeyExpired,
+        }
+    }
 }
 
 pub fn hash_key(secret: &str) -> [u8; 32] {

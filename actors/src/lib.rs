@@ -34,7 +34,7 @@ pub mod supervisor;
 pub mod web;
 pub mod webhook;
 
-pub use error::WebError;
+pub use error::{ErrorCode, WebError};
 pub use gateway::{start_system, Gateway};
 pub use model::*;
 pub use state::SessionCommand;

@@ -112,7 +112,7 @@ impl SessionRegistry {
     ) -> Result<SessionView, crate::WebError> {
         let view = self
             .resolve(id_or_name)
-            .ok_or_else(|| crate::WebError::SessionNotFound(id_or_name.to_string()))?;
+            .ok_or_else(|| crate::WebError::unknown_session(id_or_name))?;
         if !caller.may_see(&view.record.id) {
             return Err(crate::WebError::SessionNotInScope(id_or_name.to_string()));
         }

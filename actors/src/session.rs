@@ -293,9 +293,7 @@ impl SessionActor {
                         act.publish();
                         Ok(())
                     }
-                    Err(StoreError::NotFound) => {
-                        Err(WebError::SessionNotFound(act.record.name.clone()))
-                    }
+                    Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
                     Err(err) => {
                         log::error!("session {}: saving its state failed: {err}", act.id);
                         Err(unavailable())

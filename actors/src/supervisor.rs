@@ -216,7 +216,7 @@ impl Handler<Command> for SessionSupervisor {
         self.cancel_retry(id, ctx);
         self.restore_queue.retain(|q| *q != id);
         let Some((addr, incarnation)) = self.actor(id, ctx) else {
-            return Box::pin(fut::ready(Err(WebError::SessionNotFound(id.to_string()))));
+            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
         };
         let request = SessionRequest::Command(msg.command);
         Box::pin(
@@ -240,8 +240,7 @@ impl Handler<Command> for SessionSupervisor {
                                     })
                                 })
                                 .boxed_local(),
-                            None => fut::ready(Err(WebError::SessionNotFound(id.to_string())))
-                                .boxed_local(),
+                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
                         }
                     }
                 }),

@@ -1,29 +1,25 @@
-//! The API's OpenAPI 3.1 document, generated from the handlers'
-//! `#[utoipa::path]` annotations and the DTOs' `ToSchema` derives, plus the
+//! The API's OpenAPI 3.1 document, generated from the route table
+//! (`routes.rs`: the handlers' `#[utoipa::path]` annotations, their error
+//! codes, `docs/errors.rs`) and the DTOs' `ToSchema` derives, plus the
 //! webhook payloads (`docs/webhooks.rs`). Served at `GET /api/docs-json`,
 //! with Swagger UI at `GET /api/docs`: its assets are compiled into the
 //! binary (utoipa-swagger-ui, `vendored`), so the page needs no network.
 
+pub mod errors;
 mod webhooks;
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header::{self, ContentType};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::json;
-use utoipa::openapi::content::ContentBuilder;
-use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::info::{InfoBuilder, LicenseBuilder};
-use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::{Modify, OpenApi};
+use wasup_actors::{ErrorCode, WebError};
 
 use super::error::{ApiError, ErrorBody};
-use super::{health, keys, sessions, webhooks as hooks};
 
 /// Names of the security schemes; every keyed route accepts either.
 pub const API_KEY_SCHEME: &str = "api_key";
@@ -31,59 +27,11 @@ pub const BEARER_SCHEME: &str = "bearer";
 /// The optional token of `GET /metrics` (not an API key).
 pub const METRICS_SCHEME: &str = "metrics_token";
 
+/// What the document says besides its operations (those come from the
+/// route table, `super::routes`).
 #[derive(OpenApi)]
 #[openapi(
-    paths(
-        health::health,
-        health::live,
-        health::ready,
-        sessions::create,
-        sessions::list,
-        sessions::overview,
-        sessions::get,
-        sessions::delete,
-        sessions::start,
-        sessions::stop,
-        sessions::force_kill,
-        sessions::restart,
-        sessions::logout,
-        sessions::qr,
-        sessions::pairing_code,
-        sessions::me,
-        hooks::create,
-        hooks::list,
-        hooks::get,
-        hooks::update,
-        hooks::delete,
-        hooks::test,
-        hooks::deliveries,
-        hooks::redrive,
-        hooks::list_all,
-        keys::create,
-        keys::list,
-        keys::get,
-        keys::revoke,
-        keys::validate,
-        crate::metrics::scrape,
-        ui,
-        json,
-        asset,
-    ),
-    components(
-        schemas(ErrorBody),
-        responses(
-            Unauthorized,
-            SessionUnauthorized,
-            Forbidden,
-            AdminOnly,
-            InvalidBody,
-            PayloadTooLarge,
-            SessionNotFound,
-            WebhookNotFound,
-            ApiKeyNotFound,
-            Unavailable,
-        ),
-    ),
+    components(schemas(ErrorBody)),
     modifiers(&Security),
     tags(
         (name = "sessions", description = "WhatsApp sessions: create, start, link (QR or pairing code), stop, log out."),
@@ -96,41 +44,50 @@ pub const METRICS_SCHEME: &str = "metrics_token";
 )]
 struct ApiDoc;
 
-/// The simulator's control routes exist only in simulator builds.
+/// Tags of the simulator's control routes, which exist only in simulator builds.
 #[cfg(feature = "simulator")]
 #[derive(OpenApi)]
-#[openapi(
-    paths(
-        super::simulator::scan,
-        super::simulator::fault,
-        super::simulator::enter_code,
-        super::simulator::phone_devices,
-    ),
-    tags((name = "simulator", description = "Simulator builds only: virtual phones that link sessions, and faults injected into their connections."))
-)]
+#[openapi(tags((name = "simulator", description = "Simulator builds only: virtual phones that link sessions, and faults injected into their connections.")))]
 struct SimulatorDoc;
 
-const DESCRIPTION: &str = "\
+/// The document's introduction.
+fn description() -> String {
+    let example = ApiError::from(WebError::unknown_session_id("x"));
+    let status = example.status();
+    format!(
+        "\
 Self-hosted WhatsApp multi-session gateway.
 
 **Auth.** Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. \
 Every route needs one except health and docs. Roles: `viewer` < `operator` < `admin`; \
 each operation's description names the role it needs.
 
-**Errors** always have the body `{\"statusCode\":404,\"error\":\"Not Found\",\"code\":\"session_not_found\",\"message\":\"…\"}` \
+**Errors** always have the body `{{\"statusCode\":{},\"error\":\"{}\",\"code\":\"{}\",\"message\":\"…\"}}` \
 (`ErrorBody`): `code` is a stable snake_case identifier. Besides the answers listed per \
-operation: an unknown route answers 404 `route_not_found`, a wrong method 405 `method_not_allowed`.
+operation: an unknown route answers {} `{}`, a wrong method {} `{}`.
 
 **Conventions.** JSON in and out; timestamps are ISO-8601 UTC with milliseconds; lists are \
 bare arrays; every answer carries `X-Request-Id` (the caller's, or a fresh one). A session's \
-`{id}` is its UUID or its name. Routes that take no body accept an empty one.
+`{{id}}` is its UUID or its name. Routes that take no body accept an empty one.
 
-**Webhooks.** The `webhooks` section describes what a receiver gets for each event.";
+**Webhooks.** The `webhooks` section describes what a receiver gets for each event.",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        example.code,
+        ErrorCode::RouteNotFound.status(),
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed.status(),
+        ErrorCode::MethodNotAllowed,
+    )
+}
 
 /// The document as utoipa builds it (without the `webhooks` section, which
 /// utoipa cannot express: see `document`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    for route in super::routes::table() {
+        doc.merge(route.openapi());
+    }
     #[cfg(feature = "simulator")]
     doc.merge(SimulatorDoc::openapi());
     doc.merge(webhooks::Schemas::openapi());
@@ -138,7 +95,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.info = InfoBuilder::new()
         .title("wasup")
         .version(env!("CARGO_PKG_VERSION"))
-        .description(Some(DESCRIPTION))
+        .description(Some(description()))
         .license(Some(
             LicenseBuilder::new()
                 .name("AGPL-3.0-or-later")
@@ -205,156 +162,6 @@ impl Modify for Security {
     }
 }
 
-/// A reusable error response: the error body, with one example per code.
-fn error_response(summary: &str, status: u16, codes: &[(&str, &str)]) -> Response {
-    let reason = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let list: Vec<String> = codes.iter().map(|(code, _)| format!("`{code}`")).collect();
-    let examples = codes.iter().map(|(code, message)| {
-        let value =
-            json!({"statusCode": status, "error": reason, "code": code, "message": message});
-        (*code, ExampleBuilder::new().value(Some(value)).build())
-    });
-    ResponseBuilder::new()
-        .description(format!("{summary}: {}", list.join(", ")))
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .examples_from_iter(examples)
-                .build(),
-        )
-        .build()
-}
-
-/// Declares a response component for errors that many routes share.
-macro_rules! error_response {
-    ($name:ident, $status:literal, $summary:literal, [$(($code:literal, $message:literal)),+ $(,)?]) => {
-        #[doc = $summary]
-        pub struct $name;
-
-        impl<'s> ToResponse<'s> for $name {
-            fn response() -> (&'s str, RefOr<Response>) {
-                (
-                    stringify!($name),
-                    RefOr::T(error_response($summary, $status, &[$(($code, $message)),+])),
-                )
-            }
-        }
-    };
-}
-
-error_response!(
-    Unauthorized,
-    401,
-    "No usable API key",
-    [
-        (
-            "missing_api_key",
-            "An API key is required: send it in the X-API-Key header"
-        ),
-        ("invalid_api_key", "The API key is not valid"),
-        ("api_key_revoked", "The API key has been revoked"),
-        ("api_key_expired", "The API key has expired"),
-    ]
-);
-error_response!(
-    SessionUnauthorized,
-    401,
-    "No usable API key, or the key is limited to other sessions",
-    [
-        (
-            "missing_api_key",
-            "An API key is required: send it in the X-API-Key header"
-        ),
-        ("invalid_api_key", "The API key is not valid"),
-        ("api_key_revoked", "The API key has been revoked"),
-        ("api_key_expired", "The API key has expired"),
-        (
-            "session_not_in_scope",
-            "This API key may not access session 'my-bot'"
-        ),
-    ]
-);
-error_response!(
-    Forbidden,
-    403,
-    "The key's role is below operator",
-    [(
-        "insufficient_role",
-        "This action requires the 'operator' role"
-    ),]
-);
-error_response!(
-    AdminOnly,
-    403,
-    "The key is not an admin key",
-    [("insufficient_role", "This action requires the 'admin' role"),]
-);
-error_response!(
-    InvalidBody,
-    400,
-    "The body is not valid (the message names the field and the rule)",
-    [
-        (
-            "invalid_json",
-            "The request body is not valid JSON: EOF while parsing an object"
-        ),
-        ("unknown_field", "Unknown field 'nmae' in the request body"),
-        ("validation_failed", "Field 'name' is required"),
-    ]
-);
-error_response!(
-    PayloadTooLarge,
-    413,
-    "The body is larger than the limit (default 1 MiB)",
-    [(
-        "payload_too_large",
-        "The request body is larger than the limit of 1048576 bytes"
-    ),]
-);
-error_response!(
-    SessionNotFound,
-    404,
-    "No session has this id or name",
-    [("session_not_found", "Session with id 'my-bot' not found"),]
-);
-error_response!(
-    WebhookNotFound,
-    404,
-    "No such session, or the session has no such webhook",
-    [
-        ("session_not_found", "Session with id 'my-bot' not found"),
-        (
-            "webhook_not_found",
-            "Webhook with id '0197a4f2-c1b2-7e3c-9d4a-5b6c7d8e9f01' not found"
-        ),
-    ]
-);
-error_response!(
-    ApiKeyNotFound,
-    404,
-    "No API key has this id",
-    [(
-        "api_key_not_found",
-        "API key with id '0197a4f2-c1b2-7e3c-9d4a-5b6c7d8e9f01' not found"
-    ),]
-);
-error_response!(
-    Unavailable,
-    503,
-    "The gateway cannot serve the request now; retry shortly",
-    [
-        (
-            "service_unavailable",
-            "The database is unavailable; try again later"
-        ),
-        ("shutting_down", "The server is shutting down"),
-    ]
-);
-
 /// Swagger UI's page. Its references are relative to `/api/docs`, so the
 /// page also works behind a proxy that mounts the API under a prefix.
 const UI_PAGE: &str = r#"<!DOCTYPE html>
@@ -390,11 +197,7 @@ fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
 ///
 /// The interactive documentation of this API. Its scripts and styles are
 /// served by this server (`/api/docs/{file}`).
-#[utoipa::path(
-    get,
-    path = "/api/docs",
-    tag = "docs",
-    operation_id = "docsUi",
+#[utoipa::path(get, path = "/api/docs", tag = "docs", operation_id = "docsUi",
     responses((status = 200, description = "The page", content_type = "text/html", body = String))
 )]
 pub async fn ui() -> HttpResponse {
@@ -406,11 +209,7 @@ pub async fn ui() -> HttpResponse {
 /// This document
 ///
 /// The OpenAPI 3.1 document of this API, webhook payloads included.
-#[utoipa::path(
-    get,
-    path = "/api/docs-json",
-    tag = "docs",
-    operation_id = "docsJson",
+#[utoipa::path(get, path = "/api/docs-json", tag = "docs", operation_id = "docsJson",
     responses((status = 200, description = "The document", body = serde_json::Value))
 )]
 pub async fn json() -> HttpResponse {
@@ -422,17 +221,12 @@ pub async fn json() -> HttpResponse {
 /// A Swagger UI asset
 ///
 /// A script, style sheet or icon of Swagger UI, from the binary.
-#[utoipa::path(
-    get,
-    path = "/api/docs/{file}",
-    tag = "docs",
-    operation_id = "docsAsset",
+#[utoipa::path(get, path = "/api/docs/{file}", tag = "docs", operation_id = "docsAsset",
     params(("file" = String, Path, description = "File name, e.g. `swagger-ui.css`")),
     responses(
         (status = 200, description = "The file, with its content type", content(
             ("text/javascript"), ("text/css"), ("image/png"), ("text/html"),
         )),
-        (status = 404, description = "`route_not_found`: no such file", body = ErrorBody),
     )
 )]
 pub async fn asset(file: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -446,7 +240,7 @@ pub async fn asset(file: web::Path<String>, req: HttpRequest) -> Result<HttpResp
                 Cow::Owned(bytes) => res.body(bytes),
             })
         }
-        _ => Err(ApiError::route_not_found(req.method().as_str(), req.path())),
+        _ => Err(ApiError::unknown_route(req.method().as_str(), req.path())),
     }
 }
 

@@ -57,11 +57,7 @@ pub struct RestoreBody {
     complete: bool,
 }
 /// Health and version
-#[utoipa::path(
-    get,
-    path = "/api/health",
-    tag = "health",
-    operation_id = "health",
+#[utoipa::path(get, path = "/api/health", tag = "health", operation_id = "health",
     responses((status = 200, description = "The server answers", body = HealthBody))
 )]
 pub async fn health() -> HttpResponse {
@@ -72,11 +68,7 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Liveness
-#[utoipa::path(
-    get,
-    path = "/api/health/live",
-    tag = "health",
-    operation_id = "healthLive",
+#[utoipa::path(get, path = "/api/health/live", tag = "health", operation_id = "healthLive",
     responses((status = 200, description = "The process is alive", body = LiveBody))
 )]
 pub async fn live() -> HttpResponse {
@@ -88,11 +80,7 @@ pub async fn live() -> HttpResponse {
 /// 200 when the database answers and the server is not draining, else 503.
 /// When ready, the body tells how far the boot restore is (the API answers
 /// during it; a client waiting for its sessions can poll this).
-#[utoipa::path(
-    get,
-    path = "/api/health/ready",
-    tag = "health",
-    operation_id = "healthReady",
+#[utoipa::path(get, path = "/api/health/ready", tag = "health", operation_id = "healthReady",
     responses(
         (status = 200, description = "Ready", body = ReadyBody),
         (status = 503, description = "Not ready: draining or the database does not answer", body = ReadyBody,

@@ -1,17 +1,17 @@
 //! `Body<T>`: the JSON body extractor of every route that takes a body.
 //! It reads at most the configured limit (413 past it) and turns serde's
-//! complaints into the contract's codes: malformed JSON → `invalid_json`,
-//! an unknown field → `unknown_field`, a wrong type or a missing field →
-//! `validation_failed`, always naming the field.
+//! complaints into the contract's codes: malformed JSON → `InvalidJson`,
+//! an unknown field → `UnknownField`, a wrong type or a missing field →
+//! `ValidationFailed`, always naming the field.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
+use wasup_actors::ErrorCode;
 
 use super::error::ApiError;
 
@@ -20,14 +20,6 @@ use super::error::ApiError;
 pub struct BodyLimit(pub usize);
 
 pub struct Body<T>(pub T);
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("The request body is larger than the limit of {limit} bytes"),
-    )
-}
 
 impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Error = ApiError;
@@ -46,19 +38,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > limit) {
-                return Err(too_large(limit));
+                return Err(ApiError::body_too_large(limit));
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_body",
-                        "The request body could not be read",
-                    )
+                    ApiError::new(ErrorCode::InvalidBody, "The request body could not be read")
                 })?;
                 if body.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
+                    return Err(ApiError::body_too_large(limit));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -71,8 +59,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "The request body must be a JSON object",
         ));
     }
@@ -100,8 +87,7 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     let text = text.split(" at line ").next().unwrap_or(&text).to_string();
     match err.classify() {
         Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("The request body is not valid JSON: {text}"),
         ),
         Category::Data if text.starts_with("unknown field") => {
@@ -113,8 +99,7 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
                 path
             };
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_field",
+                ErrorCode::UnknownField,
                 format!("Unknown field '{field}' in the request body"),
             )
         }
@@ -148,24 +133,36 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_and_code() {
-        assert_eq!(parse::<Sample>(b"{").unwrap_err().code, "invalid_json");
-        assert_eq!(parse::<Sample>(b"").unwrap_err().code, "invalid_json");
-        assert_eq!(parse::<Sample>(b"[1").unwrap_err().code, "invalid_json");
+        assert_eq!(
+            parse::<Sample>(b"{").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse::<Sample>(b"").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse::<Sample>(b"[1").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
         let e = parse::<Sample>(br#"["a", 1]"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
             (
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "The request body must be a JSON object"
             )
         );
         let e = parse::<Sample>(br#"{"name":"a","x":1}"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
-            ("unknown_field", "Unknown field 'x' in the request body")
+            (
+                ErrorCode::UnknownField,
+                "Unknown field 'x' in the request body"
+            )
         );
         let e = parse::<Sample>(br#"{"name":5}"#).unwrap_err();
-        assert_eq!(e.code, "validation_failed");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
         assert!(e.message.contains("'name'"), "{}", e.message);
         let e = parse::<Sample>(br#"{}"#).unwrap_err();
         assert_eq!(e.message, "Field 'name' is required");

@@ -9,7 +9,7 @@ use wasup_actors::model::{ApiKeyRecord, Role};
 use wasup_actors::web::{CreateApiKey, GetApiKey, ListApiKeys, RevokeApiKey};
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
 use super::time::{iso, iso_opt};
 use super::AppState;
@@ -92,24 +92,11 @@ pub struct CreateRequest {
 /// Create an API key
 ///
 /// Role: admin. The answer is the only one that carries the key.
-#[utoipa::path(
-    post,
-    path = "/api/auth/api-keys",
-    tag = "api-keys",
-    operation_id = "createApiKey",
+#[utoipa::path(post, path = "/api/auth/api-keys", tag = "api-keys", operation_id = "createApiKey",
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedKeyBody),
-        (status = 400, response = super::docs::InvalidBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, \
-            `api_key_expired`; `session_not_in_scope`: `allowedSessions` names a session the \
-            calling key may not access", body = ErrorBody),
-        (status = 403, description = "`insufficient_role`: the key is not an admin; \
-            `scope_forbidden`: a key limited to some sessions asked for an unlimited key", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -150,23 +137,25 @@ pub async fn create(
 /// List API keys
 ///
 /// Role: admin. Revoked keys stay listed (`revokedAt`).
-#[utoipa::path(
-    get,
-    path = "/api/auth/api-keys",
-    tag = "api-keys",
-    operation_id = "listApiKeys",
+#[utoipa::path(get, path = "/api/auth/api-keys", tag = "api-keys", operation_id = "listApiKeys",
     responses(
         (status = 200, description = "The keys", body = Vec<KeyBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let keys = state.web.send(ListApiKeys { caller }).await??;
     let body: Vec<KeyBody> = keys.into_iter().map(KeyBody::new).collect();
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// The `{id}` of an API key's routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct KeyPath {
+    /// API key id
+    #[param(format = Uuid)]
+    id: String,
 }
 
 /// An id that is not a UUID names no key: 404, like an unknown one.
@@ -177,20 +166,11 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
 /// Get an API key
 ///
 /// Role: admin.
-#[utoipa::path(
-    get,
-    path = "/api/auth/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "getApiKey",
-    params(("id" = String, Path, format = Uuid, description = "API key id")),
+#[utoipa::path(get, path = "/api/auth/api-keys/{id}", tag = "api-keys", operation_id = "getApiKey",
+    params(KeyPath),
     responses(
         (status = 200, description = "The key", body = KeyBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 404, response = super::docs::ApiKeyNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(
     state: Data,
@@ -205,20 +185,11 @@ pub async fn get(
 /// Revoke an API key
 ///
 /// Role: admin. The key stops working at once.
-#[utoipa::path(
-    delete,
-    path = "/api/auth/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "revokeApiKey",
-    params(("id" = String, Path, format = Uuid, description = "API key id")),
+#[utoipa::path(delete, path = "/api/auth/api-keys/{id}", tag = "api-keys", operation_id = "revokeApiKey",
+    params(KeyPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::AdminOnly),
-        (status = 404, response = super::docs::ApiKeyNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn revoke(
     state: Data,
@@ -241,16 +212,10 @@ pub struct ValidBody {
 /// Validate the API key
 ///
 /// Any role: says which role the presented key has.
-#[utoipa::path(
-    post,
-    path = "/api/auth/validate",
-    tag = "api-keys",
-    operation_id = "validateApiKey",
+#[utoipa::path(post, path = "/api/auth/validate", tag = "api-keys", operation_id = "validateApiKey",
     responses(
         (status = 200, description = "The key is valid", body = ValidBody),
-        (status = 401, response = super::docs::Unauthorized),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn validate(Auth(caller): Auth) -> HttpResponse {
     HttpResponse::Ok().json(ValidBody {

@@ -13,11 +13,12 @@ use wasup_actors::model::{
 use wasup_actors::web::*;
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
 use super::time::{iso, iso_opt};
 use super::AppState;
 use crate::memory;
+use wasup_actors::ErrorCode;
 
 type Data = web::Data<AppState>;
 type Id = web::Path<String>;
@@ -119,6 +120,15 @@ pub struct CreateRequest {
     proxy_type: Option<ProxyType>,
 }
 
+/// The `{id}` of a session's routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SessionPath {
+    /// Session UUID or name
+    id: String,
+}
+
 fn view_response(view: &SessionView) -> HttpResponse {
     HttpResponse::Ok().json(SessionBody::from(view))
 }
@@ -127,23 +137,11 @@ fn view_response(view: &SessionView) -> HttpResponse {
 ///
 /// Role: operator; not with a key limited to some sessions. The session is
 /// created in status `created`; start it to link it.
-#[utoipa::path(
-    post,
-    path = "/api/sessions",
-    tag = "sessions",
-    operation_id = "createSession",
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions", operation_id = "createSession",
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
-        (status = 400, response = super::docs::InvalidBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, description = "`insufficient_role`: the key is not an operator or admin; \
-            `scope_forbidden`: the key is limited to some sessions", body = ErrorBody),
-        (status = 409, description = "`session_name_taken`: a session has this name", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -180,17 +178,10 @@ pub async fn create(
 ///
 /// Any role. Newest first (`createdAt` descending, ties by name); a key
 /// limited to some sessions sees only those.
-#[utoipa::path(
-    get,
-    path = "/api/sessions",
-    tag = "sessions",
-    operation_id = "listSessions",
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "listSessions",
     responses(
         (status = 200, description = "The sessions", body = Vec<SessionBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let views = state.web.send(ListSessions { caller }).await??;
@@ -200,19 +191,11 @@ pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiEr
 /// Get a session
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}",
-    tag = "sessions",
-    operation_id = "getSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "getSession",
+    params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let view = state
@@ -229,20 +212,11 @@ pub async fn get(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse
 ///
 /// Role: operator. Stops the engine and removes the record, its credentials,
 /// its webhooks and their pending deliveries.
-#[utoipa::path(
-    delete,
-    path = "/api/sessions/{id}",
-    tag = "sessions",
-    operation_id = "deleteSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", operation_id = "deleteSession",
+    params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     state
@@ -255,133 +229,76 @@ pub async fn delete(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespo
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn command(
-    state: Data,
-    caller: wasup_actors::Caller,
-    id: String,
-    command: SessionCommand,
-) -> Result<HttpResponse, ApiError> {
-    let view = state
-        .web
-        .send(RunCommand {
-            caller,
-            id,
-            command,
-        })
-        .await??;
-    Ok(view_response(&view))
+/// Declares the handler of one session command, `POST
+/// /api/sessions/{id}/<segment>`: it sends the command and answers the
+/// session as it is after it.
+macro_rules! command_route {
+    ($(#[doc = $doc:tt])* $name:ident, $segment:tt, $operation_id:tt, $kind:ident) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = concat!("/api/sessions/{id}/", $segment), tag = "sessions", operation_id = $operation_id,
+            params(SessionPath),
+            responses((status = 200, description = "The session after the command", body = SessionBody))
+        )]
+        pub async fn $name(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
+            let command = RunCommand {
+                caller,
+                id: id.into_inner(),
+                command: SessionCommand::$kind,
+            };
+            Ok(view_response(&state.web.send(command).await??))
+        }
+    };
 }
 
-/// Start a session
-///
-/// Role: operator. The session goes `initializing`, then `qr_ready` (unlinked) or `ready` (linked).
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/start",
-    tag = "sessions",
-    operation_id = "startSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 400, description = "`session_already_started`: the session is running or starting", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn start(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommand::Start).await
-}
+command_route!(
+    /// Start a session
+    ///
+    /// Role: operator. The session goes `initializing`, then `qr_ready` (unlinked) or `ready` (linked).
+    start,
+    "start",
+    "startSession",
+    Start
+);
 
-/// Stop a session
-///
-/// Role: operator. The session goes `disconnected`; its credentials are kept. Idempotent.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/stop",
-    tag = "sessions",
-    operation_id = "stopSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommand::Stop).await
-}
+command_route!(
+    /// Stop a session
+    ///
+    /// Role: operator. The session goes `disconnected`; its credentials are kept. Idempotent.
+    stop,
+    "stop",
+    "stopSession",
+    Stop
+);
 
-/// Force-kill a session
-///
-/// Role: operator. The engine is aborted without waiting for a clean close; the session goes `disconnected`.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/force-kill",
-    tag = "sessions",
-    operation_id = "forceKillSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommand::ForceKill).await
-}
+command_route!(
+    /// Force-kill a session
+    ///
+    /// Role: operator. The engine is aborted without waiting for a clean close; the session goes `disconnected`.
+    force_kill,
+    "force-kill",
+    "forceKillSession",
+    ForceKill
+);
 
-/// Restart a session
-///
-/// Role: operator. Extension: stop then start, from any state.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/restart",
-    tag = "sessions",
-    operation_id = "restartSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommand::Restart).await
-}
+command_route!(
+    /// Restart a session
+    ///
+    /// Role: operator. Extension: stop then start, from any state.
+    restart,
+    "restart",
+    "restartSession",
+    Restart
+);
 
-/// Log a session out
-///
-/// Role: operator. Extension: unlinks the device at WhatsApp when connected, wipes the credentials; the session goes `disconnected` with `phone` and `pushName` null.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/logout",
-    tag = "sessions",
-    operation_id = "logoutSession",
-    params(("id" = String, Path, description = "Session UUID or name")),
-    responses(
-        (status = 200, description = "The session after the command", body = SessionBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn logout(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommand::Logout).await
-}
+command_route!(
+    /// Log a session out
+    ///
+    /// Role: operator. Extension: unlinks the device at WhatsApp when connected, wipes the credentials; the session goes `disconnected` with `phone` and `pushName` null.
+    logout,
+    "logout",
+    "logoutSession",
+    Logout
+);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -426,27 +343,14 @@ pub enum QrBody {
 /// Role: operator. The QR rotates (each rotation also emits `session.qr`);
 /// `expiresAt` says when this one stops working. With `Accept: image/png`
 /// (extension) the answer is the PNG itself.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/qr",
-    tag = "sessions",
-    operation_id = "getSessionQr",
-    params(("id" = String, Path, description = "Session UUID or name"), QrQuery),
+#[utoipa::path(get, path = "/api/sessions/{id}/qr", tag = "sessions", operation_id = "getSessionQr",
+    params(SessionPath, QrQuery),
     responses(
         (status = 200, description = "The current QR", content(
             (QrBody = "application/json"),
             ("image/png"),
         )),
-        (status = 400, description = "`qr_not_available`: the session is not started, not yet \
-            showing a QR, or already linked (the message says which); `validation_failed`: \
-            bad `format`", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, description = "`service_unavailable`, `shutting_down`, or \
-            `qr_render_failed`: the QR could not be drawn", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn qr(
     state: Data,
@@ -477,13 +381,8 @@ pub async fn qr(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("image/png"));
-    let render_failed = |e: crate::qr::QrError| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "qr_render_failed",
-            e.to_string(),
-        )
-    };
+    let render_failed =
+        |e: crate::qr::QrError| ApiError::new(ErrorCode::QrRenderFailed, e.to_string());
     if wants_png && !raw {
         let png = crate::qr::png(&qr.text).map_err(render_failed)?;
         return Ok(HttpResponse::Ok().content_type("image/png").body(png));
@@ -538,26 +437,12 @@ pub struct PairingCodeBody {
 /// Request a pairing code
 ///
 /// Role: operator. Links by code instead of QR; the session must be in `qr_ready`.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/pairing-code",
-    tag = "sessions",
-    operation_id = "requestPairingCode",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(post, path = "/api/sessions/{id}/pairing-code", tag = "sessions", operation_id = "requestPairingCode",
+    params(SessionPath),
     request_body = PairingRequest,
     responses(
         (status = 201, description = "The code", body = PairingCodeBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` \
-            (`phoneNumber` not 6–15 digits); `pairing_code_not_available`: the session is not \
-            in `qr_ready` or not connected yet", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 409, description = "`engine_rejected`: WhatsApp refused or did not answer; retry", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn pairing_code(
     state: Data,
@@ -594,19 +479,11 @@ pub struct MeBody {
 /// Get the linked account
 ///
 /// Any role. Extension: `null` while the session is not linked.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/me",
-    tag = "sessions",
-    operation_id = "getSessionMe",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(get, path = "/api/sessions/{id}/me", tag = "sessions", operation_id = "getSessionMe",
+    params(SessionPath),
     responses(
         (status = 200, description = "The linked account, or null", body = Option<MeBody>),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn me(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
     let me = state
@@ -660,17 +537,10 @@ pub struct MemoryUsage {
 /// Get the sessions overview
 ///
 /// Any role. Counts cover the sessions the key may see.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/stats/overview",
-    tag = "sessions",
-    operation_id = "getSessionsOverview",
+#[utoipa::path(get, path = "/api/sessions/stats/overview", tag = "sessions", operation_id = "getSessionsOverview",
     responses(
         (status = 200, description = "The overview", body = OverviewBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn overview(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let Overview {

@@ -9,23 +9,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wasup_actors::model::{Role, SessionStatus};
 use wasup_actors::web::{GetQr, GetSession};
+use wasup_actors::ErrorCode;
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
+use super::sessions::SessionPath;
 use super::AppState;
 use crate::simulator::{FaultKind, LinkedDevice, Simulator, Target};
 
 type Data = web::Data<AppState>;
 
 fn simulator(state: &AppState) -> Result<&Simulator, ApiError> {
-    state.simulator.as_ref().ok_or_else(|| {
-        ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "simulator_not_embedded",
-            "This gateway talks to a simulator process (WASUP_SIMULATOR_URL): use its own control API",
-        )
-    })
+    state
+        .simulator
+        .as_ref()
+        .ok_or_else(ApiError::no_embedded_simulator)
 }
 
 /// A device linked to a virtual phone.
@@ -71,26 +70,12 @@ pub struct ScanRequest {
 ///
 /// Role: operator. Simulator builds only. The phone scans the QR the
 /// session currently shows and the link completes.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/sessions/{id}/scan",
-    tag = "simulator",
-    operation_id = "simulatorScan",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(post, path = "/api/simulator/sessions/{id}/scan", tag = "simulator", operation_id = "simulatorScan",
+    params(SessionPath),
     request_body = ScanRequest,
     responses(
         (status = 200, description = "Linked", body = DeviceBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
-            `qr_not_available`; `qr_malformed`", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, description = "`session_not_found`, `qr_expired`, or \
-            `simulator_not_embedded`: the gateway uses a separate simulator process", body = ErrorBody),
-        (status = 409, description = "`link_rejected`, `link_timeout`, `session_not_connected`", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn scan(
     state: Data,
@@ -129,25 +114,12 @@ pub struct EnterCodeRequest {
 /// A virtual phone enters a pairing code
 ///
 /// Role: operator. Simulator builds only.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/phones/{phone}/enter-code",
-    tag = "simulator",
-    operation_id = "simulatorEnterCode",
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/enter-code", tag = "simulator", operation_id = "simulatorEnterCode",
     params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
     request_body = EnterCodeRequest,
     responses(
         (status = 200, description = "Linked", body = DeviceBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
-            `pairing_code_rejected`: not the code the session showed", body = ErrorBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, description = "`no_pending_pairing_code`, or `simulator_not_embedded`", body = ErrorBody),
-        (status = 409, description = "`link_rejected`, `link_timeout`, `session_not_connected`", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn enter_code(
     state: Data,
@@ -170,20 +142,11 @@ pub async fn enter_code(
 /// A virtual phone's linked devices
 ///
 /// Any role. Simulator builds only. What "Linked devices" shows on the phone.
-#[utoipa::path(
-    get,
-    path = "/api/simulator/phones/{phone}/devices",
-    tag = "simulator",
-    operation_id = "simulatorPhoneDevices",
+#[utoipa::path(get, path = "/api/simulator/phones/{phone}/devices", tag = "simulator", operation_id = "simulatorPhoneDevices",
     params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
     responses(
         (status = 200, description = "The devices", body = Vec<DeviceBody>),
-        (status = 400, description = "`validation_failed`: not 6–15 digits", body = ErrorBody),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 404, description = "`phone_not_found`, or `simulator_not_embedded`", body = ErrorBody),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn phone_devices(
     state: Data,
@@ -232,25 +195,12 @@ pub struct FaultBody {
 ///
 /// Role: operator. Simulator builds only. Applies to the session's linked
 /// device, or to the unlinked connection showing the current QR.
-#[utoipa::path(
-    post,
-    path = "/api/simulator/sessions/{id}/faults",
-    tag = "simulator",
-    operation_id = "simulatorFault",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(post, path = "/api/simulator/sessions/{id}/faults", tag = "simulator", operation_id = "simulatorFault",
+    params(SessionPath),
     request_body = FaultRequest,
     responses(
         (status = 200, description = "Applied", body = FaultBody),
-        (status = 400, response = super::docs::InvalidBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, description = "`session_not_found`, `device_not_found`, or \
-            `simulator_not_embedded`", body = ErrorBody),
-        (status = 409, description = "`session_not_connected`: nothing to fault", body = ErrorBody),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn fault(
     state: Data,
@@ -306,8 +256,7 @@ pub async fn fault(
     };
     if targets.is_empty() {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::CONFLICT,
-            "session_not_connected",
+            ErrorCode::SessionNotConnected,
             format!(
                 "Session '{}' has no connection to the simulator to fault",
                 view.record.name

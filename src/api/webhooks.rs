@@ -10,8 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use wasup_actors::webhook::*;
 
 use super::auth::Auth;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::json::Body;
+use super::sessions::SessionPath;
 use super::time::iso;
 use super::AppState;
 
@@ -118,6 +119,16 @@ pub struct UpdateRequest {
     max_attempts: Option<u32>,
 }
 
+/// The `{wid}` of a webhook's routes (after its session's `{id}`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct WebhookPath {
+    /// Webhook id
+    #[param(format = Uuid)]
+    wid: String,
+}
+
 fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     h.map(|m| m.into_iter().collect())
 }
@@ -125,25 +136,12 @@ fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
 /// Create a webhook
 ///
 /// Role: operator. The answer is the only one that carries the secret.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks",
-    tag = "webhooks",
-    operation_id = "createWebhook",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks", tag = "webhooks", operation_id = "createWebhook",
+    params(SessionPath),
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created", body = CreatedBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed` (the \
-            message names the field and the rule, e.g. an unknown event name); \
-            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn create(
     state: Data,
@@ -176,19 +174,11 @@ fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
 /// List a session's webhooks
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks",
-    tag = "webhooks",
-    operation_id = "listSessionWebhooks",
-    params(("id" = String, Path, description = "Session UUID or name")),
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks", tag = "webhooks", operation_id = "listSessionWebhooks",
+    params(SessionPath),
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::SessionNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list(
     state: Data,
@@ -208,17 +198,10 @@ pub async fn list(
 /// List all webhooks
 ///
 /// Any role: every webhook of the sessions the key may see.
-#[utoipa::path(
-    get,
-    path = "/api/webhooks",
-    tag = "webhooks",
-    operation_id = "listWebhooks",
+#[utoipa::path(get, path = "/api/webhooks", tag = "webhooks", operation_id = "listWebhooks",
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookBody>),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
     let hooks = state
@@ -234,19 +217,11 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
 /// Get a webhook
 ///
 /// Any role.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "getWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "getWebhook",
+    params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn get(
     state: Data,
@@ -268,24 +243,12 @@ pub async fn get(
 /// Update a webhook
 ///
 /// Role: operator.
-#[utoipa::path(
-    patch,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "updateWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+#[utoipa::path(patch, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "updateWebhook",
+    params(SessionPath, WebhookPath),
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "The webhook after the change", body = WebhookBody),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `validation_failed`; \
-            `webhook_url_not_allowed`: the URL resolves to a refused address", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn update(
     state: Data,
@@ -313,20 +276,11 @@ pub async fn update(
 /// Delete a webhook
 ///
 /// Role: operator. Its pending deliveries are dropped.
-#[utoipa::path(
-    delete,
-    path = "/api/sessions/{id}/webhooks/{wid}",
-    tag = "webhooks",
-    operation_id = "deleteWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+#[utoipa::path(delete, path = "/api/sessions/{id}/webhooks/{wid}", tag = "webhooks", operation_id = "deleteWebhook",
+    params(SessionPath, WebhookPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn delete(
     state: Data,
@@ -364,20 +318,11 @@ pub struct TestResultBody {
 ///
 /// Role: operator. POSTs a signed `webhook.test` event to the URL once, now
 /// (no retries), and reports what the receiver answered.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks/{wid}/test",
-    tag = "webhooks",
-    operation_id = "testWebhook",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id")),
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks/{wid}/test", tag = "webhooks", operation_id = "testWebhook",
+    params(SessionPath, WebhookPath),
     responses(
         (status = 200, description = "What the receiver answered (also when it failed)", body = TestResultBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn test(
     state: Data,
@@ -449,21 +394,11 @@ pub struct RedriveBody {
 /// List delivery attempts
 ///
 /// Any role. The webhook's recent attempts, newest first.
-#[utoipa::path(
-    get,
-    path = "/api/sessions/{id}/webhooks/{wid}/deliveries",
-    tag = "webhooks",
-    operation_id = "listWebhookDeliveries",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), DeliveriesQuery),
+#[utoipa::path(get, path = "/api/sessions/{id}/webhooks/{wid}/deliveries", tag = "webhooks", operation_id = "listWebhookDeliveries",
+    params(SessionPath, WebhookPath, DeliveriesQuery),
     responses(
         (status = 200, description = "The attempts", body = Vec<AttemptBody>),
-        (status = 400, description = "`validation_failed`: a bad `status` or `limit`, or \
-            another query parameter", body = ErrorBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 404, response = super::docs::WebhookNotFound),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn deliveries(
     state: Data,
@@ -519,22 +454,11 @@ pub async fn deliveries(
 /// Redrive a dead-lettered event
 ///
 /// Role: operator. The event is queued for delivery to this webhook again.
-#[utoipa::path(
-    post,
-    path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive",
-    tag = "webhooks",
-    operation_id = "redriveWebhookDelivery",
-    params(("id" = String, Path, description = "Session UUID or name"), ("wid" = String, Path, format = Uuid, description = "Webhook id"), ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
+#[utoipa::path(post, path = "/api/sessions/{id}/webhooks/{wid}/deliveries/{event_id}/redrive", tag = "webhooks", operation_id = "redriveWebhookDelivery",
+    params(SessionPath, WebhookPath, ("event_id" = String, Path, description = "The event's id (`eventId` of a delivery attempt)")),
     responses(
         (status = 202, description = "Queued", body = RedriveBody),
-        (status = 401, response = super::docs::SessionUnauthorized),
-        (status = 403, response = super::docs::Forbidden),
-        (status = 404, description = "`session_not_found`, `webhook_not_found`, or \
-            `delivery_not_found`: this webhook has no delivery of that event", body = ErrorBody),
-        (status = 409, description = "`delivery_already_queued`: the event is still pending", body = ErrorBody),
-        (status = 503, response = super::docs::Unavailable),
-    ),
-    security(("api_key" = []), ("bearer" = []))
+    )
 )]
 pub async fn redrive(
     state: Data,

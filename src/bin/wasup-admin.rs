@@ -308,7 +308,7 @@ fn main() -> ExitCode {
             message,
         }) => {
             eprintln!("error: {message} ({code}, HTTP {status})");
-            if code == "missing_api_key" && no_key {
+            if code == wasup_actors::ErrorCode::MissingApiKey.as_str() && no_key {
                 eprintln!("hint: set WASUP_API_KEY or pass --api-key");
             }
             ExitCode::FAILURE
@@ -472,8 +472,7 @@ fn qr(api: &Api, id: &str, wait: Duration) -> Outcome<Reply> {
     let deadline = Instant::now() + wait;
     loop {
         let answer = api.get(&path);
-        let not_yet =
-            matches!(&answer, Err(Failure::Server { code, .. }) if code == "qr_not_available");
+        let not_yet = matches!(&answer, Err(Failure::Server { code, .. }) if code == wasup_actors::ErrorCode::QrNotAvailable.as_str());
         if !not_yet || Instant::now() >= deadline {
             return answer;
         }

@@ -192,9 +192,7 @@ impl Handler<CreateWebhook> for WebhookActor {
                 .insert_webhook(record.clone(), secret.clone())
                 .await
                 .map_err(|e| match e {
-                    StoreError::NotFound => {
-                        WebError::SessionNotFound(record.session_id.to_string())
-                    }
+                    StoreError::NotFound => WebError::unknown_session_id(record.session_id),
                     e => store_unavailable(e),
                 })?;
             Ok((record, secret))

@@ -663,7 +663,7 @@ async fn logout_force_kill_and_delete() {
     assert_eq!(engine.0.stops.load(Ordering::SeqCst), 1);
     assert_eq!(
         h.command(idc, Cmd::Start).await.unwrap_err(),
-        WebError::SessionNotFound(idc.to_string())
+        WebError::unknown_session_id(idc)
     );
     tokio::time::sleep(ms(20)).await;
     assert_eq!(h.stats().await.actors, 0, "idle sessions hold no actor");

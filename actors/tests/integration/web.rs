@@ -227,12 +227,12 @@ async fn scopes_limit_what_a_key_sees() {
     // Nothing matches: 404 before any scope question.
     assert_eq!(
         refused(web, get("gamma")).await,
-        WebError::SessionNotFound("gamma".into())
+        WebError::unknown_session("gamma")
     );
     let unknown = Uuid::new_v4().to_string();
     assert_eq!(
         refused(web, get(&unknown)).await,
-        WebError::SessionNotFound(unknown.clone())
+        WebError::unknown_session(&unknown)
     );
     // Commands on other sessions are refused before reaching the supervisor.
     let cmd = RunCommand {
