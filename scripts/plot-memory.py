@@ -2,7 +2,7 @@
 """Draw the gateway's memory curve (RSS against linked sessions) as a PNG.
 
 Usage: plot-memory.py bench-memory.csv out.png
-The CSV is written by tests/bench_scale.rs (columns: sessions, rss_kib and
+The CSV is written by tests/integration/bench_scale.rs (columns: sessions, rss_kib and
 phase: `linked` while sessions are being linked, `restored` after a restart
 brought them back; older files without the column are all `linked`).
 """

@@ -10,9 +10,11 @@
 //! // handlers: gw.keys.authenticate(..) then gw.web.send(<message from `web`>)
 //! // on SIGTERM: gw.shutdown().await
 //! ```
-//! - `state`: the one state machine (`step`); `backoff`: the restart policy.
+//! - `state`: the one state machine (`step`) and every rule read from a
+//!   status (restore, QR, pairing code); `backoff`: the restart policy.
 //! - `session`/`supervisor`: one SessionActor per session with work (engine
 //!   running or command in flight); restarts, panics, restore, shutdown.
+//!   `protocol`: the messages between them.
 //! - `web`: one message per use case, roles, scopes and validation.
 //! - `metrics`: the counters the actors bump, and the Prometheus text encoder.
 
@@ -24,6 +26,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod ports;
+pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod state;
@@ -34,4 +37,5 @@ pub mod webhook;
 pub use error::WebError;
 pub use gateway::{start_system, Gateway};
 pub use model::*;
+pub use state::SessionCommand;
 pub use supervisor::SupervisorOptions;

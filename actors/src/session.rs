@@ -4,16 +4,18 @@
 //! It runs one engine at a time (a fresh generation per start), feeds every
 //! engine event and command through the state machine, persists the record
 //! and its events in one store call BEFORE publishing to the registry, and
-//! ends itself when no engine runs, telling the supervisor whether (and
-//! when) to restart the session. Commands and events are processed one at a
-//! time (`AtomicResponse`/`ctx.wait`), so a session's writes never race.
+//! ends itself when no engine runs, reporting whether (and when) to restart
+//! the session. It reports to a `Recipient<SessionReport>` given at
+//! construction (the supervisor, or a test): it never names the supervisor.
+//! Commands and events are processed one at a time
+//! (`AtomicResponse`/`ctx.wait`), so a session's writes never race.
 //!
 //! Engine calls run under `catch_unwind` and a timeout: a panicking engine
 //! is a crash of that session. If the actor itself panics, its drop guard
-//! tells the supervisor, which recovers the session from the registry.
+//! reports it, and the supervisor recovers the session from the registry.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,63 +29,15 @@ use crate::backoff::BackoffPolicy;
 use crate::error::WebError;
 use crate::events::{session_event::Data, SessionEvent};
 use crate::metrics::{ExitCause, StartCause, METRICS};
-use crate::model::{SessionId, SessionRecord, SessionStatus, SessionView};
+use crate::model::{SessionId, SessionRecord, SessionView};
 use crate::ports::{
-    Engine, EngineEvent, EngineEventMsg, EngineEventSink, EngineHandle, EngineSpec, ProxySpec,
-    Store, StoreError,
+    EngineError, EngineEvent, EngineEventMsg, EngineEventSink, EngineHandle, EngineSpec, ProxySpec,
+    StoreError,
 };
-use crate::registry::SessionRegistry;
-use crate::state::{step, Action, Input, SessionState, StepContext};
-use crate::supervisor::{ActorDied, Ended, RestoreSlotFree, SessionSupervisor, SupervisorOptions};
-
-/// What the supervisor shares with every session actor.
-#[derive(Clone)]
-pub struct Deps {
-    pub store: Arc<dyn Store>,
-    pub engine: Arc<dyn Engine>,
-    pub registry: Arc<SessionRegistry>,
-    pub options: Arc<SupervisorOptions>,
-    /// Engine generations are unique in the process.
-    pub generations: Arc<AtomicU64>,
-}
-
-/// What a person can ask of a session (the API's session commands).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionOp {
-    Start,
-    Stop,
-    ForceKill,
-    Restart,
-    Logout,
-    Delete,
-}
-
-/// Everything the supervisor asks of a session actor.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ActorOp {
-    Command(SessionOp),
-    /// Boot restore: start unless already started; frees a restore slot once
-    /// the session leaves `initializing`.
-    RestoreStart,
-    /// The backoff delay is over.
-    RetryDue,
-    /// The previous actor of this session died: treat as an engine crash.
-    Recover {
-        cause: String,
-    },
-    /// The gateway stops: close the engine, keep the desired state.
-    Shutdown,
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<SessionView, WebError>")]
-pub struct Op(pub ActorOp);
-
-#[derive(Message)]
-#[rtype(result = "Result<String, WebError>")]
-pub struct PairCode {
-    pub phone: String,
-}
+use crate::protocol::{Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest};
+use crate::state::{
+    pairing_allowed, step, Action, Input, PairingUnavailable, SessionState, StepContext,
+};
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -104,9 +58,9 @@ impl Drop for RunningEngine {
     }
 }
 
-/// Tells the supervisor when the actor is dropped by a panic.
+/// Reports the actor's death when it is dropped by a panic.
 struct DeathGuard {
-    supervisor: Addr<SessionSupervisor>,
+    reports: Recipient<SessionReport>,
     id: SessionId,
     incarnation: u64,
 }
@@ -114,9 +68,10 @@ struct DeathGuard {
 impl Drop for DeathGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.supervisor.do_send(ActorDied {
+            self.reports.do_send(SessionReport {
                 id: self.id,
                 incarnation: self.incarnation,
+                report: Report::Died,
             });
         }
     }
@@ -131,7 +86,7 @@ pub struct SessionActor {
     id: SessionId,
     incarnation: u64,
     deps: Deps,
-    supervisor: Addr<SessionSupervisor>,
+    reports: Recipient<SessionReport>,
     policy: BackoffPolicy,
     state: SessionState,
     /// The working record (may hold changes the store refused).
@@ -141,8 +96,6 @@ pub struct SessionActor {
     /// Events not yet accepted by the store (kept for the next save).
     unsaved: Vec<SessionEvent>,
     engine: Option<RunningEngine>,
-    /// Set by the last terminal transition: restart after this delay.
-    retry: Option<Duration>,
     restore_slot: bool,
     /// What the next engine start is for (metrics only).
     start_cause: StartCause,
@@ -196,13 +149,15 @@ fn unavailable() -> WebError {
 }
 
 impl SessionActor {
-    pub(crate) fn new(
+    /// The actor of the session `view` shows; it sends its reports (restore
+    /// slot free, ended, died) to `reports`.
+    pub fn new(
         view: &SessionView,
         incarnation: u64,
         deps: Deps,
-        supervisor: Addr<SessionSupervisor>,
+        reports: Recipient<SessionReport>,
     ) -> Self {
-        let policy = BackoffPolicy::from_config_with(&view.record.config, &deps.options.backoff);
+        let policy = deps.options.policy(&view.record.config);
         SessionActor {
             id: view.record.id,
             incarnation,
@@ -212,18 +167,17 @@ impl SessionActor {
             saved_record: view.record.clone(),
             unsaved: Vec::new(),
             engine: None,
-            retry: None,
             restore_slot: false,
             start_cause: StartCause::Start,
             deleted: false,
             ended: false,
             _guard: DeathGuard {
-                supervisor: supervisor.clone(),
+                reports: reports.clone(),
                 id: view.record.id,
                 incarnation,
             },
             deps,
-            supervisor,
+            reports,
         }
     }
 
@@ -241,14 +195,22 @@ impl SessionActor {
         if !self.deleted {
             self.deps.registry.upsert(self.view());
         }
-        if self.restore_slot && self.state.status != SessionStatus::Initializing {
+        if self.restore_slot && !self.state.is_starting() {
             self.free_restore_slot();
         }
     }
 
+    fn report(&self, report: Report) {
+        self.reports.do_send(SessionReport {
+            id: self.id,
+            incarnation: self.incarnation,
+            report,
+        });
+    }
+
     fn free_restore_slot(&mut self) {
         if std::mem::take(&mut self.restore_slot) {
-            self.supervisor.do_send(RestoreSlotFree { id: self.id });
+            self.report(Report::RestoreSlotFree);
         }
     }
 
@@ -355,23 +317,20 @@ impl SessionActor {
     }
 
     fn act(&mut self, action: Action, ctx: &mut Context<Self>) -> LocalBoxActorFuture<Self, ()> {
+        // A pending restart is `state.next_retry_at`: MaybeEnd hands it on.
         match action {
-            Action::Nothing => fut::ready(()).boxed_local(),
-            Action::StartEngine => {
-                self.retry = None;
-                self.start_engine(ctx)
-            }
-            Action::RestartAfter(delay) => {
-                self.retry = Some(delay);
+            Action::Nothing | Action::RestartAfter(_) | Action::GiveUp => {
                 fut::ready(()).boxed_local()
             }
-            Action::GiveUp => {
-                self.retry = None;
+            Action::StartEngine => self.start_engine(ctx),
+            Action::ForgetAndGiveUp => self.forget().boxed_local(),
+            Action::CheckStableAfter(after) => {
+                if let Some(generation) = self.engine.as_ref().map(|e| e.generation) {
+                    // A little past the threshold, so that the check finds it reached.
+                    let after = after + Duration::from_millis(5);
+                    ctx.run_later(after, move |act, ctx| act.stable_check(generation, ctx));
+                }
                 fut::ready(()).boxed_local()
-            }
-            Action::ForgetAndGiveUp => {
-                self.retry = None;
-                self.forget().boxed_local()
             }
         }
     }
@@ -490,15 +449,18 @@ impl SessionActor {
             .boxed_local()
     }
 
+    /// Take the running engine's handle out of the actor (dropping an engine
+    /// still starting aborts it).
+    fn take_handle(&mut self) -> Option<Arc<dyn EngineHandle>> {
+        let handle = self.engine.take()?.handle.take()?;
+        Some(Arc::from(handle))
+    }
+
     /// Close the engine cleanly (bounded; aborted when it takes too long).
     fn stop_engine(&mut self) -> LocalBoxActorFuture<Self, ()> {
-        let Some(mut running) = self.engine.take() else {
+        let Some(handle) = self.take_handle() else {
             return fut::ready(()).boxed_local();
         };
-        let Some(handle) = running.handle.take() else {
-            return fut::ready(()).boxed_local();
-        };
-        let handle: Arc<dyn EngineHandle> = Arc::from(handle);
         let h = handle.clone();
         let id = self.id;
         guarded(move || h.stop(), Some(self.deps.options.stop_timeout))
@@ -526,16 +488,12 @@ impl SessionActor {
 
     /// Unlink at WhatsApp when connected, else just close.
     fn logout_engine(&mut self) -> LocalBoxActorFuture<Self, ()> {
-        if self.state.status != SessionStatus::Ready {
+        if !self.state.is_connected() {
             return self.stop_engine();
         }
-        let Some(mut running) = self.engine.take() else {
+        let Some(handle) = self.take_handle() else {
             return fut::ready(()).boxed_local();
         };
-        let Some(handle) = running.handle.take() else {
-            return fut::ready(()).boxed_local();
-        };
-        let handle: Arc<dyn EngineHandle> = Arc::from(handle);
         let h = handle.clone();
         let id = self.id;
         guarded(move || h.logout(), Some(self.deps.options.stop_timeout))
@@ -553,62 +511,76 @@ impl SessionActor {
         saved.map(|()| self.view())
     }
 
-    fn run_op(
+    fn run(
         &mut self,
-        op: ActorOp,
+        request: SessionRequest,
         ctx: &mut Context<Self>,
     ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        use SessionCommand as C;
         ctx.notify(MaybeEnd);
-        self.start_cause = match op {
-            ActorOp::Command(SessionOp::Restart) => StartCause::Restart,
-            ActorOp::RestoreStart => StartCause::Restore,
-            ActorOp::RetryDue => StartCause::Reconnect,
+        self.start_cause = match request {
+            SessionRequest::Command(C::Restart) => StartCause::Restart,
+            SessionRequest::RestoreStart => StartCause::Restore,
+            SessionRequest::RetryDue => StartCause::Reconnect,
             _ => StartCause::Start,
         };
-        match op {
-            ActorOp::Command(SessionOp::Start) => {
-                if self.engine.is_some() {
-                    return fut::ready(Err(WebError::SessionAlreadyStarted(
-                        self.record.name.clone(),
-                    )))
-                    .boxed_local();
-                }
-                self.start(false)
-            }
-            ActorOp::RestoreStart => {
+        let command = match request {
+            SessionRequest::Command(command) => command,
+            SessionRequest::RestoreStart => {
                 if self.engine.is_some() {
                     return fut::ready(Ok(self.view())).boxed_local();
                 }
                 self.restore_slot = true;
-                self.start(false)
+                return self.start(C::Start);
             }
-            ActorOp::Command(SessionOp::Restart) => self.start(true),
-            ActorOp::RetryDue => {
+            SessionRequest::RetryDue => {
                 if self.engine.is_some() {
                     return fut::ready(Ok(self.view())).boxed_local();
                 }
-                self.commit_and_act(Input::RetryDue)
-                    .map(|saved, act, _| act.reply(saved))
-                    .boxed_local()
+                return self.commit_and_reply(Input::RetryDue);
             }
-            ActorOp::Command(SessionOp::Stop) => self
+            SessionRequest::Recover { cause } => {
+                if !self.state.is_running() || self.engine.is_some() {
+                    // Clear what the dead actor left in the registry (engine_alive).
+                    self.publish();
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                return self
+                    .commit_exit(EngineEvent::Crashed { cause }, ExitCause::ActorPanicked)
+                    .map(|saved, act, _| act.reply(saved))
+                    .boxed_local();
+            }
+            SessionRequest::Shutdown => {
+                if self.engine.is_none() {
+                    return fut::ready(Ok(self.view())).boxed_local();
+                }
+                return self
+                    .stop_engine()
+                    .then(|(), act, _| act.commit_and_reply(Input::Shutdown))
+                    .boxed_local();
+            }
+        };
+        let input = Input::Command(command);
+        match command {
+            C::Start if self.engine.is_some() => fut::ready(Err(WebError::SessionAlreadyStarted(
+                self.record.name.clone(),
+            )))
+            .boxed_local(),
+            C::Start | C::Restart => self.start(command),
+            C::Stop => self
                 .stop_engine()
-                .then(|(), act, _| act.commit_and_act(Input::Stop))
-                .map(|saved, act, _| act.reply(saved))
+                .then(move |(), act, _| act.commit_and_reply(input))
                 .boxed_local(),
-            ActorOp::Command(SessionOp::ForceKill) => {
+            C::ForceKill => {
                 self.abort_engine();
-                self.commit_and_act(Input::ForceKill)
-                    .map(|saved, act, _| act.reply(saved))
-                    .boxed_local()
+                self.commit_and_reply(input)
             }
-            ActorOp::Command(SessionOp::Logout) => self
+            C::Logout => self
                 .logout_engine()
                 .then(|(), act, _| act.forget())
-                .then(|(), act, _| act.commit_and_act(Input::Logout))
-                .map(|saved, act, _| act.reply(saved))
+                .then(move |(), act, _| act.commit_and_reply(input))
                 .boxed_local(),
-            ActorOp::Command(SessionOp::Delete) => self
+            C::Delete => self
                 .stop_engine()
                 .then(|(), act, _| act.forget())
                 .then(|(), act, _| {
@@ -616,56 +588,46 @@ impl SessionActor {
                     let id = act.id;
                     async move { store.delete_session(id).await }.into_actor(act)
                 })
-                .then(|res, act, _| match res {
+                .then(move |res, act, _| match res {
                     Ok(()) | Err(StoreError::NotFound) => {
                         act.deleted = true;
-                        act.retry = None;
                         act.deps.registry.remove(act.id);
                         fut::ready(Ok(act.view())).boxed_local()
                     }
                     Err(err) => {
+                        // The session stays, stopped.
                         log::error!("session {}: deleting it failed: {err}", act.id);
-                        act.commit_and_act(Input::Stop)
+                        act.commit_and_act(input)
                             .map(|_, _, _| Err(unavailable()))
                             .boxed_local()
                     }
                 })
                 .boxed_local(),
-            ActorOp::Recover { cause } => {
-                if !self.state.is_running() || self.engine.is_some() {
-                    // Clear what the dead actor left in the registry (engine_alive).
-                    self.publish();
-                    return fut::ready(Ok(self.view())).boxed_local();
-                }
-                self.commit_exit(EngineEvent::Crashed { cause }, ExitCause::ActorPanicked)
-                    .map(|saved, act, _| act.reply(saved))
-                    .boxed_local()
-            }
-            ActorOp::Shutdown => {
-                if self.engine.is_none() {
-                    self.retry = None;
-                    return fut::ready(Ok(self.view())).boxed_local();
-                }
-                self.stop_engine()
-                    .then(|(), act, _| {
-                        act.retry = None;
-                        act.commit_and_act(Input::Shutdown)
-                    })
-                    .map(|saved, act, _| act.reply(saved))
-                    .boxed_local()
-            }
         }
     }
 
-    /// A person's start: when the store refuses the new state (desired
-    /// `running`), nothing starts and the state is left as it was, so that
-    /// the caller's error tells the truth.
+    fn commit_and_reply(
+        &mut self,
+        input: Input,
+    ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        self.commit_and_act(input)
+            .map(|saved, act, _| act.reply(saved))
+            .boxed_local()
+    }
+
+    /// A person's start (or restart): when the store refuses the new state
+    /// (desired `running`), nothing starts and the state is left as it was,
+    /// so that the caller's error tells the truth.
     ///
     /// A restart persists first and only then replaces the running engine:
     /// when the store refuses, the old engine keeps running.
-    fn start(&mut self, restart: bool) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+    fn start(
+        &mut self,
+        command: SessionCommand,
+    ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        let restart = command == SessionCommand::Restart;
         let before = (self.state.clone(), self.record.clone(), self.unsaved.len());
-        self.commit(Input::Start)
+        self.commit(Input::Command(command))
             .then(move |committed, act, _| match committed.saved {
                 Ok(()) => {
                     let stop = if restart {
@@ -699,11 +661,11 @@ impl SessionActor {
     }
 }
 
-impl Handler<Op> for SessionActor {
+impl Handler<SessionRequest> for SessionActor {
     type Result = AtomicResponse<Self, Result<SessionView, WebError>>;
 
-    fn handle(&mut self, Op(op): Op, ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.run_op(op, ctx))
+    fn handle(&mut self, request: SessionRequest, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.run(request, ctx))
     }
 }
 
@@ -730,13 +692,8 @@ impl Handler<EngineEventMsg> for SessionActor {
             return;
         }
         let fut = self
-            .commit(Input::Engine(msg.event))
-            .map(move |_, act, ctx| {
-                if act.state.status == SessionStatus::Ready && act.state.ready_since.is_some() {
-                    let after = act.policy.stable_reset + Duration::from_millis(5);
-                    ctx.run_later(after, move |act, ctx| act.stable_check(generation, ctx));
-                }
-            });
+            .commit_and_act(Input::Engine(msg.event))
+            .map(|_, _, _| ());
         ctx.wait(fut);
     }
 }
@@ -745,20 +702,15 @@ impl Handler<PairCode> for SessionActor {
     type Result = ResponseFuture<Result<String, WebError>>;
 
     fn handle(&mut self, msg: PairCode, _: &mut Context<Self>) -> Self::Result {
-        let name = self.record.name.clone();
-        if self.state.status != SessionStatus::QrReady {
-            return Box::pin(async move {
-                Err(WebError::PairingCodeNotAvailable(format!(
-                    "Session '{name}' is not waiting for a link: a pairing code is only available in qr_ready"
-                )))
-            });
+        let name = &self.record.name;
+        if let Err(why) = pairing_allowed(name, self.state.status) {
+            return Box::pin(async move { Err(why.into()) });
         }
         let Some(handle) = self.engine.as_ref().and_then(|e| e.handle.as_ref()) else {
-            return Box::pin(async move {
-                Err(WebError::PairingCodeNotAvailable(format!(
-                    "Session '{name}' is not connected yet; try again in a few seconds"
-                )))
-            });
+            let why = PairingUnavailable::NotConnectedYet {
+                session: name.clone(),
+            };
+            return Box::pin(async move { Err(why.into()) });
         };
         let fut = guarded(
             || handle.pair_with_code(msg.phone),
@@ -767,10 +719,8 @@ impl Handler<PairCode> for SessionActor {
         Box::pin(async move {
             match fut.await {
                 Ok(Ok(code)) => Ok(code),
-                Ok(Err(crate::ports::EngineError::NotReady(m))) => {
-                    Err(WebError::PairingCodeNotAvailable(m))
-                }
-                Ok(Err(crate::ports::EngineError::Failed(m))) => Err(WebError::Engine(m)),
+                Ok(Err(EngineError::NotReady(m))) => Err(WebError::PairingCodeNotAvailable(m)),
+                Ok(Err(EngineError::Failed(m))) => Err(WebError::Engine(m)),
                 Err(Guarded::TimedOut) => Err(WebError::Engine(
                     "WhatsApp did not answer in time".to_string(),
                 )),
@@ -790,7 +740,7 @@ impl Handler<MaybeEnd> for SessionActor {
         }
         if !self.unsaved.is_empty() && !self.deleted {
             // One more try to persist what the store refused before.
-            let fut = self.commit(Input::StableElapsed).map(|c, act, ctx| {
+            let fut = self.commit(Input::Flush).map(|c, act, ctx| {
                 if c.saved.is_err() {
                     log::error!(
                         "session {}: {} events could not be saved",
@@ -809,13 +759,9 @@ impl Handler<MaybeEnd> for SessionActor {
         let retry = if self.deleted {
             None
         } else {
-            self.retry.take()
+            self.state.retry_in(Utc::now())
         };
-        self.supervisor.do_send(Ended {
-            id: self.id,
-            incarnation: self.incarnation,
-            retry,
-        });
+        self.report(Report::Ended { retry });
         ctx.stop();
     }
 }

@@ -1,6 +1,6 @@
 //! The SessionSupervisor: owns one SessionActor per session it has work for,
-//! routes commands to it, schedules restarts with backoff after an engine
-//! ended, recovers sessions whose actor panicked, restores the running
+//! routes commands to it, holds the timer of the restart an ended actor
+//! left pending (the state machine chose its delay), recovers sessions whose actor panicked, restores the running
 //! sessions at boot with bounded concurrency, and stops everything on
 //! shutdown. (`actix::Supervisor` is not used: it restarts at once, without
 //! backoff, and ignores panics.)
@@ -14,52 +14,22 @@ use actix::prelude::*;
 
 use rand::Rng;
 
-use crate::backoff::BackoffLimits;
 use crate::error::WebError;
-use crate::model::{DesiredState, SessionId, SessionStatus, SessionView};
+use crate::model::{SessionId, SessionView};
 use crate::ports::{Engine, Store};
+pub use crate::protocol::SupervisorOptions;
+use crate::protocol::{Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest};
 use crate::registry::SessionRegistry;
-use crate::session::{ActorOp, Deps, Op, PairCode, SessionActor, SessionOp};
-
-#[derive(Clone, Debug)]
-pub struct SupervisorOptions {
-    /// At most this many sessions are starting (status `initializing`) at a
-    /// time during the boot restore. Default 8.
-    pub restore_concurrency: usize,
-    /// Bounds of the per-session backoff settings (the contract's by default;
-    /// tests shrink them).
-    pub backoff: BackoffLimits,
-    /// How long `Engine::start` (and a pairing-code request) may take.
-    pub engine_start_timeout: Duration,
-    /// How long a clean engine stop (or logout) may take before it is aborted.
-    pub stop_timeout: Duration,
-    /// How long `Shutdown` waits for every session.
-    pub shutdown_timeout: Duration,
-    /// Each boot-restore start waits a random delay up to this, so the
-    /// sessions sharing a wave do not dial at the same instant.
-    pub restore_jitter: Duration,
-}
-
-impl Default for SupervisorOptions {
-    fn default() -> Self {
-        SupervisorOptions {
-            restore_concurrency: 8,
-            backoff: BackoffLimits::default(),
-            engine_start_timeout: Duration::from_secs(60),
-            stop_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(20),
-            restore_jitter: Duration::from_millis(20),
-        }
-    }
-}
+use crate::session::SessionActor;
+use crate::state::{recover_delay, restored_at_boot, PairingUnavailable};
 
 /// A command for one session (resolved id). Replies with the session's view
 /// after the command (for `Delete`: the last view before removal).
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "Result<SessionView, WebError>")]
-pub struct Control {
+pub struct Command {
     pub id: SessionId,
-    pub op: SessionOp,
+    pub command: SessionCommand,
 }
 
 /// Ask a running session's engine for a pairing code.
@@ -102,32 +72,11 @@ pub struct SupervisorStats {
     pub actor_deaths: u64,
 }
 
-// ---- messages from session actors
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Ended {
-    pub id: SessionId,
-    pub incarnation: u64,
-    pub retry: Option<Duration>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ActorDied {
-    pub id: SessionId,
-    pub incarnation: u64,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct RestoreSlotFree {
-    pub id: SessionId,
-}
-
 pub struct SessionSupervisor {
     deps: Deps,
     actors: HashMap<SessionId, (Addr<SessionActor>, u64)>,
+    /// The timers of pending restarts and recoveries. The state machine
+    /// decides a restart (`next_retry_at`); an ended actor hands it here.
     retries: HashMap<SessionId, SpawnHandle>,
     next_incarnation: u64,
     restore_queue: VecDeque<SessionId>,
@@ -184,7 +133,8 @@ impl SessionSupervisor {
         let view = self.deps.registry.get(id)?;
         self.next_incarnation += 1;
         let incarnation = self.next_incarnation;
-        let actor = SessionActor::new(&view, incarnation, self.deps.clone(), ctx.address());
+        let reports = ctx.address().recipient();
+        let actor = SessionActor::new(&view, incarnation, self.deps.clone(), reports);
         let addr = actor.start();
         self.actors.insert(id, (addr.clone(), incarnation));
         Some((addr, incarnation))
@@ -209,7 +159,13 @@ impl SessionSupervisor {
         }
     }
 
-    fn schedule(&mut self, id: SessionId, delay: Duration, op: ActorOp, ctx: &mut Context<Self>) {
+    fn schedule(
+        &mut self,
+        id: SessionId,
+        delay: Duration,
+        request: SessionRequest,
+        ctx: &mut Context<Self>,
+    ) {
         self.cancel_retry(id, ctx);
         let handle = ctx.run_later(delay, move |act, ctx| {
             act.retries.remove(&id);
@@ -217,7 +173,7 @@ impl SessionSupervisor {
                 return;
             }
             if let Some((addr, _)) = act.actor(id, ctx) {
-                addr.do_send(Op(op));
+                addr.do_send(request);
             }
         });
         self.retries.insert(id, handle);
@@ -241,15 +197,17 @@ impl SessionSupervisor {
             self.restoring.insert(id);
             let max = self.deps.options.restore_jitter.as_millis() as u64;
             let jitter = Duration::from_millis(rand::rng().random_range(0..=max));
-            ctx.run_later(jitter, move |_, _| addr.do_send(Op(ActorOp::RestoreStart)));
+            ctx.run_later(jitter, move |_, _| {
+                addr.do_send(SessionRequest::RestoreStart)
+            });
         }
     }
 }
 
-impl Handler<Control> for SessionSupervisor {
+impl Handler<Command> for SessionSupervisor {
     type Result = ResponseActFuture<Self, Result<SessionView, WebError>>;
 
-    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
             return Box::pin(fut::ready(Err(WebError::ShuttingDown)));
         }
@@ -260,10 +218,9 @@ impl Handler<Control> for SessionSupervisor {
         let Some((addr, incarnation)) = self.actor(id, ctx) else {
             return Box::pin(fut::ready(Err(WebError::SessionNotFound(id.to_string()))));
         };
-        let op = ActorOp::Command(msg.op);
-        let retry_op = op.clone();
+        let request = SessionRequest::Command(msg.command);
         Box::pin(
-            addr.send(Op(op))
+            addr.send(request.clone())
                 .into_actor(self)
                 .then(move |res, act, ctx| match res {
                     Ok(reply) => fut::ready(reply).boxed_local(),
@@ -273,7 +230,7 @@ impl Handler<Control> for SessionSupervisor {
                         act.forget_actor(id, incarnation);
                         match act.actor(id, ctx) {
                             Some((addr, _)) => addr
-                                .send(Op(retry_op))
+                                .send(request)
                                 .into_actor(act)
                                 .map(|res, _, _| {
                                     res.unwrap_or_else(|_| {
@@ -297,9 +254,9 @@ impl Handler<RequestPairing> for SessionSupervisor {
 
     fn handle(&mut self, msg: RequestPairing, _: &mut Context<Self>) -> Self::Result {
         let not_started = |id: SessionId| {
-            WebError::PairingCodeNotAvailable(format!(
-                "Session '{id}' is not started: start it first"
-            ))
+            WebError::from(PairingUnavailable::NotStarted {
+                session: id.to_string(),
+            })
         };
         let Some((addr, _)) = self.actors.get(&msg.id).cloned() else {
             return Box::pin(async move { Err(not_started(msg.id)) });
@@ -326,9 +283,7 @@ impl Handler<Restore> for SessionSupervisor {
         });
         for view in views {
             let id = view.record.id;
-            let wanted = view.record.desired == DesiredState::Running
-                && view.record.status != SessionStatus::Failed;
-            if wanted
+            if restored_at_boot(&view.record)
                 && !self.actors.contains_key(&id)
                 && !self.retries.contains_key(&id)
                 && !self.restore_queue.contains(&id)
@@ -355,7 +310,7 @@ impl Handler<Shutdown> for SessionSupervisor {
         let stops: Vec<_> = self
             .actors
             .values()
-            .map(|(addr, _)| addr.send(Op(ActorOp::Shutdown)))
+            .map(|(addr, _)| addr.send(SessionRequest::Shutdown))
             .collect();
         let timeout = self.deps.options.shutdown_timeout;
         Box::pin(
@@ -387,59 +342,55 @@ impl Handler<GetStats> for SessionSupervisor {
     }
 }
 
-impl Handler<Ended> for SessionSupervisor {
+impl Handler<SessionReport> for SessionSupervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
-        if !self.forget_actor(msg.id, msg.incarnation) {
-            return;
-        }
-        self.crashes.remove(&msg.id);
-        self.free_slot(msg.id, ctx);
-        if let (Some(delay), false) = (msg.retry, self.shutting_down) {
-            self.schedule(msg.id, delay, ActorOp::RetryDue, ctx);
+    fn handle(&mut self, msg: SessionReport, ctx: &mut Context<Self>) {
+        match msg.report {
+            Report::RestoreSlotFree => self.free_slot(msg.id, ctx),
+            Report::Ended { retry } => self.ended(msg.id, msg.incarnation, retry, ctx),
+            Report::Died => self.died(msg.id, msg.incarnation, ctx),
         }
     }
 }
 
-impl Handler<ActorDied> for SessionSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ActorDied, ctx: &mut Context<Self>) {
-        self.actor_deaths += 1;
-        // A command that was in flight already gave the session a successor.
-        if !self.forget_actor(msg.id, msg.incarnation) {
+impl SessionSupervisor {
+    fn ended(
+        &mut self,
+        id: SessionId,
+        incarnation: u64,
+        retry: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.forget_actor(id, incarnation) {
             return;
         }
-        log::error!("session {}: its actor panicked; recovering it", msg.id);
-        self.free_slot(msg.id, ctx);
+        self.crashes.remove(&id);
+        self.free_slot(id, ctx);
+        if let (Some(delay), false) = (retry, self.shutting_down) {
+            self.schedule(id, delay, SessionRequest::RetryDue, ctx);
+        }
+    }
+
+    fn died(&mut self, id: SessionId, incarnation: u64, ctx: &mut Context<Self>) {
+        self.actor_deaths += 1;
+        // A command that was in flight already gave the session a successor.
+        if !self.forget_actor(id, incarnation) {
+            return;
+        }
+        log::error!("session {id}: its actor panicked; recovering it");
+        self.free_slot(id, ctx);
         if self.shutting_down {
             return;
         }
-        // Recover after a growing delay so that a session that panics on
-        // every attempt cannot spin.
-        let n = self.crashes.entry(msg.id).or_insert(0);
-        *n += 1;
-        let limits = &self.deps.options.backoff;
-        let delay = limits
-            .min_base
-            .saturating_mul(1u32 << (*n - 1).min(16))
-            .min(limits.cap);
-        self.schedule(
-            msg.id,
-            delay,
-            ActorOp::Recover {
-                cause: "the session actor panicked".to_string(),
-            },
-            ctx,
-        );
-    }
-}
-
-impl Handler<RestoreSlotFree> for SessionSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RestoreSlotFree, ctx: &mut Context<Self>) {
-        self.free_slot(msg.id, ctx);
+        let Some(view) = self.deps.registry.get(id) else {
+            return;
+        };
+        let deaths = self.crashes.entry(id).or_insert(0);
+        *deaths += 1;
+        let policy = self.deps.options.policy(&view.record.config);
+        let delay = recover_delay(&policy, *deaths, &mut rand::rng());
+        let cause = "the session actor panicked".to_string();
+        self.schedule(id, delay, SessionRequest::Recover { cause }, ctx);
     }
 }

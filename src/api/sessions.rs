@@ -259,11 +259,15 @@ async fn command(
     state: Data,
     caller: wasup_actors::Caller,
     id: String,
-    kind: SessionCommandKind,
+    command: SessionCommand,
 ) -> Result<HttpResponse, ApiError> {
     let view = state
         .web
-        .send(SessionCommand { caller, id, kind })
+        .send(RunCommand {
+            caller,
+            id,
+            command,
+        })
         .await??;
     Ok(view_response(&view))
 }
@@ -288,7 +292,7 @@ async fn command(
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn start(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Start).await
+    command(state, caller, id.into_inner(), SessionCommand::Start).await
 }
 
 /// Stop a session
@@ -310,7 +314,7 @@ pub async fn start(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespon
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Stop).await
+    command(state, caller, id.into_inner(), SessionCommand::Stop).await
 }
 
 /// Force-kill a session
@@ -332,13 +336,7 @@ pub async fn stop(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpRespons
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(
-        state,
-        caller,
-        id.into_inner(),
-        SessionCommandKind::ForceKill,
-    )
-    .await
+    command(state, caller, id.into_inner(), SessionCommand::ForceKill).await
 }
 
 /// Restart a session
@@ -360,7 +358,7 @@ pub async fn force_kill(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpR
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Restart).await
+    command(state, caller, id.into_inner(), SessionCommand::Restart).await
 }
 
 /// Log a session out
@@ -382,7 +380,7 @@ pub async fn restart(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResp
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn logout(state: Data, Auth(caller): Auth, id: Id) -> Result<HttpResponse, ApiError> {
-    command(state, caller, id.into_inner(), SessionCommandKind::Logout).await
+    command(state, caller, id.into_inner(), SessionCommand::Logout).await
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -127,9 +127,14 @@ impl Role {
     }
 }
 
-fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+/// A value that is not a positive whole number with a unit.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a duration like 90d, 12h or 30m")]
+struct BadDuration(String);
+
+fn parse_duration(s: &str) -> Result<chrono::Duration, BadDuration> {
     let s = s.trim();
-    let bad = || format!("'{s}' is not a duration like 90d, 12h or 30m");
+    let bad = || BadDuration(s.to_string());
     let unit = s.chars().last().ok_or_else(bad)?;
     let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     if n <= 0 {
@@ -357,7 +362,7 @@ fn run(cli: Cli) -> Outcome<()> {
                 let raw = v["qr"].as_str().ok_or_else(|| {
                     Failure::Other("the server's QR answer has no 'qr' text".to_string())
                 })?;
-                let drawing = render_qr(raw).map_err(Failure::Other)?;
+                let drawing = render_qr(raw).map_err(|e| Failure::Other(e.to_string()))?;
                 print_drawing(&drawing);
                 println!();
                 println!(
@@ -797,6 +802,11 @@ fn print_fields(v: &Value, fields: &[Field]) {
 
 // ---- QR in the terminal ---------------------------------------------------
 
+/// QR text too long (or otherwise unfit) for a QR code.
+#[derive(Debug, thiserror::Error)]
+#[error("the QR text cannot be drawn: {0}")]
+struct UndrawableQr(#[from] qrcode::types::QrError);
+
 /// Modules of light margin around the code (the QR standard's quiet zone).
 const QUIET: usize = 4;
 
@@ -805,9 +815,8 @@ const QUIET: usize = 4;
 /// with the glyph, dark ones left blank, so the code reads right on the usual
 /// light-on-dark terminal; `print_drawing` also pins the colours (white on
 /// black) when it writes to a terminal, so light themes scan too.
-fn render_qr(text: &str) -> Result<Vec<String>, String> {
-    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L)
-        .map_err(|e| format!("the QR text cannot be drawn: {e}"))?;
+fn render_qr(text: &str) -> Result<Vec<String>, UndrawableQr> {
+    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L)?;
     let width = code.width();
     let colors = code.to_colors();
     let side = width + 2 * QUIET;

@@ -19,7 +19,8 @@
 //!   that URL, runs `CREATE DATABASE wasup_test_<random>`, points the URL at
 //!   it and drops it (`WITH (FORCE)`, so open pools do not block) when the
 //!   [`TestDatabase`] is dropped, also when the test panics. Without the
-//!   variable [`TestDatabase::postgres`] prints why it skips and returns None.
+//!   variable [`TestDatabase::postgres`] returns None and says so on stderr
+//!   ("<test>: postgres half skipped: …"), uncaptured, so every run shows it.
 
 use std::path::PathBuf;
 
@@ -61,17 +62,15 @@ impl TestDatabase {
     }
 
     /// A fresh PostgreSQL database on the server `WASUP_TEST_DATABASE_URL`
-    /// names, or None (with a note on stderr) when the variable is unset.
+    /// names, or None (with a line on stderr naming `test`) when the
+    /// variable is unset.
     /// Panics when the variable is set but the server refuses: a configured
     /// backend that silently skips would hide failures.
     pub fn postgres(test: &str) -> Option<TestDatabase> {
         let admin_url = match std::env::var(POSTGRES_URL_VAR) {
             Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
             _ => {
-                eprintln!(
-                    "{test}: PostgreSQL part skipped: set {POSTGRES_URL_VAR} \
-                     (e.g. postgres://postgres@127.0.0.1:5432/test) to run it"
-                );
+                say_skipped(test);
                 return None;
             }
         };
@@ -137,6 +136,26 @@ impl Drop for TestDatabase {
             }
         }
     }
+}
+
+/// One line per skipping test, written to the process's stderr itself: the
+/// test harness captures `eprintln!` of passing tests, and a skipped half
+/// must show in every run's output, not only with `--nocapture`.
+fn say_skipped(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: postgres half skipped: {POSTGRES_URL_VAR} is not set \
+         (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+    );
+}
+
+/// The running test's name (the harness names each test's thread after it).
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string()
 }
 
 /// `url` with its database name replaced by `name` (query string kept).

@@ -256,17 +256,27 @@ impl WaEngine {
     }
 }
 
+/// Why a task on the engine runtime gave no value.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    /// The task panicked; the text is `panic_message`'s.
+    #[error("{0}")]
+    Panicked(String),
+    /// The runtime dropped or cancelled the task.
+    #[error(transparent)]
+    Lost(#[from] tokio::task::JoinError),
+}
+
 /// Run `fut` on the engine runtime and await it from any executor.
 fn on_runtime<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     fut: impl Future<Output = T> + Send + 'static,
-) -> impl Future<Output = Result<T, String>> + Send + 'static {
+) -> impl Future<Output = Result<T, TaskError>> + Send + 'static {
     let task = handle.spawn(AssertUnwindSafe(fut).catch_unwind());
     async move {
-        match task.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(panic)) => Err(panic_message(&*panic)),
-            Err(e) => Err(e.to_string()),
+        match task.await? {
+            Ok(v) => Ok(v),
+            Err(panic) => Err(TaskError::Panicked(panic_message(&*panic))),
         }
     }
 }

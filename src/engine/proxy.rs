@@ -19,6 +19,22 @@ use wasup_actors::ports::ProxySpec;
 /// The Origin header WhatsApp Web sends.
 const ORIGIN: &str = "https://web.whatsapp.com";
 
+/// Why a session's proxy settings cannot make a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxySetupError {
+    #[error("proxy URL: {0}")]
+    ProxyUrl(#[from] url::ParseError),
+    #[error("proxy URL has no host")]
+    ProxyHost,
+    #[error("transport URL {url}: {source}")]
+    TargetUrl {
+        url: String,
+        source: http::uri::InvalidUri,
+    },
+    #[error("transport URL has no host")]
+    TargetHost,
+}
+
 /// A parsed proxy: where it is and how to log in to it.
 #[derive(Clone, Debug)]
 struct Proxy {
@@ -30,11 +46,11 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn parse(spec: &ProxySpec) -> Result<Proxy, String> {
-        let url = url::Url::parse(&spec.url).map_err(|e| format!("proxy URL: {e}"))?;
+    fn parse(spec: &ProxySpec) -> Result<Proxy, ProxySetupError> {
+        let url = url::Url::parse(&spec.url)?;
         let host = url
             .host_str()
-            .ok_or("proxy URL has no host")?
+            .ok_or(ProxySetupError::ProxyHost)?
             .trim_matches(['[', ']'])
             .to_string();
         let default_port = match spec.kind {
@@ -64,11 +80,14 @@ pub struct ProxyTransportFactory {
 }
 
 impl ProxyTransportFactory {
-    pub fn new(spec: &ProxySpec, target: &str) -> Result<ProxyTransportFactory, String> {
+    pub fn new(spec: &ProxySpec, target: &str) -> Result<ProxyTransportFactory, ProxySetupError> {
         let target: http::Uri = target
             .parse()
-            .map_err(|e| format!("transport URL {target}: {e}"))?;
-        target.host().ok_or("transport URL has no host")?;
+            .map_err(|source| ProxySetupError::TargetUrl {
+                url: target.to_string(),
+                source,
+            })?;
+        target.host().ok_or(ProxySetupError::TargetHost)?;
         Ok(ProxyTransportFactory {
             proxy: Proxy::parse(spec)?,
             target,

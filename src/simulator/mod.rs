@@ -1021,8 +1021,8 @@ mod tests {
             wacore::pair::PairUtils::do_pair_crypto(&state, &container).expect("client accepts");
         assert_eq!(key_index, 3);
         assert_eq!(
-            phone::verify_pair_device_sign(&pub32(&account), &companion_pub, &signed),
-            Ok(3)
+            phone::verify_pair_device_sign(&pub32(&account), &companion_pub, &signed).unwrap(),
+            3
         );
         let mut bad = signed.clone();
         let n = bad.len();

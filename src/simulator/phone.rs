@@ -7,8 +7,9 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use wacore::libsignal::protocol::{
-    message_encrypt, process_prekey_bundle, DeviceId, IdentityKey, KeyPair, PreKeyBundle, PreKeyId,
-    PrivateKey, PublicKey, SignedPreKeyId, UsePQRatchet,
+    message_encrypt, process_prekey_bundle, CurveError, DeviceId, IdentityKey, KeyPair,
+    PreKeyBundle, PreKeyId, PrivateKey, PublicKey, SignalProtocolError, SignedPreKeyId,
+    UsePQRatchet,
 };
 use wacore::types::jid::JidExt;
 use waproto::buffa::Message as _;
@@ -91,32 +92,110 @@ pub(crate) fn build_device_identity(
     .encode_to_vec()
 }
 
+/// Why the companion's `pair-device-sign` is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PairSignError {
+    #[error("no pair-device-sign")]
+    NoSign,
+    #[error("undecodable {what}: {source}")]
+    Undecodable {
+        what: &'static str,
+        source: waproto::buffa::DecodeError,
+    },
+    /// A part the check needs is absent ("no details").
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("account signature key is not the phone's")]
+    ForeignAccountKey,
+    #[error("bad {which} key: {source}")]
+    BadKey {
+        which: &'static str,
+        source: CurveError,
+    },
+    /// `device` or `account`.
+    #[error("{0} signature does not verify")]
+    Signature(&'static str),
+    #[error("signed key index {signed}, expected {expected}")]
+    KeyIndex { signed: u32, expected: u32 },
+}
+
+/// Why the phone cannot finish a code pairing (`companion_finish`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CodePairingError {
+    #[error("wrapped key bundle too short")]
+    BundleTooShort,
+    #[error("bad {which}: {source}")]
+    BadKey {
+        which: &'static str,
+        source: CurveError,
+    },
+    #[error("{which} agreement: {source}")]
+    Agreement {
+        which: &'static str,
+        source: CurveError,
+    },
+    /// `bundle key` or `adv secret`.
+    #[error("{0} derivation failed")]
+    Derivation(&'static str),
+    #[error("the key bundle does not decrypt (wrong pairing code?)")]
+    Undecryptable,
+    #[error("key bundle has the wrong length")]
+    BundleLength,
+    /// `companion` or `primary`.
+    #[error("key bundle names another {0} identity")]
+    ForeignIdentity(&'static str),
+}
+
+/// Why a message from the phone to a companion cannot be encrypted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncryptError {
+    #[error("{0}")]
+    Key(#[from] CurveError),
+    #[error("{0}")]
+    Bundle(SignalProtocolError),
+    #[error("process_prekey_bundle: {0}")]
+    Session(SignalProtocolError),
+    #[error("message_encrypt: {0}")]
+    Encrypt(SignalProtocolError),
+}
+
 /// Verifies the companion's `pair-device-sign`: its device signature and the
 /// echoed account signature. Returns the key index it signed.
 pub(crate) fn verify_pair_device_sign(
     account_pub: &[u8; 32],
     companion_identity_pub: &[u8; 32],
     signed_identity: &[u8],
-) -> Result<u32, String> {
-    let signed = wa::ADVSignedDeviceIdentity::decode_from_slice(signed_identity)
-        .map_err(|e| format!("undecodable ADVSignedDeviceIdentity: {e}"))?;
-    let details = signed.details.as_deref().ok_or("no details")?;
+) -> Result<u32, PairSignError> {
+    use PairSignError::*;
+    let signed =
+        wa::ADVSignedDeviceIdentity::decode_from_slice(signed_identity).map_err(|source| {
+            Undecodable {
+                what: "ADVSignedDeviceIdentity",
+                source,
+            }
+        })?;
+    let details = signed.details.as_deref().ok_or(Missing("details"))?;
     let account_key = signed
         .account_signature_key
         .as_deref()
-        .ok_or("no account signature key")?;
+        .ok_or(Missing("account signature key"))?;
     if account_key != account_pub {
-        return Err("account signature key is not the phone's".into());
+        return Err(ForeignAccountKey);
     }
-    let companion = PublicKey::from_djb_public_key_bytes(companion_identity_pub)
-        .map_err(|e| format!("bad companion key: {e}"))?;
-    let account = PublicKey::from_djb_public_key_bytes(account_pub)
-        .map_err(|e| format!("bad account key: {e}"))?;
+    let companion =
+        PublicKey::from_djb_public_key_bytes(companion_identity_pub).map_err(|source| BadKey {
+            which: "companion",
+            source,
+        })?;
+    let account = PublicKey::from_djb_public_key_bytes(account_pub).map_err(|source| BadKey {
+        which: "account",
+        source,
+    })?;
 
     let device_sig = signed
         .device_signature
         .as_deref()
-        .ok_or("no device signature")?;
+        .ok_or(Missing("device signature"))?;
     let msg = [
         PREFIX_DEVICE_SIGNATURE,
         details,
@@ -125,19 +204,22 @@ pub(crate) fn verify_pair_device_sign(
     ]
     .concat();
     if !companion.verify_signature(&msg, device_sig) {
-        return Err("device signature does not verify".into());
+        return Err(Signature("device"));
     }
     let account_sig = signed
         .account_signature
         .as_deref()
-        .ok_or("no account signature")?;
+        .ok_or(Missing("account signature"))?;
     let msg = [PREFIX_ACCOUNT_SIGNATURE, details, companion_identity_pub].concat();
     if !account.verify_signature(&msg, account_sig) {
-        return Err("account signature does not verify".into());
+        return Err(Signature("account"));
     }
-    let identity = wa::ADVDeviceIdentity::decode_from_slice(details)
-        .map_err(|e| format!("undecodable ADVDeviceIdentity: {e}"))?;
-    identity.key_index.ok_or_else(|| "no key index".into())
+    let identity =
+        wa::ADVDeviceIdentity::decode_from_slice(details).map_err(|source| Undecodable {
+            what: "ADVDeviceIdentity",
+            source,
+        })?;
+    identity.key_index.ok_or(Missing("key index"))
 }
 
 /// `ADVSignedKeyIndexList` for usync: the account's valid key indexes,
@@ -172,16 +254,23 @@ pub(crate) fn finish_code_pairing(
     account: &KeyPair,
     companion_identity_pub: &[u8; 32],
     wrapped_bundle: &[u8],
-) -> Result<[u8; 32], String> {
+) -> Result<[u8; 32], CodePairingError> {
+    use CodePairingError::*;
     if wrapped_bundle.len() < 32 + 12 + 16 {
-        return Err("wrapped key bundle too short".into());
+        return Err(BundleTooShort);
     }
-    let e_c = PublicKey::from_djb_public_key_bytes(companion_ephemeral_pub)
-        .map_err(|e| format!("bad companion ephemeral: {e}"))?;
+    let e_c =
+        PublicKey::from_djb_public_key_bytes(companion_ephemeral_pub).map_err(|source| BadKey {
+            which: "companion ephemeral",
+            source,
+        })?;
     let eph_shared = phone_ephemeral
         .private_key
         .calculate_agreement(&e_c)
-        .map_err(|e| format!("ephemeral agreement: {e}"))?;
+        .map_err(|source| Agreement {
+            which: "ephemeral",
+            source,
+        })?;
     let salt = &wrapped_bundle[..32];
     let iv: [u8; 12] = wrapped_bundle[32..44].try_into().expect("12 bytes");
     let mut key = [0u8; 32];
@@ -191,7 +280,7 @@ pub(crate) fn finish_code_pairing(
         b"link_code_pairing_key_bundle_encryption_key",
         &mut key,
     )
-    .map_err(|_| "bundle key derivation failed")?;
+    .map_err(|_| Derivation("bundle key"))?;
     let mut bundle = Vec::with_capacity(96);
     wacore::libsignal::crypto::aes_256_gcm_decrypt(
         &key,
@@ -200,26 +289,32 @@ pub(crate) fn finish_code_pairing(
         &wrapped_bundle[44..],
         &mut bundle,
     )
-    .map_err(|_| "the key bundle does not decrypt (wrong pairing code?)")?;
+    .map_err(|_| Undecryptable)?;
     if bundle.len() != 96 {
-        return Err("key bundle has the wrong length".into());
+        return Err(BundleLength);
     }
     if &bundle[..32] != companion_identity_pub {
-        return Err("key bundle names another companion identity".into());
+        return Err(ForeignIdentity("companion"));
     }
     if bundle[32..64] != pub32(account) {
-        return Err("key bundle names another primary identity".into());
+        return Err(ForeignIdentity("primary"));
     }
-    let companion = PublicKey::from_djb_public_key_bytes(companion_identity_pub)
-        .map_err(|e| format!("bad companion identity: {e}"))?;
+    let companion =
+        PublicKey::from_djb_public_key_bytes(companion_identity_pub).map_err(|source| BadKey {
+            which: "companion identity",
+            source,
+        })?;
     let id_shared = account
         .private_key
         .calculate_agreement(&companion)
-        .map_err(|e| format!("identity agreement: {e}"))?;
+        .map_err(|source| Agreement {
+            which: "identity",
+            source,
+        })?;
     let ikm = [&eph_shared[..], &id_shared[..], &bundle[64..96]].concat();
     let mut adv = [0u8; 32];
     wacore::crypto::hkdf_sha256_into(&ikm, None, b"adv_secret", &mut adv)
-        .map_err(|_| "adv secret derivation failed")?;
+        .map_err(|_| Derivation("adv secret"))?;
     Ok(adv)
 }
 
@@ -244,7 +339,7 @@ pub(crate) async fn encrypt_from_phone(
     bundle: &UploadedBundle,
     pre_key: Option<(u32, [u8; 32])>,
     plaintext: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EncryptError> {
     use whatsapp_rust::store::signal_adapter::SignalProtocolStoreAdapter;
     use whatsapp_rust::store::signal_cache::SignalStoreCache;
 
@@ -254,7 +349,7 @@ pub(crate) async fn encrypt_from_phone(
     let device = Arc::new(async_lock::RwLock::new(device));
     let mut st = SignalProtocolStoreAdapter::new(device, Arc::new(SignalStoreCache::new()));
 
-    let pk = |b: &[u8; 32]| PublicKey::from_djb_public_key_bytes(b).map_err(|e| e.to_string());
+    let pk = |b: &[u8; 32]| PublicKey::from_djb_public_key_bytes(b).map_err(EncryptError::Key);
     let pre_key = match pre_key {
         Some((id, key)) => Some((PreKeyId::from(id), pk(&key)?)),
         None => None,
@@ -268,7 +363,7 @@ pub(crate) async fn encrypt_from_phone(
         bundle.signed_pre_key_sig.clone(),
         IdentityKey::new(pk(&bundle.identity)?),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(EncryptError::Bundle)?;
     let addr = Jid::pn_device(phone.to_string(), companion_device).to_protocol_address();
     process_prekey_bundle(
         &addr,
@@ -279,7 +374,7 @@ pub(crate) async fn encrypt_from_phone(
         UsePQRatchet::No,
     )
     .await
-    .map_err(|e| format!("process_prekey_bundle: {e}"))?;
+    .map_err(EncryptError::Session)?;
     let padded = wacore::messages::MessageUtils::pad_message_v2(plaintext.to_vec());
     let ct = message_encrypt(
         &padded,
@@ -288,7 +383,7 @@ pub(crate) async fn encrypt_from_phone(
         &mut st.identity_store,
     )
     .await
-    .map_err(|e| format!("message_encrypt: {e}"))?;
+    .map_err(EncryptError::Encrypt)?;
     Ok(ct.serialize().to_vec())
 }
 

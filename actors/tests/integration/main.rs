@@ -1,0 +1,8 @@
+//! The actors crate's tests, one binary: the actors against fakes of their
+//! ports (`common`).
+
+mod common;
+
+mod supervision;
+mod web;
+mod webhooks;

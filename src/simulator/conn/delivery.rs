@@ -1,0 +1,123 @@
+//! Messages the phone sends the device: queued inbound messages and the
+//! app-state key share after linking.
+
+use wacore_binary::builder::NodeBuilder;
+use waproto::buffa::Message as _;
+use waproto::whatsapp as wa;
+
+use super::*;
+use crate::simulator::QueuedMsg;
+
+impl Conn {
+    /// After the first post-link prekey upload, the phone shares an app-state
+    /// key, so the client need not wait out its 10 s grace.
+    pub(super) async fn maybe_share_app_state_key(&mut self) {
+        let Some(key) = self.login.clone() else {
+            return;
+        };
+        if !self.inner.key_share_due.lock().remove(&key) {
+            return;
+        }
+        let Some(mut bundle) = self.inner.bundles.lock().get(&key).cloned() else {
+            return;
+        };
+        let acct = {
+            let st = self.inner.state.lock();
+            st.accounts.get(&key.0).and_then(|a| {
+                let d = a.rec.devices.get(&key.1)?;
+                Some((a.identity.clone(), a.rec.raw_id, d.key_index))
+            })
+        };
+        let Some((account, raw_id, key_index)) = acct else {
+            return;
+        };
+        let pre_key = if bundle.pre_keys.is_empty() {
+            None
+        } else {
+            Some(bundle.pre_keys.remove(0))
+        };
+        if let Some(b) = self.inner.bundles.lock().get_mut(&key) {
+            b.pre_keys = bundle.pre_keys.clone();
+        }
+        let plain = phone::app_state_key_share(raw_id, key_index);
+        match phone::encrypt_from_phone(&account, &key.0, key.1, &bundle, pre_key, &plain).await {
+            Ok(ct) => {
+                let id = format!("SIM{:016X}", u64::from_le_bytes(random_bytes::<8>()));
+                let t = now_secs().to_string();
+                self.send(&pkmsg(&key.0, id, t, ("category", "peer".into()), ct));
+            }
+            Err(e) => log::warn!("simulator: app-state key share failed: {e}"),
+        }
+    }
+
+    /// Sends the messages queued for this device while it was away.
+    pub(super) async fn deliver_queued(&mut self) {
+        let queued = self
+            .login
+            .as_ref()
+            .and_then(|k| self.inner.offline.lock().remove(k))
+            .unwrap_or_default();
+        for m in queued {
+            self.deliver(m).await;
+        }
+    }
+
+    /// Encrypts and sends a queued inbound message; without the device's
+    /// prekey bundle it stays queued for the next login.
+    pub(super) async fn deliver(&mut self, m: QueuedMsg) {
+        let Some(key) = self.login.clone() else {
+            return;
+        };
+        let taken = {
+            let mut b = self.inner.bundles.lock();
+            b.get_mut(&key).map(|b| {
+                let pk = (!b.pre_keys.is_empty()).then(|| b.pre_keys.remove(0));
+                (b.clone(), pk)
+            })
+        };
+        let Some((bundle, pre_key)) = taken else {
+            self.inner.offline.lock().entry(key).or_default().push(m);
+            return;
+        };
+        let sender = {
+            let st = self.inner.state.lock();
+            st.accounts.get(&m.from).map(|a| a.identity.clone())
+        };
+        let Some(sender) = sender else { return };
+        let plain = wa::Message {
+            conversation: Some(m.text.clone()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        match phone::encrypt_from_phone(&sender, &key.0, key.1, &bundle, pre_key, &plain).await {
+            Ok(ct) => {
+                let t = m.t.to_string();
+                self.send(&pkmsg(&m.from, m.id, t, ("notify", m.notify), ct));
+            }
+            Err(e) => log::warn!("simulator: cannot encrypt to {key:?}: {e}"),
+        }
+    }
+}
+
+/// A text message from a virtual phone as the server relays it: one
+/// `pkmsg`, with the one attribute its kind adds (`notify` or `category`).
+fn pkmsg(
+    from_phone: &str,
+    id: String,
+    t: String,
+    extra: (&'static str, String),
+    ct: Vec<u8>,
+) -> Node {
+    NodeBuilder::new("message")
+        .attr("from", format!("{from_phone}@s.whatsapp.net"))
+        .attr("type", "text")
+        .attr("id", id)
+        .attr("t", t)
+        .attr(extra.0, extra.1)
+        .children([NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", "pkmsg")
+            .bytes(ct)
+            .build()])
+        .build()
+}

@@ -1,0 +1,91 @@
+//! Messages: a simulated contact writes to a linked client (live and while
+//! it is offline); what the client sends is acked and recorded.
+
+use std::time::Duration;
+
+use crate::simulator_support::*;
+use wasup::simulator::{FaultKind, Simulator, Target};
+use whatsapp_rust::types::events::Event;
+
+/// Text messages of an event; the phone's own protocol messages (its
+/// app-state key share) are skipped.
+fn texts(e: &Event) -> Option<Vec<(String, String)>> {
+    match e {
+        Event::Messages(b) => {
+            let v: Vec<(String, String)> = b
+                .messages
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m.info.source.sender.user.to_string(),
+                        m.message.conversation.clone()?,
+                    ))
+                })
+                .collect();
+            (!v.is_empty()).then_some(v)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_text_live_and_after_an_outage() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280001";
+    let friend = "15551289999";
+    let (mut c, d) = linked_client(&sim, me, "Gil").await;
+
+    sim.send_text(friend, me, "hello from the simulator")
+        .unwrap();
+    let got = c.wait_for(20, texts).await;
+    assert_eq!(
+        got,
+        vec![(friend.to_string(), "hello from the simulator".to_string())]
+    );
+
+    // Sent while the device is away: delivered at its next login.
+    sim.fault(
+        Target::device(me, d.device),
+        FaultKind::Outage(Duration::from_secs(2)),
+    )
+    .unwrap();
+    c.wait_for(10, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .await;
+    sim.send_text(friend, me, "while you were away").unwrap();
+    let got = c.wait_for(60, texts).await;
+    assert_eq!(got[0].1, "while you were away");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_text_is_acked_and_recorded() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280002";
+    let friend = "15551289998";
+    let (mut c, _d) = linked_client(&sim, me, "Hal").await;
+    // The friend exists as a virtual phone.
+    sim.send_text(friend, me, "hi").unwrap();
+    c.wait_for(20, texts).await;
+
+    let to: whatsapp_rust::Jid = format!("{friend}@s.whatsapp.net").parse().unwrap();
+    let msg = whatsapp_rust::waproto::whatsapp::Message {
+        conversation: Some("hi from client".into()),
+        ..Default::default()
+    };
+    let id = tokio::time::timeout(Duration::from_secs(30), c.client.send_message(to, msg))
+        .await
+        .expect("send in time")
+        .expect("send ok");
+    let mut found = false;
+    for _ in 0..50 {
+        if sim.sent_messages().iter().any(|s| s.id == id.message_id) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "recorded: {:?}", sim.sent_messages());
+    c.shutdown().await;
+}
