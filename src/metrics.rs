@@ -3,8 +3,9 @@
 //! One scrape renders, in this order: build info; process start time,
 //! uptime and memory; sessions per status (from the registry, at scrape
 //! time); the actors' counters (`wasup_actors::metrics`); the webhook
-//! outbox depth (a COUNT over an index, at scrape time, so it is right after
-//! a restart); HTTP requests per method, route template and status.
+//! outbox depth (asked of the WebhookActor, which counts over an index at
+//! scrape time, so it is right after a restart); HTTP requests per method,
+//! route template and status.
 //!
 //! Every label value comes from a closed set: session statuses, start and
 //! exit causes, delivery outcomes, HTTP methods (others become `other`) and
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actix::Addr;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use parking_lot::Mutex;
@@ -22,9 +24,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wasup_actors::metrics::{Histogram, TextEncoder, CONTENT_TYPE, HTTP_BUCKETS, METRICS};
 use wasup_actors::registry::SessionRegistry;
+use wasup_actors::webhook::{OutboxCounts, OutboxDepth, WebhookActor};
 
 use crate::api::error::ApiError;
-use crate::db::webhooks::DbWebhookStore;
 
 /// How long a scrape waits for the outbox counts before leaving them out.
 const OUTBOX_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,7 +37,7 @@ pub struct Metrics {
     /// SHA-256 of `WASUP_METRICS_TOKEN` (compared in constant time).
     token: Option<[u8; 32]>,
     registry: Arc<SessionRegistry>,
-    webhooks: DbWebhookStore,
+    webhooks: Addr<WebhookActor>,
     http: HttpMetrics,
     started_at: SystemTime,
     started: Instant,
@@ -45,7 +47,7 @@ impl Metrics {
     pub fn new(
         token: Option<&str>,
         registry: Arc<SessionRegistry>,
-        webhooks: DbWebhookStore,
+        webhooks: Addr<WebhookActor>,
         started_at: SystemTime,
         started: Instant,
     ) -> Self {
@@ -153,8 +155,8 @@ impl Metrics {
 
         METRICS.encode(&mut enc);
 
-        match actix_web::rt::time::timeout(OUTBOX_TIMEOUT, self.webhooks.outbox_depth()).await {
-            Ok(Ok((pending, dead))) => {
+        match actix_web::rt::time::timeout(OUTBOX_TIMEOUT, self.webhooks.send(OutboxDepth)).await {
+            Ok(Ok(Ok(OutboxCounts { pending, dead }))) => {
                 enc.family(
                     "wasup_webhook_outbox_depth",
                     "gauge",
@@ -168,7 +170,8 @@ impl Metrics {
                 );
                 enc.sample("wasup_webhook_dead_letters", &[], dead);
             }
-            Ok(Err(e)) => log::warn!("metrics: reading the webhook outbox failed: {e}"),
+            Ok(Ok(Err(e))) => log::warn!("metrics: reading the webhook outbox failed: {e}"),
+            Ok(Err(e)) => log::warn!("metrics: the webhook actor did not answer: {e}"),
             Err(_) => log::warn!("metrics: reading the webhook outbox timed out"),
         }
 

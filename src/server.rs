@@ -97,14 +97,8 @@ async fn serve(
             "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
         );
     }
-    let sender = HttpSender::new(config.webhook_allow_private).map_err(StartError::Engine)?;
-    let metrics = web::Data::new(crate::metrics::Metrics::new(
-        config.metrics_token.as_deref(),
-        gateway.registry.clone(),
-        webhook_store.as_ref().clone(),
-        started.0,
-        started.1,
-    ));
+    let sender = HttpSender::new(config.webhook_allow_private)
+        .map_err(|e| StartError::Engine(e.to_string()))?;
     let webhooks = wasup_actors::webhook::start_webhooks(
         webhook_store,
         Arc::new(sender),
@@ -116,6 +110,13 @@ async fn serve(
             ..Default::default()
         },
     );
+    let metrics = web::Data::new(crate::metrics::Metrics::new(
+        config.metrics_token.as_deref(),
+        gateway.registry.clone(),
+        webhooks.clone(),
+        started.0,
+        started.1,
+    ));
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {

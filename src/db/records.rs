@@ -460,10 +460,7 @@ pub(crate) fn load_events(
         .load(conn)?;
     payloads
         .into_iter()
-        .map(|(id, bytes)| {
-            SessionEvent::decode(bytes.as_slice())
-                .map_err(|e| DbError::Corrupt(format!("event {id}: {e}")))
-        })
+        .map(|(id, bytes)| decode_event(&id, &bytes))
         .collect()
 }
 
@@ -575,23 +572,33 @@ pub(crate) fn revoke_api_key(
 
 /// Every key ever created, revoked and expired ones included.
 pub(crate) fn count_api_keys(conn: &mut DbConn) -> Result<u64, DbError> {
-    let n: i64 = api_keys::table.count().get_result(conn)?;
-    Ok(n.max(0) as u64)
+    Ok(count_rows(api_keys::table.count().get_result(conn)?))
 }
 
 // ------------------------------------------------------------ conversions
+// Shared with `db::webhooks`, which stores the same kinds of columns.
 
-fn to_ms(t: DateTime<Utc>) -> i64 {
+pub(super) fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(ms: i64) -> Result<DateTime<Utc>, DbError> {
+pub(super) fn from_ms(ms: i64) -> Result<DateTime<Utc>, DbError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| DbError::Corrupt(format!("timestamp {ms} ms out of range")))
 }
 
-fn seq_to_db(seq: u64) -> Result<i64, DbError> {
+pub(super) fn seq_to_db(seq: u64) -> Result<i64, DbError> {
     i64::try_from(seq).map_err(|_| DbError::Invalid(format!("seq {seq} exceeds i64")))
+}
+
+/// A `COUNT(*)` (a BIGINT, never negative) as a count.
+pub(super) fn count_rows(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+/// A stored `wasup.v1.SessionEvent` (the `payload` column).
+pub(super) fn decode_event(id: &str, bytes: &[u8]) -> Result<SessionEvent, DbError> {
+    SessionEvent::decode(bytes).map_err(|e| DbError::Corrupt(format!("event {id}: {e}")))
 }
 
 #[cfg(test)]

@@ -13,17 +13,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use futures::future::BoxFuture;
-use prost::Message;
 use uuid::Uuid;
 use wasup_actors::events::SessionEvent;
 use wasup_actors::model::SessionId;
-use wasup_actors::ports::StoreError;
 use wasup_actors::webhook::{
     wants, AfterAttempt, AttemptDone, AttemptFilter, AttemptOutcome, AttemptRecord, DeliveryJob,
-    WebhookId, WebhookRecord, WebhookStore,
+    OutboxCounts, StoreFuture, WebhookId, WebhookPatch, WebhookRecord, WebhookStore,
 };
 
+use super::records::{count_rows, decode_event, from_ms, seq_to_db, to_ms};
 use super::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
 use super::{Db, DbConn, DbError};
 use crate::crypto::SecretBox;
@@ -31,15 +29,6 @@ use crate::crypto::SecretBox;
 const PENDING: &str = "pending";
 const DELIVERED: &str = "delivered";
 const DEAD: &str = "dead";
-
-fn to_ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(ms: i64) -> Result<DateTime<Utc>, DbError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| DbError::Corrupt(format!("timestamp {ms} ms out of range")))
-}
 
 fn aad(webhook: &str, what: &str) -> Vec<u8> {
     format!("wasup/webhook/{webhook}/{what}").into_bytes()
@@ -103,8 +92,7 @@ pub(crate) fn insert_deliveries(
                 webhook_id: hook,
                 session_id: &session_id,
                 event_id: &event.id,
-                seq: i64::try_from(event.seq)
-                    .map_err(|_| DbError::Invalid(format!("seq {} exceeds i64", event.seq)))?,
+                seq: seq_to_db(event.seq)?,
                 event_name: name,
                 status: PENDING,
                 attempts: 0,
@@ -150,7 +138,7 @@ impl DbWebhookStore {
         DbWebhookStore { db, secrets }
     }
 
-    fn call<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    fn call<T, F>(&self, work: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
@@ -160,7 +148,7 @@ impl DbWebhookStore {
         Box::pin(async move { Ok(db.run(move |c| work(c, &secrets)).await?) })
     }
 
-    fn call_in_transaction<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, StoreError>>
+    fn call_in_transaction<T, F>(&self, work: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn, &SecretBox) -> Result<T, DbError> + Send + 'static,
@@ -173,26 +161,37 @@ impl DbWebhookStore {
 
 fn seal_row(r: &WebhookRecord, secret: &[u8], boxed: &SecretBox) -> Result<WebhookRow, DbError> {
     let id = r.id.to_string();
-    let headers: serde_json::Map<String, serde_json::Value> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let headers = serde_json::to_vec(&headers)
-        .map_err(|e| DbError::Invalid(format!("webhook headers: {e}")))?;
     Ok(WebhookRow {
         secret: boxed.seal(&aad(&id, "secret"), secret),
-        headers: boxed.seal(&aad(&id, "headers"), &headers),
+        headers: seal_headers(&id, &r.headers, boxed)?,
         session_id: r.session_id.to_string(),
         url: r.url.clone(),
-        events: serde_json::to_string(&r.events)
-            .map_err(|e| DbError::Invalid(format!("webhook events: {e}")))?,
+        events: events_to_db(&r.events)?,
         active: i64::from(r.active),
         max_attempts: i64::from(r.max_attempts),
         created_at: to_ms(r.created_at),
         updated_at: to_ms(r.updated_at),
         id,
     })
+}
+
+/// The custom headers as a JSON object, sealed to the webhook `id`.
+fn seal_headers(
+    id: &str,
+    headers: &[(String, String)],
+    boxed: &SecretBox,
+) -> Result<Vec<u8>, DbError> {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let plain =
+        serde_json::to_vec(&map).map_err(|e| DbError::Invalid(format!("webhook headers: {e}")))?;
+    Ok(boxed.seal(&aad(id, "headers"), &plain))
+}
+
+fn events_to_db(events: &[String]) -> Result<String, DbError> {
+    serde_json::to_string(events).map_err(|e| DbError::Invalid(format!("webhook events: {e}")))
 }
 
 fn open_headers(row: &WebhookRow, boxed: &SecretBox) -> Result<Vec<(String, String)>, DbError> {
@@ -323,8 +322,7 @@ fn due_deliveries(
         else {
             continue; // deleted between the two reads
         };
-        let event = SessionEvent::decode(payload.as_slice())
-            .map_err(|e| DbError::Corrupt(format!("event {}: {e}", head.event_id)))?;
+        let event = decode_event(&head.event_id, payload)?;
         let record = into_record(row, boxed)?;
         jobs.push(DeliveryJob {
             delivery_id: head.id,
@@ -548,11 +546,7 @@ fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
 }
 
 impl WebhookStore for DbWebhookStore {
-    fn insert_webhook(
-        &self,
-        record: WebhookRecord,
-        secret: String,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn insert_webhook(&self, record: WebhookRecord, secret: String) -> StoreFuture<()> {
         self.call(move |c, boxed| {
             let row = seal_row(&record, secret.as_bytes(), boxed)?;
             diesel::insert_into(webhooks::table)
@@ -562,10 +556,7 @@ impl WebhookStore for DbWebhookStore {
         })
     }
 
-    fn load_webhooks(
-        &self,
-        session: Option<SessionId>,
-    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>> {
+    fn load_webhooks(&self, session: Option<SessionId>) -> StoreFuture<Vec<WebhookRecord>> {
         self.call(move |c, boxed| {
             let mut q = webhooks::table.select(WebhookRow::as_select()).into_boxed();
             if let Some(s) = session {
@@ -579,30 +570,41 @@ impl WebhookStore for DbWebhookStore {
         })
     }
 
-    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>> {
+    fn load_webhook(&self, id: WebhookId) -> StoreFuture<WebhookRecord> {
         self.call(move |c, boxed| into_record(&load_row(c, &id.to_string())?, boxed))
     }
 
-    fn update_webhook(&self, record: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> StoreFuture<WebhookRecord> {
         self.call_in_transaction(move |c, boxed| {
-            let old = load_row(c, &record.id.to_string())?;
-            let row = seal_row(&record, &[], boxed)?;
-            diesel::update(webhooks::table.find(&row.id))
+            let id = id.to_string();
+            let events = patch.events.as_deref().map(events_to_db).transpose()?;
+            let headers = patch
+                .headers
+                .as_deref()
+                .map(|h| seal_headers(&id, h, boxed))
+                .transpose()?;
+            // One UPDATE of the fields sent (a `None` sets nothing), so a
+            // concurrent patch of other fields is not reverted.
+            let n = diesel::update(webhooks::table.find(&id))
                 .set((
-                    webhooks::url.eq(&row.url),
-                    webhooks::events.eq(&row.events),
-                    webhooks::headers.eq(&row.headers),
-                    webhooks::active.eq(row.active),
-                    webhooks::max_attempts.eq(row.max_attempts),
-                    webhooks::updated_at.eq(row.updated_at),
+                    patch.url.map(|u| webhooks::url.eq(u)),
+                    events.map(|e| webhooks::events.eq(e)),
+                    headers.map(|h| webhooks::headers.eq(h)),
+                    patch.active.map(|a| webhooks::active.eq(i64::from(a))),
+                    patch
+                        .max_attempts
+                        .map(|n| webhooks::max_attempts.eq(i64::from(n))),
+                    webhooks::updated_at.eq(to_ms(patch.updated_at)),
                 ))
                 .execute(c)?;
-            drop(old);
-            Ok(())
+            if n == 0 {
+                return Err(DbError::Query(diesel::result::Error::NotFound));
+            }
+            into_record(&load_row(c, &id)?, boxed)
         })
     }
 
-    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn delete_webhook(&self, id: WebhookId) -> StoreFuture<()> {
         self.call(move |c, _| {
             let n = diesel::delete(webhooks::table.find(id.to_string())).execute(c)?;
             if n == 0 {
@@ -612,7 +614,7 @@ impl WebhookStore for DbWebhookStore {
         })
     }
 
-    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>> {
+    fn webhook_secret(&self, id: WebhookId) -> StoreFuture<String> {
         self.call(move |c, boxed| open_secret(&load_row(c, &id.to_string())?, boxed))
     }
 
@@ -621,14 +623,11 @@ impl WebhookStore for DbWebhookStore {
         now: DateTime<Utc>,
         busy: Vec<WebhookId>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>> {
+    ) -> StoreFuture<Vec<DeliveryJob>> {
         self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit))
     }
 
-    fn record_attempts(
-        &self,
-        done: Vec<AttemptDone>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn record_attempts(&self, done: Vec<AttemptDone>) -> StoreFuture<()> {
         self.call_in_transaction(move |c, _| {
             for d in &done {
                 record_attempt(c, &d.delivery_id, d.webhook_id, &d.attempt, &d.next)?;
@@ -642,38 +641,33 @@ impl WebhookStore for DbWebhookStore {
         webhook: WebhookId,
         filter: Option<AttemptFilter>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>> {
+    ) -> StoreFuture<Vec<AttemptRecord>> {
         self.call(move |c, _| list_attempts(c, webhook, filter, limit))
     }
 
-    fn redrive(
-        &self,
-        webhook: WebhookId,
-        event_id: String,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn redrive(&self, webhook: WebhookId, event_id: String, now: DateTime<Utc>) -> StoreFuture<()> {
         self.call_in_transaction(move |c, _| redrive(c, webhook, &event_id, now))
     }
 
-    fn prune(&self, before: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>> {
+    fn prune(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
         self.call_in_transaction(move |c, _| prune(c, before))
     }
-}
 
-/// Outbox figures for `GET /metrics`: (pending rows, dead letters). Two
-/// counts over the `(status, updated_at)` index, read at scrape time, so
-/// they are right after a restart.
-impl DbWebhookStore {
-    pub fn outbox_depth(&self) -> BoxFuture<'static, Result<(u64, u64), StoreError>> {
+    /// Two counts over the `(status, updated_at)` index.
+    fn outbox_depth(&self) -> StoreFuture<OutboxCounts> {
         self.call(|c, _| {
             let count = |c: &mut DbConn, status: &str| -> Result<u64, DbError> {
-                let n: i64 = webhook_deliveries::table
-                    .filter(webhook_deliveries::status.eq(status))
-                    .count()
-                    .get_result(c)?;
-                Ok(n.max(0) as u64)
+                Ok(count_rows(
+                    webhook_deliveries::table
+                        .filter(webhook_deliveries::status.eq(status))
+                        .count()
+                        .get_result(c)?,
+                ))
             };
-            Ok((count(c, PENDING)?, count(c, DEAD)?))
+            Ok(OutboxCounts {
+                pending: count(c, PENDING)?,
+                dead: count(c, DEAD)?,
+            })
         })
     }
 }

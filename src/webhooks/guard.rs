@@ -8,6 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use wasup_actors::webhook::UrlRefused;
+
 pub struct AddressPolicy {
     pub allow_private: bool,
 }
@@ -70,31 +72,36 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
-fn not_allowed(host: &str, ip: IpAddr, why: &str) -> String {
-    format!(
-        "The webhook URL's host '{host}' resolves to {ip}, a {why} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
-    )
+fn not_allowed(host: &str, ip: IpAddr, kind: &'static str) -> UrlRefused {
+    UrlRefused::Address {
+        host: host.to_string(),
+        ip,
+        kind,
+    }
 }
 
 impl AddressPolicy {
     /// Err(a sentence for the caller) when the URL's host is, or resolves
     /// to, a refused address, or does not resolve at all.
-    pub async fn check_url(&self, raw: &str) -> Result<(), String> {
+    pub async fn check_url(&self, raw: &str) -> Result<(), UrlRefused> {
         if self.allow_private {
             return Ok(());
         }
-        let url = url::Url::parse(raw).map_err(|_| "The webhook URL is not valid".to_string())?;
+        let url = url::Url::parse(raw).map_err(|_| UrlRefused::Invalid)?;
         let port = url.port_or_known_default().unwrap_or(80);
         let (label, ips): (String, Vec<IpAddr>) = match url.host() {
             Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![IpAddr::V4(ip)]),
             Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![IpAddr::V6(ip)]),
             Some(url::Host::Domain(name)) => {
                 let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
-                    format!("The webhook URL's host '{name}' does not resolve: {e}")
+                    UrlRefused::Unresolvable {
+                        host: name.to_string(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 (name.to_string(), addrs.map(|a| a.ip()).collect())
             }
-            None => return Err("The webhook URL has no host".to_string()),
+            None => return Err(UrlRefused::NoHost),
         };
         for ip in ips {
             if let Some(why) = refused(ip) {
@@ -181,7 +188,7 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             "http://0x7f000001/",
         ] {
-            let e = p.check_url(bad).await.unwrap_err();
+            let e = p.check_url(bad).await.unwrap_err().to_string();
             assert!(e.contains("WASUP_WEBHOOK_ALLOW_PRIVATE"), "{bad}: {e}");
         }
         let open = AddressPolicy {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use wasup_actors::webhook::{SendResult, WebhookRequest, WebhookSender};
+use wasup_actors::webhook::{SendResult, UrlRefused, WebhookRequest, WebhookSender};
 
 use guard::AddressPolicy;
 
@@ -25,7 +25,7 @@ pub struct HttpSender {
 }
 
 impl HttpSender {
-    pub fn new(allow_private: bool) -> Result<HttpSender, String> {
+    pub fn new(allow_private: bool) -> Result<HttpSender, reqwest::Error> {
         let policy = Arc::new(AddressPolicy { allow_private });
         let client = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
@@ -35,10 +35,24 @@ impl HttpSender {
             // changed since the check cannot reach a refused address.
             .dns_resolver(Arc::new(guard::GuardedResolver(policy.clone())))
             .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(HttpSender { client, policy })
     }
+}
+
+/// Why a delivery failed; its text is the deliveries log's `error`.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryFailure {
+    #[error(transparent)]
+    Refused(#[from] UrlRefused),
+    #[error("rendering the event failed: {0}")]
+    Render(crate::qr::QrError),
+    #[error(transparent)]
+    Sign(#[from] sign::MalformedSecret),
+    #[error("{}", describe(.0))]
+    Transport(reqwest::Error),
+    #[error("receiver answered HTTP {0}")]
+    Status(u16),
 }
 
 /// An error with its causes, without the URL (it may carry a token).
@@ -70,7 +84,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl WebhookSender for HttpSender {
-    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), String>> {
+    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), UrlRefused>> {
         let policy = self.policy.clone();
         Box::pin(async move { policy.check_url(&url).await })
     }
@@ -80,24 +94,24 @@ impl WebhookSender for HttpSender {
         let policy = self.policy.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let failed = |error: String, started: Instant| SendResult {
+            let failed = |error: DeliveryFailure, started: Instant| SendResult {
                 status_code: None,
-                error: Some(error),
+                error: Some(error.to_string()),
                 latency_ms: started.elapsed().as_millis() as u64,
                 retry_after: None,
             };
             if let Err(why) = policy.check_url(&request.url).await {
-                return failed(why, started);
+                return failed(why.into(), started);
             }
             let envelope = match render::envelope(&request.payload) {
                 Ok(e) => e,
-                Err(e) => return failed(format!("rendering the event failed: {e}"), started),
+                Err(e) => return failed(DeliveryFailure::Render(e), started),
             };
             let timestamp = chrono::Utc::now().timestamp();
             let signature =
                 match sign::signature(&request.secret, &envelope.id, timestamp, &envelope.body) {
                     Ok(s) => s,
-                    Err(e) => return failed(e, started),
+                    Err(e) => return failed(e.into(), started),
                 };
             let mut headers = HeaderMap::new();
             let mut put = |name: &str, value: &str| {
@@ -139,12 +153,12 @@ impl WebhookSender for HttpSender {
                     SendResult {
                         status_code: Some(status),
                         error: (!(200..300).contains(&status))
-                            .then(|| format!("receiver answered HTTP {status}")),
+                            .then(|| DeliveryFailure::Status(status).to_string()),
                         latency_ms: started.elapsed().as_millis() as u64,
                         retry_after,
                     }
                 }
-                Err(e) => failed(describe(&e), started),
+                Err(e) => failed(DeliveryFailure::Transport(e), started),
             }
         })
     }

@@ -5,12 +5,23 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+/// The stored secret is not `whsec_` + base64 (it was validated when given,
+/// so this means a damaged record).
+#[derive(Debug, thiserror::Error)]
+#[error("the webhook secret is malformed")]
+pub struct MalformedSecret;
+
+pub fn signature(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, MalformedSecret> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = secret
         .strip_prefix("whsec_")
         .and_then(|k| b64.decode(k).ok())
-        .ok_or_else(|| "the webhook secret is malformed".to_string())?;
+        .ok_or(MalformedSecret)?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");

@@ -82,27 +82,6 @@ pub struct WebhookActor {
 }
 
 impl WebhookActor {
-    pub fn new(
-        store: Arc<dyn WebhookStore>,
-        sender: Arc<dyn WebhookSender>,
-        registry: Arc<SessionRegistry>,
-        signal: Option<Arc<WorkSignal>>,
-        options: WebhookOptions,
-    ) -> Self {
-        WebhookActor {
-            store,
-            sender,
-            registry,
-            signal,
-            options,
-            busy: HashSet::new(),
-            finished: Vec::new(),
-            flushing: false,
-            polling: false,
-            poll_again: false,
-        }
-    }
-
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if self.polling {
             self.poll_again = true;
@@ -294,7 +273,19 @@ pub fn start_webhooks(
     signal: Option<Arc<WorkSignal>>,
     options: WebhookOptions,
 ) -> Addr<WebhookActor> {
-    WebhookActor::new(store, sender, registry, signal, options).start()
+    WebhookActor {
+        store,
+        sender,
+        registry,
+        signal,
+        options,
+        busy: HashSet::new(),
+        finished: Vec::new(),
+        flushing: false,
+        polling: false,
+        poll_again: false,
+    }
+    .start()
 }
 
 #[cfg(test)]

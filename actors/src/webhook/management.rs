@@ -1,5 +1,6 @@
 //! The API's webhook messages (create, list, get, update, delete, test,
-//! deliveries, redrive) and the WebhookActor's handlers for them.
+//! deliveries, redrive, and the outbox depth for `/metrics`) and the
+//! WebhookActor's handlers for them.
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -97,6 +98,23 @@ pub struct RedriveDelivery {
     pub event_id: String,
 }
 
+/// `GET /metrics`: the outbox counts, read from the store at scrape time
+/// (so they are right after a restart).
+#[derive(Message)]
+#[rtype(result = "Result<OutboxCounts, StoreError>")]
+pub struct OutboxDepth;
+
+/// A webhook found by [`WebhookActor::find`]: its session, and the load of
+/// its record (which checks it belongs to that session).
+type Found = (
+    SessionView,
+    BoxFuture<'static, Result<WebhookRecord, WebError>>,
+);
+
+fn url_not_allowed(why: UrlRefused) -> WebError {
+    WebError::WebhookUrlNotAllowed(why.to_string())
+}
+
 fn store_unavailable(err: StoreError) -> WebError {
     log::error!("webhook store: {err}");
     WebError::Unavailable("The database is unavailable; try again later".to_string())
@@ -108,19 +126,16 @@ impl WebhookActor {
         self.registry.resolve_for(caller, id)
     }
 
-    /// The webhook `wid` of session `session` (resolved and in scope).
+    /// The webhook `wid` of session `session` (resolved and in scope), for
+    /// a caller who is at least `role`.
     fn find(
         &self,
         caller: &Caller,
+        role: Role,
         session: &str,
         wid: &str,
-    ) -> Result<
-        (
-            SessionView,
-            BoxFuture<'static, Result<WebhookRecord, WebError>>,
-        ),
-        WebError,
-    > {
+    ) -> Result<Found, WebError> {
+        caller.require(role)?;
         let view = self.resolve(caller, session)?;
         let wid_owned = wid.to_string();
         let not_found = move || WebError::WebhookNotFound(wid_owned.clone());
@@ -135,6 +150,15 @@ impl WebhookActor {
             }
         });
         Ok((view, fut))
+    }
+
+    /// The record alone of [`find`](Self::find): a failed check is the
+    /// future's error.
+    fn load(&self, caller: &Caller, role: Role, session: &str, wid: &str) -> Reply<WebhookRecord> {
+        match self.find(caller, role, session, wid) {
+            Ok((_, load)) => load,
+            Err(e) => fail(e),
+        }
     }
 }
 
@@ -187,7 +211,7 @@ impl Handler<CreateWebhook> for WebhookActor {
         let guard = self.sender.check_url(record.url.clone());
         let store = self.store.clone();
         Box::pin(async move {
-            guard.await.map_err(WebError::WebhookUrlNotAllowed)?;
+            guard.await.map_err(url_not_allowed)?;
             store
                 .insert_webhook(record.clone(), secret.clone())
                 .await
@@ -227,10 +251,7 @@ impl Handler<GetWebhook> for WebhookActor {
     type Result = Reply<WebhookRecord>;
 
     fn handle(&mut self, msg: GetWebhook, _: &mut Context<Self>) -> Self::Result {
-        match self.find(&msg.caller, &msg.session, &msg.webhook) {
-            Ok((_, load)) => load,
-            Err(e) => fail(e),
-        }
+        self.load(&msg.caller, Role::Viewer, &msg.session, &msg.webhook)
     }
 }
 
@@ -238,9 +259,8 @@ impl Handler<UpdateWebhook> for WebhookActor {
     type Result = Reply<WebhookRecord>;
 
     fn handle(&mut self, msg: UpdateWebhook, ctx: &mut Context<Self>) -> Self::Result {
-        let caller = msg.caller.clone();
         let check = (|| {
-            caller.require(Role::Operator)?;
+            msg.caller.require(Role::Operator)?;
             if let Some(url) = &msg.url {
                 validate_url(url)?;
             }
@@ -251,7 +271,7 @@ impl Handler<UpdateWebhook> for WebhookActor {
             if let Some(h) = &msg.headers {
                 validate_headers(h)?;
             }
-            let (_, load) = self.find(&caller, &msg.session, &msg.webhook)?;
+            let (_, load) = self.find(&msg.caller, Role::Operator, &msg.session, &msg.webhook)?;
             Ok((events, load))
         })();
         let (events, load) = match check {
@@ -261,34 +281,25 @@ impl Handler<UpdateWebhook> for WebhookActor {
         let guard = msg.url.clone().map(|u| self.sender.check_url(u));
         let store = self.store.clone();
         let addr = ctx.address();
+        // Only the fields sent are written: a concurrent PATCH of other
+        // fields is not reverted.
+        let patch = WebhookPatch {
+            url: msg.url,
+            events,
+            headers: msg.headers,
+            active: msg.active,
+            max_attempts: msg.max_attempts,
+            updated_at: Utc::now(),
+        };
         Box::pin(async move {
-            let mut record = load.await?;
+            let id = load.await?.id;
             if let Some(guard) = guard {
-                guard.await.map_err(WebError::WebhookUrlNotAllowed)?;
+                guard.await.map_err(url_not_allowed)?;
             }
-            if let Some(url) = msg.url {
-                record.url = url;
-            }
-            if let Some(events) = events {
-                record.events = events;
-            }
-            if let Some(headers) = msg.headers {
-                record.headers = headers;
-            }
-            if let Some(active) = msg.active {
-                record.active = active;
-            }
-            if let Some(n) = msg.max_attempts {
-                record.max_attempts = n;
-            }
-            record.updated_at = Utc::now();
-            store
-                .update_webhook(record.clone())
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound => WebError::WebhookNotFound(record.id.to_string()),
-                    e => store_unavailable(e),
-                })?;
+            let record = store.update_webhook(id, patch).await.map_err(|e| match e {
+                StoreError::NotFound => WebError::WebhookNotFound(id.to_string()),
+                e => store_unavailable(e),
+            })?;
             // Re-activated: its queue may be due.
             addr.do_send(Wake);
             Ok(record)
@@ -300,14 +311,7 @@ impl Handler<DeleteWebhook> for WebhookActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: DeleteWebhook, _: &mut Context<Self>) -> Self::Result {
-        let load = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
-        {
-            Ok((_, load)) => load,
-            Err(e) => return fail(e),
-        };
+        let load = self.load(&msg.caller, Role::Operator, &msg.session, &msg.webhook);
         let store = self.store.clone();
         Box::pin(async move {
             let record = load.await?;
@@ -323,10 +327,7 @@ impl Handler<TestWebhook> for WebhookActor {
     type Result = Reply<SendResult>;
 
     fn handle(&mut self, msg: TestWebhook, _: &mut Context<Self>) -> Self::Result {
-        let (view, load) = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
+        let (view, load) = match self.find(&msg.caller, Role::Operator, &msg.session, &msg.webhook)
         {
             Ok(v) => v,
             Err(e) => return fail(e),
@@ -359,10 +360,7 @@ impl Handler<ListDeliveries> for WebhookActor {
     type Result = Reply<Vec<AttemptRecord>>;
 
     fn handle(&mut self, msg: ListDeliveries, _: &mut Context<Self>) -> Self::Result {
-        let load = match self.find(&msg.caller, &msg.session, &msg.webhook) {
-            Ok((_, load)) => load,
-            Err(e) => return fail(e),
-        };
+        let load = self.load(&msg.caller, Role::Viewer, &msg.session, &msg.webhook);
         let store = self.store.clone();
         Box::pin(async move {
             let record = load.await?;
@@ -378,14 +376,7 @@ impl Handler<RedriveDelivery> for WebhookActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: RedriveDelivery, ctx: &mut Context<Self>) -> Self::Result {
-        let load = match msg
-            .caller
-            .require(Role::Operator)
-            .and_then(|()| self.find(&msg.caller, &msg.session, &msg.webhook))
-        {
-            Ok((_, load)) => load,
-            Err(e) => return fail(e),
-        };
+        let load = self.load(&msg.caller, Role::Operator, &msg.session, &msg.webhook);
         let store = self.store.clone();
         let addr = ctx.address();
         Box::pin(async move {
@@ -401,5 +392,13 @@ impl Handler<RedriveDelivery> for WebhookActor {
                 Err(e) => Err(store_unavailable(e)),
             }
         })
+    }
+}
+
+impl Handler<OutboxDepth> for WebhookActor {
+    type Result = ResponseFuture<Result<OutboxCounts, StoreError>>;
+
+    fn handle(&mut self, _: OutboxDepth, _: &mut Context<Self>) -> Self::Result {
+        self.store.outbox_depth()
     }
 }

@@ -3,6 +3,7 @@
 //! policy), with the request/result types they exchange and the
 //! `WorkSignal` that wakes the delivery loop after a commit.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,25 +14,23 @@ use crate::events::SessionEvent;
 use crate::model::SessionId;
 use crate::ports::StoreError;
 
+/// What a `WebhookStore` call returns.
+pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
+
 /// Webhook records, the outbox and the attempt log. The adapter seals the
 /// secret and the custom headers with the master key.
 pub trait WebhookStore: Send + Sync + 'static {
-    fn insert_webhook(
-        &self,
-        record: WebhookRecord,
-        secret: String,
-    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    fn insert_webhook(&self, record: WebhookRecord, secret: String) -> StoreFuture<()>;
     /// The webhooks of one session, or of every session (`None`), oldest first.
-    fn load_webhooks(
-        &self,
-        session: Option<SessionId>,
-    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>>;
-    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>>;
-    /// Rewrite everything but id, session and created_at. `NotFound` when gone.
-    fn update_webhook(&self, record: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>>;
+    fn load_webhooks(&self, session: Option<SessionId>) -> StoreFuture<Vec<WebhookRecord>>;
+    fn load_webhook(&self, id: WebhookId) -> StoreFuture<WebhookRecord>;
+    /// Set the fields the patch gives, and nothing else, in one statement
+    /// (two patches of different fields both stick); returns the record as
+    /// it now is. `NotFound` when gone.
+    fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> StoreFuture<WebhookRecord>;
     /// Delete a webhook with its deliveries and attempts. `NotFound` when gone.
-    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>>;
-    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>>;
+    fn delete_webhook(&self, id: WebhookId) -> StoreFuture<()>;
+    fn webhook_secret(&self, id: WebhookId) -> StoreFuture<String>;
     /// The head (lowest pending `seq`) of each active webhook's queue when it
     /// is due, skipping the webhooks in `busy`; at most `limit` jobs.
     fn due_deliveries(
@@ -39,13 +38,12 @@ pub trait WebhookStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         busy: Vec<WebhookId>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>>;
+    ) -> StoreFuture<Vec<DeliveryJob>>;
     /// Log finished attempts and move their rows on, all in one
     /// transaction: the actor hands over whatever finished meanwhile, so a
     /// busy outbox commits many deliveries at once. Rows deleted (or
     /// redriven) while their attempt ran are skipped.
-    fn record_attempts(&self, done: Vec<AttemptDone>)
-        -> BoxFuture<'static, Result<(), StoreError>>;
+    fn record_attempts(&self, done: Vec<AttemptDone>) -> StoreFuture<()>;
     /// One finished attempt.
     fn record_attempt(
         &self,
@@ -53,7 +51,7 @@ pub trait WebhookStore: Send + Sync + 'static {
         webhook_id: WebhookId,
         attempt: AttemptRecord,
         next: AfterAttempt,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    ) -> StoreFuture<()> {
         self.record_attempts(vec![AttemptDone {
             delivery_id,
             webhook_id,
@@ -67,18 +65,15 @@ pub trait WebhookStore: Send + Sync + 'static {
         webhook: WebhookId,
         filter: Option<AttemptFilter>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>>;
+    ) -> StoreFuture<Vec<AttemptRecord>>;
     /// Queue an event again (attempts start over). `NotFound` when the
     /// webhook has no such event, `Conflict` when it is still pending.
-    fn redrive(
-        &self,
-        webhook: WebhookId,
-        event_id: String,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    fn redrive(&self, webhook: WebhookId, event_id: String, now: DateTime<Utc>) -> StoreFuture<()>;
     /// Delete delivered rows and attempt logs older than `before` (dead
     /// letters and their attempts stay). Returns the rows deleted.
-    fn prune(&self, before: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>>;
+    fn prune(&self, before: DateTime<Utc>) -> StoreFuture<u64>;
+    /// Pending rows and dead letters, counted now (for `GET /metrics`).
+    fn outbox_depth(&self) -> StoreFuture<OutboxCounts>;
 }
 
 /// What to POST.
@@ -117,10 +112,31 @@ impl SendResult {
     }
 }
 
+/// Why the address policy refuses a webhook URL. The text is shown to the
+/// caller (`webhook_url_not_allowed`) and kept in the deliveries log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("The webhook URL is not valid")]
+    Invalid,
+    #[error("The webhook URL has no host")]
+    NoHost,
+    #[error("The webhook URL's host '{host}' does not resolve: {reason}")]
+    Unresolvable { host: String, reason: String },
+    #[error(
+        "The webhook URL's host '{host}' resolves to {ip}, a {kind} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
+    )]
+    Address {
+        host: String,
+        ip: IpAddr,
+        /// What kind of address it is ("loopback", "private", …).
+        kind: &'static str,
+    },
+}
+
 /// Signed HTTP delivery and the address policy (SSRF).
 pub trait WebhookSender: Send + Sync + 'static {
     /// Err(why) when the URL may not be used (it resolves to a refused address).
-    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), String>>;
+    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), UrlRefused>>;
     /// Render, sign and POST; never fails, the result says what happened.
     fn send(&self, request: WebhookRequest) -> BoxFuture<'static, SendResult>;
 }

@@ -33,6 +33,39 @@ impl WebhookRecord {
     }
 }
 
+/// The fields a `PATCH` sets; `None` leaves a field as it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub headers: Option<Vec<(String, String)>>,
+    pub active: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookPatch {
+    /// The patch applied to a record in memory (what the store does in SQL).
+    pub fn apply_to(&self, record: &mut WebhookRecord) {
+        if let Some(url) = &self.url {
+            record.url = url.clone();
+        }
+        if let Some(events) = &self.events {
+            record.events = events.clone();
+        }
+        if let Some(headers) = &self.headers {
+            record.headers = headers.clone();
+        }
+        if let Some(active) = self.active {
+            record.active = active;
+        }
+        if let Some(n) = self.max_attempts {
+            record.max_attempts = n;
+        }
+        record.updated_at = self.updated_at;
+    }
+}
+
 /// `["*"]` matches everything, else the exact name.
 pub fn wants(events: &[String], name: &str) -> bool {
     events.iter().any(|e| e == "*" || e == name)
@@ -129,6 +162,15 @@ pub struct AttemptDone {
     pub webhook_id: WebhookId,
     pub attempt: AttemptRecord,
     pub next: AfterAttempt,
+}
+
+/// The outbox at a glance, for `GET /metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Rows waiting to be delivered.
+    pub pending: u64,
+    /// Rows that ran out of attempts and wait for a redrive.
+    pub dead: u64,
 }
 
 /// What becomes of a row after an attempt.

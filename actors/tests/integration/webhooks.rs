@@ -41,19 +41,30 @@ fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
     Box::pin(async move { v })
 }
 
-impl WebhookStore for FakeStore {
-    fn insert_webhook(
+impl FakeStore {
+    /// Something read from one webhook (record and secret); `NotFound` when gone.
+    fn read_hook<T: Send + 'static>(
         &self,
-        r: WebhookRecord,
-        s: String,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        id: WebhookId,
+        read: impl FnOnce(&(WebhookRecord, String)) -> T,
+    ) -> StoreFuture<T> {
+        ready(
+            self.0
+                .lock()
+                .hooks
+                .get(&id)
+                .map(read)
+                .ok_or(StoreError::NotFound),
+        )
+    }
+}
+
+impl WebhookStore for FakeStore {
+    fn insert_webhook(&self, r: WebhookRecord, s: String) -> StoreFuture<()> {
         self.0.lock().hooks.insert(r.id, (r, s));
         ready(Ok(()))
     }
-    fn load_webhooks(
-        &self,
-        session: Option<SessionId>,
-    ) -> BoxFuture<'static, Result<Vec<WebhookRecord>, StoreError>> {
+    fn load_webhooks(&self, session: Option<SessionId>) -> StoreFuture<Vec<WebhookRecord>> {
         let all = self
             .0
             .lock()
@@ -64,28 +75,21 @@ impl WebhookStore for FakeStore {
             .collect();
         ready(Ok(all))
     }
-    fn load_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<WebhookRecord, StoreError>> {
-        ready(
-            self.0
-                .lock()
-                .hooks
-                .get(&id)
-                .map(|(r, _)| r.clone())
-                .ok_or(StoreError::NotFound),
-        )
+    fn load_webhook(&self, id: WebhookId) -> StoreFuture<WebhookRecord> {
+        self.read_hook(id, |(r, _)| r.clone())
     }
-    fn update_webhook(&self, r: WebhookRecord) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> StoreFuture<WebhookRecord> {
         let mut inner = self.0.lock();
-        let res = match inner.hooks.get_mut(&r.id) {
-            Some(slot) => {
-                slot.0 = r;
-                Ok(())
+        let res = match inner.hooks.get_mut(&id) {
+            Some((record, _)) => {
+                patch.apply_to(record);
+                Ok(record.clone())
             }
             None => Err(StoreError::NotFound),
         };
         ready(res)
     }
-    fn delete_webhook(&self, id: WebhookId) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn delete_webhook(&self, id: WebhookId) -> StoreFuture<()> {
         let mut inner = self.0.lock();
         inner.rows.retain(|r| r.webhook != id);
         ready(
@@ -96,22 +100,15 @@ impl WebhookStore for FakeStore {
                 .ok_or(StoreError::NotFound),
         )
     }
-    fn webhook_secret(&self, id: WebhookId) -> BoxFuture<'static, Result<String, StoreError>> {
-        ready(
-            self.0
-                .lock()
-                .hooks
-                .get(&id)
-                .map(|(_, s)| s.clone())
-                .ok_or(StoreError::NotFound),
-        )
+    fn webhook_secret(&self, id: WebhookId) -> StoreFuture<String> {
+        self.read_hook(id, |(_, s)| s.clone())
     }
     fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         busy: Vec<WebhookId>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<DeliveryJob>, StoreError>> {
+    ) -> StoreFuture<Vec<DeliveryJob>> {
         let inner = self.0.lock();
         let mut heads: HashMap<WebhookId, &Row> = HashMap::new();
         for row in inner
@@ -144,10 +141,7 @@ impl WebhookStore for FakeStore {
             .collect();
         ready(Ok(jobs))
     }
-    fn record_attempts(
-        &self,
-        done: Vec<AttemptDone>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn record_attempts(&self, done: Vec<AttemptDone>) -> StoreFuture<()> {
         let mut inner = self.0.lock();
         for d in done {
             let Some(row) = inner.rows.iter_mut().find(|r| r.id == d.delivery_id) else {
@@ -168,7 +162,7 @@ impl WebhookStore for FakeStore {
         webhook: WebhookId,
         _: Option<AttemptFilter>,
         _: usize,
-    ) -> BoxFuture<'static, Result<Vec<AttemptRecord>, StoreError>> {
+    ) -> StoreFuture<Vec<AttemptRecord>> {
         let list = self
             .0
             .lock()
@@ -180,12 +174,7 @@ impl WebhookStore for FakeStore {
             .collect();
         ready(Ok(list))
     }
-    fn redrive(
-        &self,
-        webhook: WebhookId,
-        event_id: String,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn redrive(&self, webhook: WebhookId, event_id: String, now: DateTime<Utc>) -> StoreFuture<()> {
         let mut inner = self.0.lock();
         let res = match inner
             .rows
@@ -203,8 +192,16 @@ impl WebhookStore for FakeStore {
         };
         ready(res)
     }
-    fn prune(&self, _: DateTime<Utc>) -> BoxFuture<'static, Result<u64, StoreError>> {
+    fn prune(&self, _: DateTime<Utc>) -> StoreFuture<u64> {
         ready(Ok(0))
+    }
+    fn outbox_depth(&self) -> StoreFuture<OutboxCounts> {
+        let inner = self.0.lock();
+        let count = |status| inner.rows.iter().filter(|r| r.status == status).count() as u64;
+        ready(Ok(OutboxCounts {
+            pending: count("pending"),
+            dead: count("dead"),
+        }))
     }
 }
 
@@ -217,10 +214,14 @@ struct FakeSender {
 }
 
 impl WebhookSender for FakeSender {
-    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), String>> {
+    fn check_url(&self, url: String) -> BoxFuture<'static, Result<(), UrlRefused>> {
         let refused = self.refused.lock().contains(&url);
         ready(if refused {
-            Err(format!("{url} is private"))
+            Err(UrlRefused::Address {
+                host: url,
+                ip: [10, 0, 0, 1].into(),
+                kind: "private",
+            })
         } else {
             Ok(())
         })
@@ -481,7 +482,9 @@ async fn the_api_messages_check_roles_scopes_and_urls() {
     assert_eq!(
         res,
         Err(WebError::WebhookUrlNotAllowed(
-            "http://10.0.0.1/ is private".into()
+            "The webhook URL's host 'http://10.0.0.1/' resolves to 10.0.0.1, a private address; \
+             such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
+                .into()
         ))
     );
     let mut scoped = caller(Role::Admin);
@@ -533,4 +536,32 @@ async fn the_api_messages_check_roles_scopes_and_urls() {
         .await
         .unwrap();
     assert_eq!(res, Err(WebError::WebhookNotFound("nope".into())));
+}
+
+#[actix::test]
+async fn concurrent_patches_of_different_fields_both_stick() {
+    let w = world();
+    let hook = w.hook("https://a.example/", 10).await;
+    let patch = |url: Option<&str>, active: Option<bool>| UpdateWebhook {
+        caller: caller(Role::Operator),
+        session: "bot".into(),
+        webhook: hook.to_string(),
+        url: url.map(str::to_string),
+        events: None,
+        headers: None,
+        active,
+        max_attempts: None,
+    };
+    // Both are in flight before either is written.
+    let (a, b) = futures::join!(
+        w.addr.send(patch(Some("https://b.example/"), None)),
+        w.addr.send(patch(None, Some(false))),
+    );
+    a.unwrap().unwrap();
+    b.unwrap().unwrap();
+    let (record, _) = w.store.0.lock().hooks[&hook].clone();
+    assert_eq!(record.url, "https://b.example/");
+    assert!(!record.active);
+    let depth = w.addr.send(OutboxDepth).await.unwrap().unwrap();
+    assert_eq!(depth, OutboxCounts::default());
 }

@@ -80,6 +80,29 @@ async fn count(s: &DbWebhookStore, table: &'static str) -> i64 {
     .unwrap()
 }
 
+/// A stored session with one active webhook that wants every event, and
+/// that webhook's secret.
+async fn a_session_with_a_hook(
+    t: &TestDatabase,
+) -> (
+    DbStore,
+    DbWebhookStore,
+    SessionRecord,
+    WebhookRecord,
+    String,
+) {
+    let (store, hooks) = stores(t);
+    let session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
+    store.insert_session(session.clone()).await.unwrap();
+    let h = hook(&session, &["*"], true);
+    let secret = generate_secret();
+    hooks
+        .insert_webhook(h.clone(), secret.clone())
+        .await
+        .unwrap();
+    (store, hooks, session, h, secret)
+}
+
 async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
     let (store, hooks) = stores(&t);
     let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
@@ -186,6 +209,13 @@ async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
         .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(
+        hooks.outbox_depth().await.unwrap(),
+        OutboxCounts {
+            pending: 2,
+            dead: 1
+        }
+    );
+    assert_eq!(
         hooks
             .list_attempts(all.id, Some(AttemptFilter::Failed), 10)
             .await
@@ -226,14 +256,7 @@ async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
 }
 
 async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase) {
-    let (store, hooks) = stores(&t);
-    let mut session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
-    store.insert_session(session.clone()).await.unwrap();
-    let h = hook(&session, &["*"], true);
-    hooks
-        .insert_webhook(h.clone(), generate_secret())
-        .await
-        .unwrap();
+    let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
     let (e1, e2) = (
         step(&mut session, status()),
         step(&mut session, disconnected()),
@@ -306,15 +329,7 @@ async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase)
 }
 
 async fn secrets_and_headers_are_sealed(t: TestDatabase) {
-    let (store, hooks) = stores(&t);
-    let session = SessionRecord::new(Uuid::new_v4(), "bot".into(), Utc::now());
-    store.insert_session(session.clone()).await.unwrap();
-    let h = hook(&session, &["*"], true);
-    let secret = generate_secret();
-    hooks
-        .insert_webhook(h.clone(), secret.clone())
-        .await
-        .unwrap();
+    let (_store, hooks, session, h, secret) = a_session_with_a_hook(&t).await;
     assert_eq!(hooks.webhook_secret(h.id).await.unwrap(), secret);
     assert_eq!(hooks.load_webhook(h.id).await.unwrap(), h);
     let raw: (Vec<u8>, Vec<u8>) = hooks
@@ -330,9 +345,13 @@ async fn secrets_and_headers_are_sealed(t: TestDatabase) {
     assert!(!hay(&raw.0).contains(&secret[6..]));
     assert!(!hay(&raw.1).contains("t0ken"));
     let mut changed = h.clone();
-    changed.active = false;
-    changed.events = vec!["session.qr".into()];
-    hooks.update_webhook(changed.clone()).await.unwrap();
+    let patch = WebhookPatch {
+        active: Some(false),
+        events: Some(vec!["session.qr".into()]),
+        ..no_change(h.updated_at)
+    };
+    patch.apply_to(&mut changed);
+    assert_eq!(hooks.update_webhook(h.id, patch).await.unwrap(), changed);
     assert_eq!(hooks.load_webhook(h.id).await.unwrap(), changed);
     assert_eq!(
         hooks.webhook_secret(h.id).await.unwrap(),
@@ -358,6 +377,54 @@ async fn secrets_and_headers_are_sealed(t: TestDatabase) {
                 secret
             )
             .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+fn no_change(updated_at: chrono::DateTime<Utc>) -> WebhookPatch {
+    WebhookPatch {
+        url: None,
+        events: None,
+        headers: None,
+        active: None,
+        max_attempts: None,
+        updated_at,
+    }
+}
+
+/// Two PATCHes of different fields, run at once, both stick: each writes
+/// only its own fields.
+async fn concurrent_patches_of_different_fields_both_stick(t: TestDatabase) {
+    let (_store, hooks, _, h, _) = a_session_with_a_hook(&t).await;
+    let later = h.updated_at + Duration::seconds(1);
+    let url = WebhookPatch {
+        url: Some("https://example.com/moved".into()),
+        ..no_change(later)
+    };
+    let headers = WebhookPatch {
+        headers: Some(vec![("X-Team".into(), "ops".into())]),
+        max_attempts: Some(7),
+        ..no_change(later)
+    };
+    let active = WebhookPatch {
+        active: Some(false),
+        ..no_change(later)
+    };
+    let (a, b, c) = futures::join!(
+        hooks.update_webhook(h.id, url.clone()),
+        hooks.update_webhook(h.id, headers.clone()),
+        hooks.update_webhook(h.id, active.clone()),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let mut want = h.clone();
+    for patch in [url, headers, active] {
+        patch.apply_to(&mut want);
+    }
+    assert_eq!(hooks.load_webhook(h.id).await.unwrap(), want);
+    assert!(matches!(
+        hooks.update_webhook(Uuid::new_v4(), no_change(later)).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -390,4 +457,5 @@ both_backends!(
     outbox_rows_follow_the_state_change,
     retention_prunes_delivered_rows_and_keeps_dead_letters,
     secrets_and_headers_are_sealed,
+    concurrent_patches_of_different_fields_both_stick,
 );
