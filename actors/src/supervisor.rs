@@ -85,7 +85,7 @@ pub struct SessionSupervisor {
     /// Consecutive panics per session (reset when its actor ends normally).
     crashes: HashMap<SessionId, u32>,
     actor_deaths: u64,
-    shutting_down: bool,
+    draining: bool,
 }
 
 impl Actor for SessionSupervisor {
@@ -115,7 +115,7 @@ impl SessionSupervisor {
             restore_total: 0,
             crashes: HashMap::new(),
             actor_deaths: 0,
-            shutting_down: false,
+            draining: false,
         }
     }
 
@@ -169,7 +169,7 @@ impl SessionSupervisor {
         self.cancel_retry(id, ctx);
         let handle = ctx.run_later(delay, move |act, ctx| {
             act.retries.remove(&id);
-            if act.shutting_down {
+            if act.draining {
                 return;
             }
             if let Some((addr, _)) = act.actor(id, ctx) {
@@ -187,7 +187,7 @@ impl SessionSupervisor {
 
     fn pump_restore(&mut self, ctx: &mut Context<Self>) {
         let limit = self.deps.options.restore_concurrency.max(1);
-        while self.restoring.len() < limit && !self.shutting_down {
+        while self.restoring.len() < limit && !self.draining {
             let Some(id) = self.restore_queue.pop_front() else {
                 break;
             };
@@ -208,7 +208,7 @@ impl Handler<Command> for SessionSupervisor {
     type Result = ResponseActFuture<Self, Result<SessionView, WebError>>;
 
     fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) -> Self::Result {
-        if self.shutting_down {
+        if self.draining {
             return Box::pin(fut::ready(Err(WebError::ShuttingDown)));
         }
         let id = msg.id;
@@ -300,7 +300,7 @@ impl Handler<Shutdown> for SessionSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        self.shutting_down = true;
+        self.draining = true;
         self.restore_queue.clear();
         let ids: Vec<_> = self.retries.keys().copied().collect();
         for id in ids {
@@ -366,7 +366,7 @@ impl SessionSupervisor {
         }
         self.crashes.remove(&id);
         self.free_slot(id, ctx);
-        if let (Some(delay), false) = (retry, self.shutting_down) {
+        if let (Some(delay), false) = (retry, self.draining) {
             self.schedule(id, delay, SessionRequest::RetryDue, ctx);
         }
     }
@@ -379,7 +379,7 @@ impl SessionSupervisor {
         }
         log::error!("session {id}: its actor panicked; recovering it");
         self.free_slot(id, ctx);
-        if self.shutting_down {
+        if self.draining {
             return;
         }
         let Some(view) = self.deps.registry.get(id) else {

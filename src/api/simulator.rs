@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wasup_actors::model::{Role, SessionStatus};
+use wasup_actors::model::Role;
 use wasup_actors::web::{GetQr, GetSession};
 use wasup_actors::ErrorCode;
 
@@ -234,12 +234,11 @@ pub async fn fault(
             )))
         }
     };
-    let id = id.into_inner();
     let view = state
         .web
         .send(GetSession {
-            caller: caller.clone(),
-            id: id.clone(),
+            caller,
+            id: id.into_inner(),
         })
         .await??;
     let targets: Vec<Target> = match &view.record.phone {
@@ -248,11 +247,10 @@ pub async fn fault(
             .into_iter()
             .map(|d| Target::device(d.phone, d.device))
             .collect(),
-        None if view.record.status == SessionStatus::QrReady => {
-            let (qr, _) = state.web.send(GetQr { caller, id }).await??;
-            vec![Target::PairingRef(qr.text)]
-        }
-        None => Vec::new(),
+        // Not linked yet: the fault goes to the pairing connection of the QR it shows.
+        None => wasup_actors::state::shown_qr(&view)
+            .map(|qr| vec![Target::PairingRef(qr.text.clone())])
+            .unwrap_or_default(),
     };
     if targets.is_empty() {
         return Err(ApiError::new(

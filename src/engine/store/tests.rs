@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::wacore::appstate::hash::HashState;
@@ -11,60 +10,30 @@ use whatsapp_rust::wacore::store::traits::*;
 
 use super::rows::key;
 use super::*;
+use crate::db::testing::TestDatabase;
 
-/// A fresh database of one backend, removed on drop.
+/// A fresh database of one backend, opened; removed on drop (through
+/// the one test-database helper, `crate::db::testing`).
 pub(crate) struct TestDb {
     pub db: Db,
-    _dir: Option<tempfile::TempDir>,
-    pg_drop: Option<(String, String)>,
+    _database: TestDatabase,
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.pg_drop.take() {
-            if let Ok(mut c) = diesel::PgConnection::establish(&admin_url) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        }
+fn opened(database: TestDatabase) -> TestDb {
+    TestDb {
+        db: database.open(),
+        _database: database,
     }
 }
 
 pub(crate) fn sqlite_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("t.db").to_string_lossy().into_owned();
-    TestDb {
-        db: Db::open(&url).unwrap(),
-        _dir: Some(dir),
-        pg_drop: None,
-    }
+    opened(TestDatabase::sqlite())
 }
 
-/// A fresh PostgreSQL database, or None (with a note) when
-/// WASUP_TEST_DATABASE_URL is not set.
+/// A fresh PostgreSQL database, or None (the helper says the half is
+/// skipped) when WASUP_TEST_DATABASE_URL is not set.
 pub(crate) fn postgres_db() -> Option<TestDb> {
-    let Ok(admin_url) = std::env::var("WASUP_TEST_DATABASE_URL") else {
-        println!("skipped: PostgreSQL (set WASUP_TEST_DATABASE_URL to run it)");
-        return None;
-    };
-    let name = format!("wasup_engine_{:016x}", rand::random::<u64>());
-    let mut admin = diesel::PgConnection::establish(&admin_url).expect("admin connection");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("create database");
-    let base = admin_url
-        .split('?')
-        .next()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap()
-        .0
-        .to_string();
-    let url = format!("{base}/{name}");
-    Some(TestDb {
-        db: Db::open(&url).unwrap(),
-        _dir: None,
-        pg_drop: Some((admin_url, name)),
-    })
+    TestDatabase::postgres(&crate::db::testing::current_test()).map(opened)
 }
 
 fn boxed() -> Arc<SecretBox> {
