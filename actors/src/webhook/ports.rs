@@ -113,7 +113,7 @@ impl SendResult {
 }
 
 /// Why the address policy refuses a webhook URL. The text is shown to the
-/// caller (`webhook_url_not_allowed`) and kept in the deliveries log.
+/// caller (`ErrorCode::WebhookUrlNotAllowed`) and kept in the deliveries log.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefused {
     #[error("The webhook URL is not valid")]
