@@ -95,6 +95,16 @@ impl Receiver {
         )
     }
 
+    /// Holds every request until `release` is set, then answers 200.
+    pub fn held_until(release: Arc<AtomicBool>) -> Receiver {
+        Self::start(Arc::new(move |_| {
+            while !release.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (200, Duration::ZERO)
+        }))
+    }
+
     /// On a given listener, appending to `got` (so a receiver restarted on
     /// the same port keeps one record).
     pub fn start_on(

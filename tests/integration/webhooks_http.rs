@@ -591,13 +591,7 @@ fn a_slow_receiver_does_not_delay_another() {
         let s = start(&env);
         // The slow receiver holds its first request until released.
         let release = Arc::new(AtomicBool::new(false));
-        let held = release.clone();
-        let slow = Receiver::start(Arc::new(move |_| {
-            while !held.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (200, Duration::ZERO)
-        }));
+        let slow = Receiver::held_until(release.clone());
         let fast = Receiver::ok();
         let session = flaky_session(&s, "speedy", 0);
         create_hook(&s, &session, json!({"url": slow.url()}));
@@ -775,13 +769,7 @@ fn test_sends_past_the_limit_get_429_with_retry_after() {
     let s = start(&env);
     // The receiver holds every request until released, so the permits stay taken.
     let release = Arc::new(AtomicBool::new(false));
-    let held = release.clone();
-    let rx = Receiver::start(Arc::new(move |_| {
-        while !held.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (200, Duration::ZERO)
-    }));
+    let rx = Receiver::held_until(release.clone());
     let session = s.create_session("tester");
     let hook = create_hook(&s, &session, json!({"url": rx.url()}));
     let test = format!(
