@@ -28,8 +28,9 @@ pub struct Settings {
     #[arg(long, env = "WASUP_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Value of the first admin key, created on first boot when no key exists
-    /// (default: a random key, printed once and written to <data dir>/admin.key).
+    /// Value of the first admin key (at least 32 characters), created on first
+    /// boot when no key exists (default: a random key, printed once and
+    /// written to <data dir>/admin.key).
     #[arg(long, env = "WASUP_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
@@ -117,6 +118,10 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A preset admin key is a full-power credential: at least this many
+/// characters, so it is not weaker than guessing a generated one is hard.
+const MIN_ADMIN_KEY_LEN: usize = 32;
+
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -144,10 +149,13 @@ impl Settings {
             Some(url) => parse_database_url(&url)?,
         };
         let admin_key = match self.admin_key {
-            Some(key) if key.trim().len() < 16 || key.chars().any(char::is_whitespace) => {
+            Some(key)
+                if key.chars().count() < MIN_ADMIN_KEY_LEN
+                    || key.chars().any(char::is_whitespace) =>
+            {
                 return Err(invalid(
                     "WASUP_ADMIN_KEY",
-                    "must be at least 16 characters without spaces",
+                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters without spaces"),
                 ))
             }
             other => other,
@@ -305,6 +313,15 @@ mod tests {
         assert_eq!(e.setting, "WASUP_WA_VERSION");
         let e = settings(&["--database-url", "mysql://x"]).unwrap_err();
         assert_eq!(e.setting, "WASUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn admin_key_needs_32_characters() {
+        let e = settings(&["--admin-key", &"k".repeat(31)]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_ADMIN_KEY");
+        let key = "k".repeat(32);
+        let c = settings(&["--admin-key", &key]).unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some(key.as_str()));
     }
 
     #[test]
