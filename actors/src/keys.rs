@@ -184,7 +184,11 @@ mod tests {
         let secret_chars = |key: &str| {
             let prefix = key_prefix(key);
             assert!(key.starts_with(&prefix), "{key:?} -> {prefix:?}");
-            prefix.strip_prefix(KEY_MARKER).unwrap_or(&prefix).chars().count()
+            prefix
+                .strip_prefix(KEY_MARKER)
+                .unwrap_or(&prefix)
+                .chars()
+                .count()
         };
         assert_eq!(secret_chars(&generate_key()), PREFIX_SECRET_CHARS);
         // Preset keys, with and without the marker, and short ones.
