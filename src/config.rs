@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use wasup_actors::keys::MIN_PRESET_KEY_LEN;
 
 /// wasup: a self-hosted WhatsApp multi-session gateway.
 ///
@@ -118,10 +119,6 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// A preset admin key is a full-power credential: at least this many
-/// characters, so it is not weaker than guessing a generated one is hard.
-const MIN_ADMIN_KEY_LEN: usize = 32;
-
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -150,12 +147,12 @@ impl Settings {
         };
         let admin_key = match self.admin_key {
             Some(key)
-                if key.chars().count() < MIN_ADMIN_KEY_LEN
+                if key.chars().count() < MIN_PRESET_KEY_LEN
                     || key.chars().any(char::is_whitespace) =>
             {
                 return Err(invalid(
                     "WASUP_ADMIN_KEY",
-                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters without spaces"),
+                    format!("must be at least {MIN_PRESET_KEY_LEN} characters without spaces"),
                 ))
             }
             other => other,

@@ -15,6 +15,9 @@ use crate::model::{ApiKeyId, ApiKeyRecord, Caller};
 
 /// The fixed, non-secret start of every generated key.
 const KEY_MARKER: &str = "wsp_";
+/// Shortest preset admin key accepted (`WASUP_ADMIN_KEY`): a full-power
+/// credential should be no easier to guess than a long random one.
+pub const MIN_PRESET_KEY_LEN: usize = 32;
 /// Secret characters the displayed prefix may show: enough to tell keys
 /// apart, too few to help guess the rest.
 pub const PREFIX_SECRET_CHARS: usize = 8;
