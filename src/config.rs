@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use wasup_actors::keys::MIN_PRESET_KEY_LEN;
 
 /// wasup: a self-hosted WhatsApp multi-session gateway.
 ///
@@ -28,8 +29,9 @@ pub struct Settings {
     #[arg(long, env = "WASUP_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Value of the first admin key, created on first boot when no key exists
-    /// (default: a random key, printed once and written to <data dir>/admin.key).
+    /// Value of the first admin key (at least 32 characters), created on first
+    /// boot when no key exists (default: a random key, printed once and
+    /// written to <data dir>/admin.key).
     #[arg(long, env = "WASUP_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
@@ -144,10 +146,13 @@ impl Settings {
             Some(url) => parse_database_url(&url)?,
         };
         let admin_key = match self.admin_key {
-            Some(key) if key.trim().len() < 16 || key.chars().any(char::is_whitespace) => {
+            Some(key)
+                if key.chars().count() < MIN_PRESET_KEY_LEN
+                    || key.chars().any(char::is_whitespace) =>
+            {
                 return Err(invalid(
                     "WASUP_ADMIN_KEY",
-                    "must be at least 16 characters without spaces",
+                    format!("must be at least {MIN_PRESET_KEY_LEN} characters without spaces"),
                 ))
             }
             other => other,
@@ -305,6 +310,15 @@ mod tests {
         assert_eq!(e.setting, "WASUP_WA_VERSION");
         let e = settings(&["--database-url", "mysql://x"]).unwrap_err();
         assert_eq!(e.setting, "WASUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn admin_key_needs_32_characters() {
+        let e = settings(&["--admin-key", &"k".repeat(31)]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_ADMIN_KEY");
+        let key = "k".repeat(32);
+        let c = settings(&["--admin-key", &key]).unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some(key.as_str()));
     }
 
     #[test]

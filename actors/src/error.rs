@@ -53,6 +53,7 @@ error_codes! {
     UnknownField => 400, "unknown_field", "the body has a field the operation does not take";
     ValidationFailed => 400, "validation_failed", "a field or parameter breaks a rule (the message names it and the rule)";
     PayloadTooLarge => 413, "payload_too_large", "the body is larger than the limit (default 1 MiB)";
+    TooManyRequests => 429, "too_many_requests", "too many such requests are in flight; retry after `Retry-After` seconds";
     // Keys and roles.
     MissingApiKey => 401, "missing_api_key", "no API key was sent";
     InvalidApiKey => 401, "invalid_api_key", "no API key has this value";
@@ -151,6 +152,13 @@ pub enum WebError {
     DeliveryPending(String),
     #[error("The server is shutting down")]
     ShuttingDown,
+    /// A bounded operation is at its limit; the message names the limit.
+    /// Answered with `Retry-After: retry_after_secs`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl WebError {
@@ -196,6 +204,7 @@ impl WebError {
             WebError::DeliveryNotFound(_) => ErrorCode::DeliveryNotFound,
             WebError::DeliveryPending(_) => ErrorCode::DeliveryAlreadyQueued,
             WebError::ShuttingDown => ErrorCode::ShuttingDown,
+            WebError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
         }
     }
 }

@@ -13,8 +13,14 @@ use sha2::{Digest, Sha256};
 use crate::error::ErrorCode;
 use crate::model::{ApiKeyId, ApiKeyRecord, Caller};
 
-/// Length of the displayed prefix of a key.
-pub const KEY_PREFIX_LEN: usize = 12;
+/// The fixed, non-secret start of every generated key.
+const KEY_MARKER: &str = "wsp_";
+/// Shortest preset admin key accepted (`WASUP_ADMIN_KEY`): a full-power
+/// credential should be no easier to guess than a long random one.
+pub const MIN_PRESET_KEY_LEN: usize = 32;
+/// Secret characters the displayed prefix may show: enough to tell keys
+/// apart, too few to help guess the rest.
+pub const PREFIX_SECRET_CHARS: usize = 8;
 const KEY_BODY_LEN: usize = 40;
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -51,11 +57,24 @@ pub fn generate_key() -> String {
     let body: String = (0..KEY_BODY_LEN)
         .map(|_| KEY_ALPHABET[rng.random_range(0..KEY_ALPHABET.len())] as char)
         .collect();
-    format!("wsp_{body}")
+    format!("{KEY_MARKER}{body}")
 }
 
+/// The part of a key shown in listings: the `wsp_` marker, if the key has
+/// one, and the next `PREFIX_SECRET_CHARS` characters. A preset key without
+/// the marker shows only those eight. Only the display depends on this:
+/// keys are found by the hash of the whole secret.
 pub fn key_prefix(secret: &str) -> String {
-    secret.chars().take(KEY_PREFIX_LEN).collect()
+    let marker = if secret.starts_with(KEY_MARKER) {
+        KEY_MARKER
+    } else {
+        ""
+    };
+    let shown: String = secret[marker.len()..]
+        .chars()
+        .take(PREFIX_SECRET_CHARS)
+        .collect();
+    format!("{marker}{shown}")
 }
 
 #[derive(Default)]
@@ -160,7 +179,26 @@ mod tests {
         let a = generate_key();
         assert!(a.starts_with("wsp_") && a.len() == 44);
         assert_ne!(a, generate_key());
-        assert_eq!(key_prefix(&a).len(), KEY_PREFIX_LEN);
+        assert_eq!(key_prefix(&a), a[..12]);
+    }
+
+    #[test]
+    fn prefix_shows_at_most_eight_secret_characters() {
+        let secret_chars = |key: &str| {
+            let prefix = key_prefix(key);
+            assert!(key.starts_with(&prefix), "{key:?} -> {prefix:?}");
+            prefix
+                .strip_prefix(KEY_MARKER)
+                .unwrap_or(&prefix)
+                .chars()
+                .count()
+        };
+        assert_eq!(secret_chars(&generate_key()), PREFIX_SECRET_CHARS);
+        // Preset keys, with and without the marker, and short ones.
+        assert_eq!(secret_chars("wsp_test_admin_key_0123456789abcdef"), 8);
+        assert_eq!(secret_chars("0123456789abcdefghijklmnopqrstuvwxyz"), 8);
+        assert_eq!(secret_chars("wsp_abc"), 3);
+        assert_eq!(secret_chars("ünïcödé-kéy-ünïcödé-kéy-ünïcödé-kéy"), 8);
     }
 
     #[test]

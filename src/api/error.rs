@@ -13,6 +13,8 @@ use wasup_actors::{ErrorCode, WebError};
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Sent as `Retry-After` (seconds): when the caller may try again.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// The body of every error answer.
@@ -36,6 +38,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -108,7 +111,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status();
-        HttpResponse::build(status).json(ErrorBody {
+        let mut response = HttpResponse::build(status);
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        response.json(ErrorBody {
             status_code: status.as_u16(),
             error: status.canonical_reason().unwrap_or("Error"),
             code: self.code.as_str(),
@@ -119,7 +126,16 @@ impl ResponseError for ApiError {
 
 impl From<WebError> for ApiError {
     fn from(err: WebError) -> Self {
-        ApiError::new(err.code(), err.to_string())
+        let retry_after_secs = match err {
+            WebError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(retry_after_secs),
+            _ => None,
+        };
+        ApiError {
+            retry_after_secs,
+            ..ApiError::new(err.code(), err.to_string())
+        }
     }
 }
 

@@ -62,7 +62,7 @@ table! {
     webhooks::get => [KEY, SESSION, WEBHOOK, UNAVAILABLE];
     webhooks::update => [BODY, &[WebhookUrlNotAllowed], KEY, SESSION, ROLE, WEBHOOK, UNAVAILABLE];
     webhooks::delete => [KEY, SESSION, ROLE, WEBHOOK, UNAVAILABLE];
-    webhooks::test => [KEY, SESSION, ROLE, WEBHOOK, UNAVAILABLE];
+    webhooks::test => [KEY, SESSION, ROLE, WEBHOOK, &[TooManyRequests], UNAVAILABLE];
     webhooks::deliveries => [&[ValidationFailed], KEY, SESSION, WEBHOOK, UNAVAILABLE];
     webhooks::redrive => [KEY, SESSION, ROLE, WEBHOOK, &[DeliveryNotFound, DeliveryAlreadyQueued], UNAVAILABLE];
     webhooks::list_all => [KEY, UNAVAILABLE];

@@ -520,14 +520,15 @@ fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
     )
     .execute(conn)?;
     // Old attempts of rows still queued; a dead letter keeps its history.
-    let dead: Vec<String> = webhook_deliveries::table
-        .filter(webhook_deliveries::status.eq(DEAD))
-        .select(webhook_deliveries::id)
-        .load(conn)?;
+    // A subquery, not a list of dead ids: SQLite binds at most 32,766.
     let attempts = diesel::delete(
         webhook_attempts::table
             .filter(webhook_attempts::at.lt(before))
-            .filter(webhook_attempts::delivery_id.ne_all(dead)),
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                webhook_deliveries::table
+                    .filter(webhook_deliveries::id.eq(webhook_attempts::delivery_id))
+                    .filter(webhook_deliveries::status.eq(DEAD)),
+            ))),
     )
     .execute(conn)?;
     // The event log: an event that no outbox row refers to any more (its

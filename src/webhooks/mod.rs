@@ -73,6 +73,24 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
+/// How much of a receiver's reply is read. Nothing of it is kept (the status
+/// is the outcome), and a receiver may answer gigabytes: reading this much
+/// lets a short reply finish so the connection can be reused, and past it
+/// the connection is dropped instead of buffered.
+pub const REPLY_READ_LIMIT: usize = 4 * 1024;
+
+/// Reads at most [`REPLY_READ_LIMIT`] bytes of the reply, then drops it
+/// (closing the connection if more was coming).
+async fn read_prefix(mut res: reqwest::Response) {
+    let mut read = 0;
+    while read < REPLY_READ_LIMIT {
+        match res.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
@@ -148,8 +166,7 @@ impl WebhookSender for HttpSender {
                 Ok(res) => {
                     let status = res.status().as_u16();
                     let retry_after = retry_after(res.headers());
-                    // Drain (bounded by the client timeout) so the connection can be reused.
-                    let _ = res.bytes().await;
+                    read_prefix(res).await;
                     SendResult {
                         status_code: Some(status),
                         error: (!(200..300).contains(&status))

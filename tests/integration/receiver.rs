@@ -95,6 +95,16 @@ impl Receiver {
         )
     }
 
+    /// Holds every request until `release` is set, then answers 200.
+    pub fn held_until(release: Arc<AtomicBool>) -> Receiver {
+        Self::start(Arc::new(move |_| {
+            while !release.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (200, Duration::ZERO)
+        }))
+    }
+
     /// On a given listener, appending to `got` (so a receiver restarted on
     /// the same port keeps one record).
     pub fn start_on(
@@ -251,4 +261,60 @@ fn read_request(reader: &mut impl BufRead) -> Option<Received> {
         body,
         at: Instant::now(),
     })
+}
+
+/// A receiver that answers every request 200 with a `len`-byte body and
+/// records, per connection, how many body bytes it wrote before the client
+/// hung up or the body ended (so a test can see a client stop reading).
+pub struct HugeReplyReceiver {
+    addr: SocketAddr,
+    /// Body bytes written, one entry per finished connection.
+    written: Arc<Mutex<Vec<usize>>>,
+}
+
+impl HugeReplyReceiver {
+    pub fn start(len: usize) -> HugeReplyReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let written: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let log = written.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut out = stream;
+                    if read_request(&mut reader).is_none() {
+                        return;
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    );
+                    if out.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = [b'x'; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < len {
+                        let n = chunk.len().min(len - sent);
+                        if out.write_all(&chunk[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    log.lock().unwrap().push(sent);
+                });
+            }
+        });
+        HugeReplyReceiver { addr, written }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Body bytes written per finished connection, in finishing order.
+    pub fn written(&self) -> Vec<usize> {
+        self.written.lock().unwrap().clone()
+    }
 }

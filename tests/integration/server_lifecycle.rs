@@ -108,6 +108,8 @@ fn bad_settings_stop_the_start_with_one_line_and_exit_2() {
         ("WASUP_WA_VERSION", "two.three"),
         ("WASUP_DATABASE_URL", "mysql://localhost/x"),
         ("WASUP_CONNECT_TIMEOUT", "0"),
+        // 31 characters: one short of the minimum.
+        ("WASUP_ADMIN_KEY", "wsp_0123456789abcdefghijklmnopq"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_wasup"))

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::receiver::{Received, Receiver};
+use crate::receiver::{HugeReplyReceiver, Received, Receiver};
 use serde_json::{json, Value};
 use wasup::db::records::DbStore;
 use wasup::db::Db;
+use wasup_actors::webhook::MAX_TEST_SENDS;
 
 const MASTER_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
@@ -590,13 +591,7 @@ fn a_slow_receiver_does_not_delay_another() {
         let s = start(&env);
         // The slow receiver holds its first request until released.
         let release = Arc::new(AtomicBool::new(false));
-        let held = release.clone();
-        let slow = Receiver::start(Arc::new(move |_| {
-            while !held.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (200, Duration::ZERO)
-        }));
+        let slow = Receiver::held_until(release.clone());
         let fast = Receiver::ok();
         let session = flaky_session(&s, "speedy", 0);
         create_hook(&s, &session, json!({"url": slow.url()}));
@@ -733,4 +728,79 @@ fn secrets_are_shown_once_and_never_stored_or_logged_in_clear() {
     let (_, all) = s.call("GET", "/api/webhooks", None);
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert_eq!(all[0]["sessionId"], other.as_str());
+}
+
+#[test]
+fn a_huge_reply_is_dropped_after_a_prefix_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&TestDb::Sqlite, dir.path(), true);
+    let s = start(&env);
+    const REPLY: usize = 64 << 20;
+    let rx = HugeReplyReceiver::start(REPLY);
+    let session = flaky_session(&s, "chatty", 0);
+    let hook = create_hook(&s, &session, json!({"url": rx.url()}));
+    let path = format!(
+        "/api/sessions/{session}/webhooks/{}",
+        hook["id"].as_str().unwrap()
+    );
+    // The test route and the outbox both count the 2xx as delivered.
+    let (status, result) = s.call("POST", &format!("{path}/test"), None);
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["delivered"], true, "{result}");
+    assert_eq!(result["statusCode"], 200, "{result}");
+    start_and_fail(&s, &session);
+    wait_deliveries(&s, &path, "delivered", 60, |list| !list.is_empty());
+    // The gateway hung up each time long before the body ended (what the
+    // socket buffers took is all the receiver could write).
+    let written = poll(30, "the receiver's connections to end", || {
+        let written = rx.written();
+        match written.len() >= 2 {
+            true => Ok(written),
+            false => Err(format!("{written:?}")),
+        }
+    });
+    assert!(written.iter().all(|&n| n < REPLY / 4), "{written:?}");
+}
+
+#[test]
+fn test_sends_past_the_limit_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&TestDb::Sqlite, dir.path(), true);
+    let s = start(&env);
+    // The receiver holds every request until released, so the permits stay taken.
+    let release = Arc::new(AtomicBool::new(false));
+    let rx = Receiver::held_until(release.clone());
+    let session = s.create_session("tester");
+    let hook = create_hook(&s, &session, json!({"url": rx.url()}));
+    let test = format!(
+        "/api/sessions/{session}/webhooks/{}/test",
+        hook["id"].as_str().unwrap()
+    );
+    std::thread::scope(|scope| {
+        let sends: Vec<_> = (0..MAX_TEST_SENDS)
+            .map(|_| scope.spawn(|| s.call("POST", &test, None)))
+            .collect();
+        rx.wait(30, "every permitted test send held open", |got| {
+            got.len() == MAX_TEST_SENDS
+        });
+        let res = s.req("POST", &test, Some(ADMIN_KEY)).send().unwrap();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let (status, body) = split(res);
+        release.store(true, Ordering::Relaxed);
+        assert_error(status, &body, 429, "too_many_requests");
+        assert!(retry_after.is_some_and(|secs| secs > 0), "{retry_after:?}");
+        for send in sends {
+            let (status, result) = send.join().unwrap();
+            assert_eq!(status, 200, "{result}");
+            assert_eq!(result["delivered"], true, "{result}");
+        }
+    });
+    // The permits came back with the answers.
+    let (status, result) = s.call("POST", &test, None);
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(rx.count(), MAX_TEST_SENDS + 1);
 }

@@ -351,12 +351,13 @@ impl Handler<BootstrapAdminKey> for WebActor {
             return Box::pin(async { Ok(None) });
         }
         let secret = match msg.preset.map(|p| p.trim().to_string()) {
-            Some(p) if p.len() >= 16 => p,
+            Some(p) if p.chars().count() >= keys::MIN_PRESET_KEY_LEN => p,
             Some(_) => {
                 return Box::pin(async {
-                    Err(WebError::Validation(
-                        "WASUP_ADMIN_KEY must be at least 16 characters".to_string(),
-                    ))
+                    Err(WebError::Validation(format!(
+                        "WASUP_ADMIN_KEY must be at least {} characters",
+                        keys::MIN_PRESET_KEY_LEN
+                    )))
                 })
             }
             None => keys::generate_key(),

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use rand::Rng;
 
+use super::management::MAX_TEST_SENDS;
 use super::ports::*;
 use super::records::*;
 use crate::ports::StoreError;
@@ -79,6 +80,10 @@ pub struct WebhookActor {
     flushing: bool,
     polling: bool,
     poll_again: bool,
+    /// Permits for `POST …/test` sends, which run beside the outbox loop's
+    /// `max_concurrency`: without a bound, callers could hold any number of
+    /// connections and buffers open at once.
+    pub(super) test_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl WebhookActor {
@@ -284,6 +289,7 @@ pub fn start_webhooks(
         flushing: false,
         polling: false,
         poll_again: false,
+        test_sends: Arc::new(tokio::sync::Semaphore::new(MAX_TEST_SENDS)),
     }
     .start()
 }

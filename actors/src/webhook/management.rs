@@ -68,6 +68,24 @@ pub struct DeleteWebhook {
     pub webhook: String,
 }
 
+/// Test sends in flight at once, for the whole process (each may hold a
+/// connection for up to the sender's timeout).
+pub const MAX_TEST_SENDS: usize = 4;
+
+/// The `Retry-After` of a test send refused at the limit: a send usually
+/// finishes in well under this.
+pub const TEST_SEND_RETRY_AFTER_SECS: u64 = 2;
+
+/// The answer to a test send past [`MAX_TEST_SENDS`].
+pub fn too_many_test_sends() -> WebError {
+    WebError::TooManyRequests {
+        message: format!(
+            "At most {MAX_TEST_SENDS} test deliveries may be in flight at once; retry shortly"
+        ),
+        retry_after_secs: TEST_SEND_RETRY_AFTER_SECS,
+    }
+}
+
 /// `POST /api/sessions/:id/webhooks/:wid/test`
 #[derive(Message)]
 #[rtype(result = "Result<SendResult, WebError>")]
@@ -332,9 +350,14 @@ impl Handler<TestWebhook> for WebhookActor {
             Ok(v) => v,
             Err(e) => return fail(e),
         };
+        // Taken now, never queued for: past the limit the caller is told to retry.
+        let Ok(permit) = self.test_sends.clone().try_acquire_owned() else {
+            return fail(too_many_test_sends());
+        };
         let store = self.store.clone();
         let sender = self.sender.clone();
         Box::pin(async move {
+            let _permit = permit;
             let record = load.await?;
             let secret = store
                 .webhook_secret(record.id)

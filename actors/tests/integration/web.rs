@@ -631,7 +631,7 @@ async fn first_boot_gets_one_admin_key() {
     assert_eq!(h.store.keys.lock().len(), 1);
 
     let h = boot(vec![], FakeEngine::default(), fast_options()).await;
-    let preset = "my-own-admin-key-0123456789".to_string();
+    let preset = "my-own-admin-key-0123456789abcdefghij".to_string();
     let got =
         h.gw.web
             .send(BootstrapAdminKey {
@@ -650,7 +650,7 @@ async fn first_boot_gets_one_admin_key() {
     let stored = h.store.keys.lock().values().next().cloned().unwrap();
     assert_eq!(
         (stored.key_hash, stored.key_prefix.as_str()),
-        (hash_key(&preset), "my-own-admin")
+        (hash_key(&preset), "my-own-a")
     );
 
     let h = boot(vec![], FakeEngine::default(), fast_options()).await;

@@ -7,7 +7,9 @@
 use serde_json::json;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::Ref;
 use wasup_actors::keys::AuthError;
 use wasup_actors::model::Role;
@@ -50,6 +52,7 @@ fn samples() -> Vec<ApiError> {
         WebError::DeliveryPending("evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f01".into()),
         WebError::Unavailable("The database is unavailable; try again later".into()),
         WebError::ShuttingDown,
+        wasup_actors::webhook::too_many_test_sends(),
     ];
     let auth = [
         AuthError::Missing,
@@ -122,7 +125,17 @@ fn response(codes: &[ErrorCode], samples: &[ApiError]) -> Response {
             ExampleBuilder::new().value(Some(body)).build(),
         ))
     });
-    ResponseBuilder::new()
+    let mut builder = ResponseBuilder::new();
+    if codes.iter().any(|c| c.status() == 429) {
+        builder = builder.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        );
+    }
+    builder
         .description(described.join("; "))
         .content(
             "application/json",

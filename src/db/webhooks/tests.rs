@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 use wasup_actors::events::{session_event::Data, Disconnected, SessionEvent, StatusChanged};
@@ -328,6 +329,86 @@ async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase)
         .unwrap();
 }
 
+/// More dead letters than SQLite takes bound variables in one statement
+/// (32,766): the prune must not send their ids.
+const MANY_DEAD_LETTERS: usize = 40_000;
+
+/// `MANY_DEAD_LETTERS` copies of a queued row, its event and its attempt,
+/// each copy a dead letter; written by the database itself so the test
+/// stays fast.
+async fn copy_as_dead_letters(hooks: &DbWebhookStore, delivery_id: String) {
+    hooks
+        .db
+        .run(move |c| {
+            let numbers = format!(
+                "WITH RECURSIVE n(i) AS \
+                 (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {MANY_DEAD_LETTERS})"
+            );
+            let from = format!("FROM n, webhook_deliveries d WHERE d.id = '{delivery_id}'");
+            c.batch_execute(&format!(
+                "{numbers} INSERT INTO session_events \
+                 (id, session_id, seq, name, payload, created_at) \
+                 SELECT 'evt-dead-' || n.i, e.session_id, e.seq + n.i, e.name, e.payload, \
+                 e.created_at FROM n, session_events e, webhook_deliveries d \
+                 WHERE d.id = '{delivery_id}' AND e.id = d.event_id;\
+                 {numbers} INSERT INTO webhook_deliveries \
+                 (id, webhook_id, session_id, event_id, seq, event_name, status, attempts, \
+                 next_attempt_at, created_at, updated_at) \
+                 SELECT 'dead-' || n.i, d.webhook_id, d.session_id, 'evt-dead-' || n.i, \
+                 d.seq + n.i, d.event_name, 'dead', d.attempts, d.next_attempt_at, \
+                 d.created_at, d.updated_at {from};\
+                 {numbers} INSERT INTO webhook_attempts \
+                 (id, delivery_id, webhook_id, event_id, event_name, attempt, outcome, \
+                 status_code, error, latency_ms, at) \
+                 SELECT 'att-dead-' || n.i, 'dead-' || n.i, a.webhook_id, 'evt-dead-' || n.i, \
+                 a.event_name, a.attempt, 'dead', a.status_code, a.error, a.latency_ms, a.at \
+                 FROM n, webhook_attempts a WHERE a.delivery_id = '{delivery_id}';"
+            ))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+async fn prune_keeps_many_dead_letters_history(t: TestDatabase) {
+    let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
+    let queued = step(&mut session, status());
+    store
+        .save_session(session.clone(), vec![queued.clone()])
+        .await
+        .unwrap();
+    let job = hooks
+        .due_deliveries(Utc::now(), vec![], 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let old_failure = AttemptRecord {
+        event_id: queued.id.clone(),
+        event_name: queued.name().into(),
+        attempt: 1,
+        outcome: AttemptOutcome::Failed,
+        status_code: Some(500),
+        error: None,
+        latency_ms: 1,
+        at: Utc::now() - Duration::days(8),
+    };
+    let retry = AfterAttempt::RetryAt(Utc::now() + Duration::hours(1));
+    hooks
+        .record_attempt(job.delivery_id.clone(), h.id, old_failure, retry)
+        .await
+        .unwrap();
+    copy_as_dead_letters(&hooks, job.delivery_id).await;
+    let dead = MANY_DEAD_LETTERS as i64;
+    assert_eq!(count(&hooks, "attempts").await, dead + 1);
+
+    // The queued row's old attempt goes; every dead letter keeps its own.
+    let pruned = hooks.prune(Utc::now() - Duration::days(7)).await.unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(count(&hooks, "attempts").await, dead);
+    assert_eq!(count(&hooks, "deliveries").await, dead + 1);
+    assert_eq!(count(&hooks, "events").await, dead + 1);
+}
+
 async fn secrets_and_headers_are_sealed(t: TestDatabase) {
     let (_store, hooks, session, h, secret) = a_session_with_a_hook(&t).await;
     assert_eq!(hooks.webhook_secret(h.id).await.unwrap(), secret);
@@ -456,6 +537,7 @@ macro_rules! both_backends {
 both_backends!(
     outbox_rows_follow_the_state_change,
     retention_prunes_delivered_rows_and_keeps_dead_letters,
+    prune_keeps_many_dead_letters_history,
     secrets_and_headers_are_sealed,
     concurrent_patches_of_different_fields_both_stick,
 );
