@@ -157,6 +157,16 @@ pub enum MasterKeyError {
     Invalid { path: PathBuf, reason: String },
 }
 
+/// Create `dir` (and any missing parent) with mode 0700: the data directory
+/// holds the keys and the database. An existing directory keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The master key: `from_env` (WASUP_MASTER_KEY, already parsed) wins;
 /// otherwise `<data_dir>/master.key` is read, or created on first boot with
 /// 32 random bytes (hex, mode 0600, written atomically).
@@ -167,7 +177,7 @@ pub fn load_or_create_master_key(
     if let Some(key) = from_env {
         return Ok(key);
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| MasterKeyError::CreateDir {
+    create_private_dir(data_dir).map_err(|source| MasterKeyError::CreateDir {
         path: data_dir.to_path_buf(),
         source,
     })?;

@@ -64,7 +64,7 @@ async fn serve(
     config: Config,
     started: (std::time::SystemTime, std::time::Instant),
 ) -> Result<(), StartError> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::crypto::create_private_dir(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let master_key = crate::crypto::load_or_create_master_key(&config.data_dir, config.master_key)
         .map_err(|e| StartError::MasterKey(e.to_string()))?;
@@ -91,7 +91,7 @@ async fn serve(
         },
     )
     .await?;
-    bootstrap_admin_key(&gateway.web, &config).await?;
+    bootstrap_admin_key(&gateway, &config).await?;
     if config.webhook_allow_private {
         log::warn!(
             "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
@@ -187,7 +187,8 @@ fn embedded_simulator(config: &Config) -> Result<EmbeddedSimulator, StartError> 
         return Ok(None);
     }
     let dir = config.data_dir.join("simulator");
-    std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    crate::crypto::create_private_dir(&dir)
+        .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     crate::simulator::Simulator::open(&dir)
         .map(Some)
         .map_err(|e| StartError::Engine(format!("simulator: {e}")))
@@ -259,42 +260,63 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// First start with no key: the WebActor creates one admin key. Its value
-/// comes from `WASUP_ADMIN_KEY` or is random; a random one is printed once on
-/// stdout and written to `<data dir>/admin.key` (mode 0600). Never again after.
+/// comes from `WASUP_ADMIN_KEY` or is random; a random one is written to
+/// `<data dir>/admin.key` (mode 0600) and printed once on stdout BEFORE it is
+/// committed, so a failed write stops the start with no key in the database
+/// (the next start tries again) instead of locking the operator out. Never
+/// again after.
 async fn bootstrap_admin_key(
-    web: &actix::Addr<wasup_actors::web::WebActor>,
+    gateway: &wasup_actors::Gateway,
     config: &Config,
 ) -> Result<(), StartError> {
-    let preset = config.admin_key.clone();
-    let from_env = preset.is_some();
-    let created = web
-        .send(wasup_actors::web::BootstrapAdminKey { preset })
-        .await
-        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?
-        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?;
-    match created {
-        Some(_) if from_env => log::info!("created the first admin API key from WASUP_ADMIN_KEY"),
-        Some(secret) => {
+    if !gateway.keys.is_empty() {
+        return Ok(());
+    }
+    let from_env = config.admin_key.is_some();
+    let secret = match config.admin_key.clone() {
+        Some(preset) => preset,
+        None => {
+            let secret = wasup_actors::keys::generate_key();
             let path = config.data_dir.join("admin.key");
-            write_private(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
+            write_admin_key(&path, &format!("{secret}\n")).map_err(StartError::AdminKey)?;
             println!(
                 "wasup: created the first admin API key (shown once; also saved to {}):\n{secret}",
                 path.display()
             );
+            secret
         }
-        None => {}
+    };
+    let created = gateway
+        .web
+        .send(wasup_actors::web::BootstrapAdminKey {
+            preset: Some(secret),
+        })
+        .await
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?
+        .map_err(|e| StartError::AdminKey(std::io::Error::other(e.to_string())))?;
+    if created.is_some() && from_env {
+        log::info!("created the first admin API key from WASUP_ADMIN_KEY");
     }
     Ok(())
 }
 
-/// Write a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Write admin.key as a new file only its owner can read. A key is only
+/// made when the database has none, so an admin.key already there is stale:
+/// it is removed (a symlink is removed itself, never its target) and the file
+/// created anew with `create_new` and `O_NOFOLLOW`, so nothing planted at the
+/// path (a symlink, a file of another mode or owner) is written through; if
+/// something reappears in between, the start fails rather than follow it.
+fn write_admin_key(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()

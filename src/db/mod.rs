@@ -102,11 +102,13 @@ impl ManageConnection for ConnectionManager {
             Backend::Sqlite => {
                 let mut conn =
                     SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the writer; the busy timeout makes
-                // concurrent writers wait instead of failing; foreign keys make
-                // deletes cascade as on PostgreSQL.
+                // WAL lets readers run beside the writer; synchronous FULL
+                // syncs the WAL at every commit, so an acknowledged write
+                // survives power loss (NORMAL only survives a process crash);
+                // the busy timeout makes concurrent writers wait instead of
+                // failing; foreign keys make deletes cascade as on PostgreSQL.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
@@ -217,3 +219,33 @@ pub mod testing;
 /// Webhooks, the delivery outbox and the attempt log; `DbWebhookStore`
 /// implements the actors' `WebhookStore` port.
 pub mod webhooks;
+
+#[cfg(test)]
+mod tests {
+    use diesel::{QueryableByName, RunQueryDsl};
+
+    use super::DbConn;
+
+    #[derive(QueryableByName)]
+    struct Synchronous {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        synchronous: i32,
+    }
+
+    /// Every pooled SQLite connection commits with `synchronous = FULL` (2).
+    #[tokio::test]
+    async fn sqlite_connections_sync_every_commit() {
+        let t = super::testing::TestDatabase::sqlite();
+        let level = t
+            .open()
+            .run(|conn| match conn {
+                DbConn::Sqlite(c) => Ok(diesel::sql_query("PRAGMA synchronous")
+                    .get_result::<Synchronous>(c)?
+                    .synchronous),
+                DbConn::Postgres(_) => unreachable!("a SQLite test database"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "PRAGMA synchronous: 2 is FULL");
+    }
+}

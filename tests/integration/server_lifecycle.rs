@@ -11,12 +11,7 @@ use serde_json::json;
 fn first_boot_prints_the_admin_key_once_and_saves_it_private() {
     let db = TestDb::Sqlite;
     let mut s = Server::start_with(&db, &[]);
-    let printed = s
-        .stdout
-        .iter()
-        .find(|l| l.starts_with("wsp_"))
-        .cloned()
-        .expect("key printed on first boot");
+    let printed = printed_key(&s);
     let saved = std::fs::read_to_string(s.data_path("admin.key")).unwrap();
     assert_eq!(saved.trim(), printed);
     let mode = std::fs::metadata(s.data_path("admin.key"))
@@ -40,6 +35,69 @@ fn first_boot_prints_the_admin_key_once_and_saves_it_private() {
     );
     assert!(!s.log().contains(&printed), "the key appeared in the log");
     assert_eq!(s.call_as(&printed, "GET", "/api/sessions", None).0, 200);
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn printed_key(s: &Server) -> String {
+    s.stdout
+        .iter()
+        .find(|l| l.starts_with("wsp_"))
+        .cloned()
+        .expect("key printed on first boot")
+}
+
+/// The data dir and everything the first boot writes in it (keys, the
+/// SQLite file and its -wal/-shm) are the owner's alone.
+#[test]
+fn first_boot_makes_the_data_dir_and_database_private() {
+    let s = Server::start_with(&TestDb::Sqlite, &[]);
+    assert_eq!(mode_of(&s.data_dir), 0o700, "data dir");
+    for name in [
+        "admin.key",
+        "master.key",
+        "wasup.db",
+        "wasup.db-wal",
+        "wasup.db-shm",
+    ] {
+        let path = s.data_path(name);
+        if name == "wasup.db" || path.exists() {
+            assert_eq!(mode_of(&path), 0o600, "{name}");
+        }
+    }
+}
+
+/// A stale admin.key that is a symlink is replaced, not written through:
+/// its target stays as it was, and the new key reaches the operator on
+/// stdout and in a real admin.key file.
+#[test]
+fn first_boot_does_not_write_through_an_admin_key_symlink() {
+    let mut s = Server::start_with(&TestDb::Sqlite, &[]);
+    s.stop();
+    // A fresh database on the same data dir: the next start is a first boot.
+    for name in ["wasup.db", "wasup.db-wal", "wasup.db-shm"] {
+        let _ = std::fs::remove_file(s.data_path(name));
+    }
+    let target = s.data_dir.with_extension("target");
+    std::fs::write(&target, "not yours\n").unwrap();
+    std::fs::remove_file(s.data_path("admin.key")).unwrap();
+    std::os::unix::fs::symlink(&target, s.data_path("admin.key")).unwrap();
+
+    s.restart_stopped();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "not yours\n");
+    let printed = printed_key(&s);
+    let key_file = s.data_path("admin.key");
+    assert!(std::fs::symlink_metadata(&key_file).unwrap().is_file());
+    assert_eq!(mode_of(&key_file), 0o600);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), printed);
+    let (status, got) = s.call_as(&printed, "POST", "/api/auth/validate", None);
+    assert_eq!((status, &got["role"]), (200, &json!("admin")));
 }
 
 #[test]
