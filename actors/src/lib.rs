@@ -6,7 +6,8 @@
 //! Wiring (inside an actix System):
 //! ```ignore
 //! let gw = wasup_actors::start_system(store, engine, SupervisorOptions::default()).await?;
-//! if let Some(secret) = gw.web.send(BootstrapAdminKey { preset }).await?? { /* print once */ }
+//! // first boot: the binary writes and prints a new key first, then stores it
+//! gw.web.send(BootstrapAdminKey { preset: Some(secret) }).await??;
 //! // handlers: gw.keys.authenticate(..) then gw.web.send(<message from `web`>)
 //! // on SIGTERM: gw.shutdown().await
 //! ```
@@ -16,6 +17,7 @@
 //!   running or command in flight); restarts, panics, restore, shutdown.
 //!   `protocol`: the messages between them.
 //! - `web`: one message per use case, roles, scopes and validation.
+//! - `error`: the one error-code table (`ErrorCode`) and the domain errors.
 //! - `metrics`: the counters the actors bump, and the Prometheus text encoder.
 
 pub mod backoff;
