@@ -109,6 +109,89 @@ pub struct SessionConfig {
     /// Base delay of the exponential backoff in ms; clamped to 1000–300000. Default 5000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect_base_delay: Option<u64>,
+    /// Reject incoming calls (OpenWA's name). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_reject_calls: Option<bool>,
+    /// Outbound pacing and queueing; each field unset takes its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending: Option<SendingConfig>,
+}
+
+/// How a session's outbound queue paces its sends (`config.sending`). Every
+/// field is optional; `None` means the default below. The defaults are
+/// deliberately slow: WhatsApp bans accounts that send in machine-like
+/// bursts, and a queued message is never refused, only delayed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendingConfig {
+    /// Least random delay between two sends, ms (0–600000). Default 1500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delay_ms: Option<u64>,
+    /// Greatest random delay between two sends, ms (≥ minDelayMs). Default 4000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u64>,
+    /// Show "composing" before a send, scaled to the text length. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typing: Option<bool>,
+    /// Sends per rolling minute; excess waits. 0 = no limit. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    /// Sends per rolling day; excess waits. 0 = no limit. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+    /// How long a message may wait for a ready session before it is
+    /// `failed`, seconds (1–604800). Default 86400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_ttl_seconds: Option<u64>,
+}
+
+/// [`SendingConfig`] with every default applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub typing: bool,
+    pub per_minute: u32,
+    pub per_day: u32,
+    pub queue_ttl_seconds: u64,
+}
+
+impl Pacing {
+    pub const DEFAULT: Pacing = Pacing {
+        min_delay_ms: 1500,
+        max_delay_ms: 4000,
+        typing: true,
+        per_minute: 20,
+        per_day: 1000,
+        queue_ttl_seconds: 86_400,
+    };
+}
+
+impl SendingConfig {
+    /// The effective pacing: defaults for unset fields, `max ≥ min`.
+    pub fn pacing(&self) -> Pacing {
+        let d = Pacing::DEFAULT;
+        let min_delay_ms = self.min_delay_ms.unwrap_or(d.min_delay_ms);
+        Pacing {
+            min_delay_ms,
+            max_delay_ms: self
+                .max_delay_ms
+                .unwrap_or(d.max_delay_ms)
+                .max(min_delay_ms),
+            typing: self.typing.unwrap_or(d.typing),
+            per_minute: self.per_minute.unwrap_or(d.per_minute),
+            per_day: self.per_day.unwrap_or(d.per_day),
+            queue_ttl_seconds: self.queue_ttl_seconds.unwrap_or(d.queue_ttl_seconds),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The session's effective pacing.
+    pub fn pacing(&self) -> Pacing {
+        self.sending.clone().unwrap_or_default().pacing()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

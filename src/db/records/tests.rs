@@ -76,6 +76,12 @@ fn full_session(name: &str) -> SessionRecord {
             metadata: Some(serde_json::json!({"team": "ops", "tags": ["a", "b"], "n": 3})),
             max_reconnect_attempts: Some(7),
             reconnect_base_delay: Some(2500),
+            auto_reject_calls: Some(true),
+            sending: Some(SendingConfig {
+                min_delay_ms: Some(0),
+                per_minute: Some(0),
+                ..Default::default()
+            }),
         },
         proxy_url: Some("socks5://user:secret@10.0.0.1:1080".into()),
         proxy_type: Some(ProxyType::Socks5),
