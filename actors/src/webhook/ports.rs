@@ -123,8 +123,10 @@ pub enum UrlRefused {
     #[error("The webhook URL's host '{host}' does not resolve: {reason}")]
     Unresolvable { host: String, reason: String },
     #[error(
-        "The webhook URL's host '{host}' resolves to {ip}, a {kind} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
+        "The webhook URL's host '{host}' is or resolves to a {kind} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
     )]
+    /// The message names the kind of address, never the address a name
+    /// resolved to: that would map the internal network for the caller.
     Address {
         host: String,
         ip: IpAddr,
