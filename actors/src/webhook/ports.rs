@@ -123,10 +123,12 @@ pub enum UrlRefused {
     #[error("The webhook URL's host '{host}' does not resolve: {reason}")]
     Unresolvable { host: String, reason: String },
     #[error(
-        "The webhook URL's host '{host}' resolves to {ip}, a {kind} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
+        "The webhook URL's host '{host}' is or resolves to a {kind} address; such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
     )]
     Address {
         host: String,
+        /// Kept for logs and tests; never shown to the caller, so a refusal
+        /// does not map the internal network for whoever asks.
         ip: IpAddr,
         /// What kind of address it is ("loopback", "private", …).
         kind: &'static str,

@@ -482,7 +482,7 @@ async fn the_api_messages_check_roles_scopes_and_urls() {
     assert_eq!(
         res,
         Err(WebError::WebhookUrlNotAllowed(
-            "The webhook URL's host 'http://10.0.0.1/' resolves to 10.0.0.1, a private address; \
+            "The webhook URL's host 'http://10.0.0.1/' is or resolves to a private address; \
              such addresses are refused unless WASUP_WEBHOOK_ALLOW_PRIVATE=true"
                 .into()
         ))
