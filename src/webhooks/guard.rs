@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasup_actors::webhook::UrlRefused;
 
@@ -80,6 +81,40 @@ fn not_allowed(host: &str, ip: IpAddr, kind: &'static str) -> UrlRefused {
     }
 }
 
+/// How long a webhook host's DNS lookup may take. The system resolver runs
+/// on tokio's blocking pool, which the database shares: a resolver that never
+/// answers must not hold it (the lookup thread finishes on its own later).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs `lookup` for `host`, failing with an error naming the timeout when it
+/// takes longer than `limit`. The lookup is a parameter so a test can pass
+/// one that never answers.
+pub async fn resolve_within<F>(
+    host: &str,
+    limit: Duration,
+    lookup: F,
+) -> std::io::Result<Vec<SocketAddr>>
+where
+    F: std::future::Future<Output = std::io::Result<Vec<SocketAddr>>>,
+{
+    match tokio::time::timeout(limit, lookup).await {
+        Ok(res) => res,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "DNS lookup of '{host}' timed out after {} s",
+                limit.as_secs_f32()
+            ),
+        )),
+    }
+}
+
+async fn system_lookup(host: String, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .collect())
+}
+
 impl AddressPolicy {
     /// Err(a sentence for the caller) when the URL's host is, or resolves
     /// to, a refused address, or does not resolve at all.
@@ -93,13 +128,14 @@ impl AddressPolicy {
             Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![IpAddr::V4(ip)]),
             Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![IpAddr::V6(ip)]),
             Some(url::Host::Domain(name)) => {
-                let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
-                    UrlRefused::Unresolvable {
-                        host: name.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                (name.to_string(), addrs.map(|a| a.ip()).collect())
+                let addrs =
+                    resolve_within(name, DNS_TIMEOUT, system_lookup(name.to_string(), port))
+                        .await
+                        .map_err(|e| UrlRefused::Unresolvable {
+                            host: name.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                (name.to_string(), addrs.iter().map(|a| a.ip()).collect())
             }
             None => return Err(UrlRefused::NoHost),
         };
@@ -120,8 +156,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.0.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = resolve_within(&host, DNS_TIMEOUT, system_lookup(host.clone(), 0)).await?;
             if !allow_private {
                 for a in &addrs {
                     if let Some(why) = refused(a.ip()) {
@@ -174,6 +209,31 @@ mod tests {
         ] {
             assert_eq!(refused(ok.parse().unwrap()), None, "{ok}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_resolver_that_never_answers_times_out() {
+        let never = std::future::pending::<std::io::Result<Vec<SocketAddr>>>();
+        let e = resolve_within("hang.example", Duration::from_millis(20), never)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("timed out"), "{e}");
+        assert!(e.to_string().contains("hang.example"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refusals_do_not_echo_the_resolved_address() {
+        let p = AddressPolicy {
+            allow_private: false,
+        };
+        let e = p.check_url("http://localhost:9/x").await.unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("127.0.0.1") && !shown.contains("::1"),
+            "{shown}"
+        );
+        assert!(shown.contains("loopback"), "{shown}");
     }
 
     #[tokio::test]

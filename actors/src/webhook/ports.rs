@@ -129,6 +129,8 @@ pub enum UrlRefused {
     /// resolved to: that would map the internal network for the caller.
     Address {
         host: String,
+        /// Kept for logs and tests; never shown to the caller, so a refusal
+        /// does not map the internal network for whoever asks.
         ip: IpAddr,
         /// What kind of address it is ("loopback", "private", …).
         kind: &'static str,
