@@ -119,6 +119,9 @@ impl Handler<CreateSession> for WebActor {
             if self.registry.name_taken(&msg.name) || self.pending_names.contains(&msg.name) {
                 return Err(WebError::SessionNameTaken(msg.name.clone()));
             }
+            let limits = crate::limits::get();
+            limits.check_metadata(msg.config.metadata.as_ref())?;
+            limits.check_sessions(self.registry.len() + self.pending_names.len())?;
             Ok(proxy_type)
         })();
         let proxy_type = match check {
