@@ -84,6 +84,9 @@ pub struct Settings {
     #[arg(long, env = "WASUP_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
 
+    #[command(flatten)]
+    pub limits: crate::limits::LimitSettings,
+
     /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
     /// (only in builds with the `simulator` feature).
     #[cfg(feature = "simulator")]
@@ -107,6 +110,7 @@ pub struct Config {
     pub webhook_retention: Duration,
     pub webhook_concurrency: usize,
     pub metrics_token: Option<String>,
+    pub limits: crate::limits::LimitConfig,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
 }
@@ -213,6 +217,7 @@ impl Settings {
             webhook_retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
             webhook_concurrency: self.webhook_concurrency,
             metrics_token: self.metrics_token,
+            limits: self.limits.validate()?,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
         })

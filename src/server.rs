@@ -128,9 +128,15 @@ async fn serve(
         simulator,
     });
     let limit = config.body_limit;
+    wasup_actors::limits::install(config.limits.tenant);
+    // Data<Option<..>>: an absent limiter (0 = off) is still one registered value.
+    let auth_failures = web::Data::new(crate::api::auth_limit::AuthFailures::new(
+        config.limits.auth_failures_per_minute,
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(auth_failures.clone())
             .app_data(BodyLimit(limit))
             .app_data(metrics.clone())
             .wrap(middleware::from_fn(api::request_log))

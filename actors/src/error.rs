@@ -78,6 +78,8 @@ error_codes! {
     WebhookUrlNotAllowed => 400, "webhook_url_not_allowed", "the URL resolves to a refused address";
     DeliveryNotFound => 404, "delivery_not_found", "this webhook has no delivery of that event";
     DeliveryAlreadyQueued => 409, "delivery_already_queued", "the event is still pending";
+    // Per-tenant limits (actors/src/limits.rs).
+    LimitExceeded => 422, "limit_exceeded", "a per-tenant limit is reached; the message names the limit and its setting";
     // The gateway.
     ServiceUnavailable => 503, "service_unavailable", "the database or an actor is unavailable; retry shortly";
     ShuttingDown => 503, "shutting_down", "the server is shutting down";
@@ -159,6 +161,9 @@ pub enum WebError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A per-tenant limit is reached; the message names it and its setting.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl WebError {
@@ -205,6 +210,7 @@ impl WebError {
             WebError::DeliveryPending(_) => ErrorCode::DeliveryAlreadyQueued,
             WebError::ShuttingDown => ErrorCode::ShuttingDown,
             WebError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
+            WebError::LimitExceeded(_) => ErrorCode::LimitExceeded,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod ports;

@@ -1,5 +1,6 @@
 //! The `Caller` extractor: who is calling, from `X-API-Key` or
-//! `Authorization: Bearer`. One hash and one map lookup in the key ring.
+//! `Authorization: Bearer`. One hash and one map lookup in the key ring,
+//! behind the failed-auth limiter (`auth_limit`).
 
 use std::future::{ready, Ready};
 
@@ -8,6 +9,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use chrono::Utc;
 use wasup_actors::Caller;
 
+use super::auth_limit::AuthFailures;
 use super::error::ApiError;
 use super::AppState;
 
@@ -36,12 +38,15 @@ impl FromRequest for Auth {
         let state = req
             .app_data::<web::Data<AppState>>()
             .expect("AppState is registered");
+        let limiter = req
+            .app_data::<web::Data<Option<AuthFailures>>>()
+            .and_then(|l| l.as_ref().as_ref());
+        let peer = req.peer_addr().map(|addr| addr.ip());
         ready(
-            state
-                .keys
-                .authenticate(presented_key(req), Utc::now())
-                .map(Auth)
-                .map_err(ApiError::from),
+            super::auth_limit::authenticate(limiter, peer, || {
+                state.keys.authenticate(presented_key(req), Utc::now())
+            })
+            .map(Auth),
         )
     }
 }

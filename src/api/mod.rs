@@ -4,6 +4,7 @@
 //! `routes.rs`, the request log here.
 
 pub mod auth;
+pub mod auth_limit;
 pub mod docs;
 pub mod error;
 pub mod health;

@@ -44,7 +44,7 @@ table! {
     health::health => [];
     health::live => [];
     health::ready => [];
-    sessions::create => [BODY, KEY, ROLE, &[ScopeForbidden, SessionNameTaken], UNAVAILABLE];
+    sessions::create => [BODY, KEY, ROLE, &[ScopeForbidden, SessionNameTaken, LimitExceeded], UNAVAILABLE];
     sessions::list => [KEY, UNAVAILABLE];
     sessions::overview => [KEY, UNAVAILABLE];
     sessions::get => [KEY, SESSION, UNAVAILABLE];
@@ -57,7 +57,7 @@ table! {
     sessions::qr => [&[QrNotAvailable, ValidationFailed], KEY, SESSION, ROLE, UNAVAILABLE, &[QrRenderFailed]];
     sessions::pairing_code => [BODY, &[PairingCodeNotAvailable, EngineRejected], KEY, SESSION, ROLE, UNAVAILABLE];
     sessions::me => [KEY, SESSION, UNAVAILABLE];
-    webhooks::create => [BODY, &[WebhookUrlNotAllowed], KEY, SESSION, ROLE, UNAVAILABLE];
+    webhooks::create => [BODY, &[WebhookUrlNotAllowed, LimitExceeded], KEY, SESSION, ROLE, UNAVAILABLE];
     webhooks::list => [KEY, SESSION, UNAVAILABLE];
     webhooks::get => [KEY, SESSION, WEBHOOK, UNAVAILABLE];
     webhooks::update => [BODY, &[WebhookUrlNotAllowed], KEY, SESSION, ROLE, WEBHOOK, UNAVAILABLE];
@@ -105,7 +105,7 @@ impl Route {
         let route = Route {
             doc,
             mount,
-            errors: errors.concat(),
+            errors: unique(errors.concat()),
         };
         assert_eq!(route.doc.paths.paths.len(), 1, "one path per handler");
         route
@@ -196,6 +196,14 @@ async fn unknown_route(req: HttpRequest) -> ApiError {
 
 async fn wrong_method(req: HttpRequest) -> ApiError {
     ApiError::wrong_method(req.method().as_str(), req.path())
+}
+
+/// `codes` without repeats, first occurrence kept (groups may overlap, e.g.
+/// `KEY` and an explicit `TooManyRequests`).
+fn unique(mut codes: Vec<ErrorCode>) -> Vec<ErrorCode> {
+    let mut seen = std::collections::HashSet::new();
+    codes.retain(|c| seen.insert(*c));
+    codes
 }
 
 #[cfg(test)]

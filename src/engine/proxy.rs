@@ -196,7 +196,14 @@ where
     let status_line = status_line.lines().next().unwrap_or_default();
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
     if !code.starts_with('2') {
-        anyhow::bail!("proxy refused CONNECT: {status_line}");
+        // Only a well-formed status code is named: the reason text is the
+        // proxy's to choose and would land in `lastError` (issue 14.8).
+        match code.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => {
+                anyhow::bail!("proxy refused CONNECT (status {code})")
+            }
+            _ => anyhow::bail!("proxy refused CONNECT (malformed answer)"),
+        }
     }
     Ok(s)
 }
@@ -334,6 +341,15 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("407"), "{err}");
+        // The proxy's own reason text is never echoed.
+        let (port, _seen) = connect_proxy("403 <script>leaked-reason</script>").await;
+        let p = proxy(ProxyType::Http, &format!("http://127.0.0.1:{port}"));
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let err = http_connect(tcp, &p, "web.whatsapp.com", 443)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("403"), "{err}");
+        assert!(!err.to_string().contains("leaked-reason"), "{err}");
     }
 
     #[tokio::test]

@@ -211,6 +211,76 @@ fn scoped_keys_see_only_their_sessions() {
     }
 }
 
+/// Issue 14.2: a scoped admin key sees, reads and revokes only keys whose
+/// scope lies inside its own; unscoped keys and keys reaching other sessions
+/// answer 404 as if they did not exist, and it cannot mint a broader key.
+#[test]
+fn scoped_admin_keys_manage_only_keys_inside_their_scope() {
+    for db in backends() {
+        let s = Server::start(&db);
+        let a = s.create_session("sess-a");
+        let b = s.create_session("sess-b");
+        let (admin_a, _) = create_key(
+            &s,
+            json!({"name": "admin-a", "role": "admin", "allowedSessions": [a]}),
+        );
+        let (_, inner) = create_key(&s, json!({"name": "inner", "allowedSessions": [a]}));
+        let (_, wide) = create_key(&s, json!({"name": "wide", "allowedSessions": [a, b]}));
+        let (_, other) = create_key(&s, json!({"name": "other", "allowedSessions": [b]}));
+        let (_, unscoped) = create_key(&s, json!({"name": "unscoped"}));
+        let (_, all) = s.call("GET", "/api/auth/api-keys", None);
+        let bootstrap = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == "admin")
+            .unwrap()
+            .clone();
+
+        let (status, list) = s.call_as(&admin_a, "GET", "/api/auth/api-keys", None);
+        assert_eq!(status, 200);
+        let mut names: Vec<_> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["admin-a", "inner"]);
+
+        for key in [&wide, &other, &unscoped, &bootstrap] {
+            let path = format!("/api/auth/api-keys/{}", key["id"].as_str().unwrap());
+            let (status, got) = s.call_as(&admin_a, "GET", &path, None);
+            assert_error(status, &got, 404, "api_key_not_found");
+            let (status, got) = s.call_as(&admin_a, "DELETE", &path, None);
+            assert_error(status, &got, 404, "api_key_not_found");
+        }
+        // The bootstrap key still works.
+        let (status, _) = s.call("GET", "/api/auth/api-keys", None);
+        assert_eq!(status, 200);
+
+        let path = format!("/api/auth/api-keys/{}", inner["id"].as_str().unwrap());
+        let (status, _) = s.call_as(&admin_a, "DELETE", &path, None);
+        assert_eq!(status, 204);
+
+        // No key broader than its own scope.
+        let (status, got) = s.call_as(
+            &admin_a,
+            "POST",
+            "/api/auth/api-keys",
+            Some(json!({"name": "x", "allowedSessions": [a, b]})),
+        );
+        assert_error(status, &got, 401, "session_not_in_scope");
+        let (status, got) = s.call_as(
+            &admin_a,
+            "POST",
+            "/api/auth/api-keys",
+            Some(json!({"name": "x"})),
+        );
+        assert_error(status, &got, 403, "scope_forbidden");
+    }
+}
+
 #[test]
 fn key_creation_is_validated_and_expiry_enforced() {
     for db in backends() {

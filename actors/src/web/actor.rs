@@ -28,6 +28,19 @@ fn actors_unavailable(_: MailboxError) -> WebError {
     WebError::Unavailable("The session supervisor is not available; try again later".to_string())
 }
 
+/// May `caller` see and revoke `key`? An unscoped caller: every key. A
+/// scoped one: only keys limited to sessions inside its own scope, never an
+/// unscoped key. Keys outside answer 404 like unknown ones, so a scoped admin
+/// cannot even learn that they exist.
+fn within_scope(caller: &Caller, key: &ApiKeyRecord) -> bool {
+    match (&caller.scope, &key.allowed_sessions) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(ids)) if ids.is_empty() => false,
+        (Some(_), Some(ids)) => ids.iter().all(|id| caller.may_see(id)),
+    }
+}
+
 type Reply<T> = ResponseActFuture<WebActor, Result<T, WebError>>;
 
 fn done<T: 'static>(res: Result<T, WebError>) -> Reply<T> {
@@ -106,6 +119,9 @@ impl Handler<CreateSession> for WebActor {
             if self.registry.name_taken(&msg.name) || self.pending_names.contains(&msg.name) {
                 return Err(WebError::SessionNameTaken(msg.name.clone()));
             }
+            let limits = crate::limits::get();
+            limits.check_metadata(msg.config.metadata.as_ref())?;
+            limits.check_sessions(self.registry.len() + self.pending_names.len())?;
             Ok(proxy_type)
         })();
         let proxy_type = match check {
@@ -296,7 +312,9 @@ impl Handler<ListApiKeys> for WebActor {
 
     fn handle(&mut self, msg: ListApiKeys, _: &mut Context<Self>) -> Self::Result {
         msg.caller.require(Role::Admin)?;
-        Ok(self.keys.list())
+        let mut keys = self.keys.list();
+        keys.retain(|k| within_scope(&msg.caller, k));
+        Ok(keys)
     }
 }
 
@@ -307,6 +325,7 @@ impl Handler<GetApiKey> for WebActor {
         msg.caller.require(Role::Admin)?;
         self.keys
             .get(msg.id)
+            .filter(|k| within_scope(&msg.caller, k))
             .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))
     }
 }
@@ -318,6 +337,7 @@ impl Handler<RevokeApiKey> for WebActor {
         let check = msg.caller.require(Role::Admin).and_then(|()| {
             self.keys
                 .get(msg.id)
+                .filter(|k| within_scope(&msg.caller, k))
                 .ok_or_else(|| WebError::ApiKeyNotFound(msg.id.to_string()))
         });
         let key = match check {

@@ -229,6 +229,12 @@ impl Handler<CreateWebhook> for WebhookActor {
         let guard = self.sender.check_url(record.url.clone());
         let store = self.store.clone();
         Box::pin(async move {
+            // Counted from the store: webhooks are not held in memory.
+            let existing = store
+                .load_webhooks(Some(record.session_id))
+                .await
+                .map_err(store_unavailable)?;
+            crate::limits::get().check_webhooks(existing.len())?;
             guard.await.map_err(url_not_allowed)?;
             store
                 .insert_webhook(record.clone(), secret.clone())

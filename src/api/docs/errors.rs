@@ -19,7 +19,14 @@ use crate::api::error::ApiError;
 use ErrorCode::*;
 
 /// No usable API key.
-pub const KEY: &[ErrorCode] = &[MissingApiKey, InvalidApiKey, ApiKeyRevoked, ApiKeyExpired];
+/// `TooManyRequests`: the address presented too many invalid keys (auth_limit.rs).
+pub const KEY: &[ErrorCode] = &[
+    MissingApiKey,
+    InvalidApiKey,
+    ApiKeyRevoked,
+    ApiKeyExpired,
+    TooManyRequests,
+];
 /// A route on one session: the key may not reach it, or it does not exist.
 pub const SESSION: &[ErrorCode] = &[SessionNotInScope, SessionNotFound];
 /// A webhook of a session (besides `SESSION`).
@@ -53,6 +60,9 @@ fn samples() -> Vec<ApiError> {
         WebError::Unavailable("The database is unavailable; try again later".into()),
         WebError::ShuttingDown,
         wasup_actors::webhook::too_many_test_sends(),
+        wasup_actors::limits::Limits::default()
+            .check_webhooks(10)
+            .expect_err("at the limit"),
     ];
     let auth = [
         AuthError::Missing,
