@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod engine;
+pub mod events_hub;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -33,15 +33,18 @@ impl FromRequest for Auth {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState is registered");
-        ready(
-            state
-                .keys
-                .authenticate(presented_key(req), Utc::now())
-                .map(Auth)
-                .map_err(ApiError::from),
-        )
+        ready(caller_of(req).map(Auth))
     }
+}
+
+/// The caller of a request, from its `X-API-Key`/bearer key (the one place
+/// a dashboard sign-in cookie would be read when no key is sent).
+pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered");
+    state
+        .keys
+        .authenticate(presented_key(req), Utc::now())
+        .map_err(ApiError::from)
 }
