@@ -16,6 +16,7 @@ mod api_robustness;
 mod api_sessions;
 mod bench_webhooks;
 mod db_store;
+mod events_stream;
 mod metrics;
 mod server_lifecycle;
 mod webhooks_http;
