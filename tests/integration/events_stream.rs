@@ -295,6 +295,49 @@ mod simulator {
     }
 
     #[test]
+    fn the_admin_cli_prints_one_line_per_event() {
+        for db in backends() {
+            let s = Server::start(&db);
+            let id = s.create_session("cli-events");
+            let _other = s.create_session("cli-other");
+            start(&s, &id);
+            s.wait_session(&id, 60, |b| b["status"] == "qr_ready");
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasup-admin"))
+                .env_clear()
+                .env("WASUP_URL", &s.base)
+                .env("WASUP_API_KEY", ADMIN_KEY)
+                .args(["events", "--session", "cli-events"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(!lines.is_empty(), "{}: no events", db.label());
+            assert!(lines.iter().all(|l| l.contains(" cli-events #")), "{text}");
+            assert!(lines.iter().any(|l| l.contains(" session.qr ")), "{text}");
+            assert!(
+                !text.contains("data:image/png"),
+                "the QR image is left out: {text}"
+            );
+            // In seq order, from 1, each once.
+            let seqs: Vec<u64> = lines
+                .iter()
+                .map(|l| {
+                    l.split(" #")
+                        .nth(1)
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{text}");
+        }
+    }
+
+    #[test]
     fn sigterm_ends_every_stream_with_a_last_message() {
         for db in backends() {
             let mut s = Server::start(&db);
