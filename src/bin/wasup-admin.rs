@@ -865,77 +865,6 @@ fn print_drawing(lines: &[String]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_drawing_decodes_to_the_text() {
-        let text = "2@AbCdEf+/=,9k3JxY1lI2h0bm9pc2Uta2V5LWJhc2U2NA==,aWRlbnRpdHk=,YWR2,9";
-        let lines = render_qr(text).unwrap();
-        let side = lines[0].chars().count();
-        let mut modules = vec![vec![true; side]; lines.len() * 2];
-        for (row, line) in lines.iter().enumerate() {
-            for (x, c) in line.chars().enumerate() {
-                let (top, bottom) = match c {
-                    '█' => (true, true),
-                    '▀' => (true, false),
-                    '▄' => (false, true),
-                    _ => (false, false),
-                };
-                modules[2 * row][x] = top;
-                modules[2 * row + 1][x] = bottom;
-            }
-        }
-        let scale = 4;
-        let px = side * scale;
-        let mut img = rqrr::PreparedImage::prepare_from_greyscale(px, px, |x, y| {
-            if modules[y / scale][x / scale] {
-                255
-            } else {
-                0
-            }
-        });
-        let grids = img.detect_grids();
-        assert_eq!(grids.len(), 1);
-        assert_eq!(grids[0].decode().unwrap().1, text);
-    }
-
-    #[test]
-    fn pretty_keeps_order_and_matches_serde_layout() {
-        let raw = r#"{"b":1,"a":{"x":[1, 2.50,{}],"y":[]},"s":"a,b:{\"}[","n":null}"#;
-        let got = pretty(raw);
-        assert!(got.starts_with("{\n  \"b\": 1,\n  \"a\": {"), "{got}");
-        assert!(got.contains("2.50"), "{got}");
-        let v: Value = serde_json::from_str(&got).unwrap();
-        assert_eq!(v, serde_json::from_str::<Value>(raw).unwrap());
-        let sorted = serde_json::to_string(&v).unwrap();
-        assert_eq!(pretty(&sorted), serde_json::to_string_pretty(&v).unwrap());
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90d").unwrap(), chrono::Duration::days(90));
-        assert_eq!(parse_duration("12h").unwrap(), chrono::Duration::hours(12));
-        assert!(parse_duration("0d").is_err());
-        assert!(parse_duration("d").is_err());
-        assert!(parse_duration("3w").is_err());
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["A", "BB"],
-            &[Align::Left, Align::Right],
-            &[
-                vec!["xyz".into(), "1".into()],
-                vec!["q".into(), "22".into()],
-            ],
-        );
-        assert_eq!(t, "A    BB\nxyz   1\nq    22\n");
-    }
-}
-
 /// The cursor before every event: a replay of the whole stored log.
 const LOG_START: &str = "evt_00000000000000000000000000000000";
 
@@ -1103,4 +1032,75 @@ fn print_event(data: &str, json: bool) {
         v["event"].as_str().unwrap_or("-"),
         v["data"]
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drawing_decodes_to_the_text() {
+        let text = "2@AbCdEf+/=,9k3JxY1lI2h0bm9pc2Uta2V5LWJhc2U2NA==,aWRlbnRpdHk=,YWR2,9";
+        let lines = render_qr(text).unwrap();
+        let side = lines[0].chars().count();
+        let mut modules = vec![vec![true; side]; lines.len() * 2];
+        for (row, line) in lines.iter().enumerate() {
+            for (x, c) in line.chars().enumerate() {
+                let (top, bottom) = match c {
+                    '█' => (true, true),
+                    '▀' => (true, false),
+                    '▄' => (false, true),
+                    _ => (false, false),
+                };
+                modules[2 * row][x] = top;
+                modules[2 * row + 1][x] = bottom;
+            }
+        }
+        let scale = 4;
+        let px = side * scale;
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(px, px, |x, y| {
+            if modules[y / scale][x / scale] {
+                255
+            } else {
+                0
+            }
+        });
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1);
+        assert_eq!(grids[0].decode().unwrap().1, text);
+    }
+
+    #[test]
+    fn pretty_keeps_order_and_matches_serde_layout() {
+        let raw = r#"{"b":1,"a":{"x":[1, 2.50,{}],"y":[]},"s":"a,b:{\"}[","n":null}"#;
+        let got = pretty(raw);
+        assert!(got.starts_with("{\n  \"b\": 1,\n  \"a\": {"), "{got}");
+        assert!(got.contains("2.50"), "{got}");
+        let v: Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(v, serde_json::from_str::<Value>(raw).unwrap());
+        let sorted = serde_json::to_string(&v).unwrap();
+        assert_eq!(pretty(&sorted), serde_json::to_string_pretty(&v).unwrap());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90d").unwrap(), chrono::Duration::days(90));
+        assert_eq!(parse_duration("12h").unwrap(), chrono::Duration::hours(12));
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "BB"],
+            &[Align::Left, Align::Right],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxyz   1\nq    22\n");
+    }
 }
