@@ -337,6 +337,67 @@ mod simulator {
         }
     }
 
+    /// With room for one event, a stream that is handed two at once (a QR
+    /// arrives as `qr_ready` and `session.qr` in one commit) falls behind:
+    /// it is cut off with a last message saying why, and resuming from its
+    /// last id gets what it missed from the log.
+    #[test]
+    fn a_consumer_that_falls_behind_is_cut_off_and_resumes_from_the_log() {
+        for db in backends() {
+            let s = Server::start_with(
+                &db,
+                &[
+                    ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                    ("WASUP_EVENT_STREAM_BUFFER", "1"),
+                ],
+            );
+            let id = s.create_session("slow");
+            let h = [("X-API-Key", ADMIN_KEY)];
+            let stream = Sse::open(&s, "?sessions=slow", &h).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                start(&s, &id);
+                s.wait_session(&id, 60, |b| b["status"] == "qr_ready");
+                stop(&s, &id);
+                s.wait_session(&id, 30, |b| b["status"] != "qr_ready");
+                while let Some(m) = stream.next(2) {
+                    got.push(m);
+                }
+                if got.iter().any(|m| m.event == "stream.end") {
+                    break;
+                }
+            }
+            let end = got.last().expect("some messages");
+            assert_eq!(
+                end.event,
+                "stream.end",
+                "{}: never cut off: {got:#?}",
+                db.label()
+            );
+            assert_eq!(end.data["reason"], "slow_consumer", "{end:?}");
+            assert!(stream.next(2).is_none(), "nothing after the end");
+            // Resume: every event after the last one received, from seq on.
+            let last = got.iter().rev().find_map(|m| m.id.clone());
+            let mut seqs: Vec<u64> = got
+                .iter()
+                .filter(|m| m.id.is_some())
+                .map(|m| m.data["seq"].as_u64().unwrap())
+                .collect();
+            let after = last.unwrap_or_else(|| "evt_00000000000000000000000000000000".into());
+            let resumed = Sse::open(&s, &format!("?sessions=slow&after={after}"), &h).unwrap();
+            while let Some(m) = resumed.next(2) {
+                seqs.push(m.data["seq"].as_u64().unwrap());
+            }
+            let total = seqs.len() as u64;
+            assert_eq!(
+                seqs,
+                (1..=total).collect::<Vec<_>>(),
+                "{}: the cut and the resume together are the whole log",
+                db.label()
+            );
+        }
+    }
+
     #[test]
     fn sigterm_ends_every_stream_with_a_last_message() {
         for db in backends() {
