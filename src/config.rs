@@ -86,6 +86,14 @@ pub struct Settings {
 
     #[command(flatten)]
     pub limits: crate::limits::LimitSettings,
+    /// Concurrent event streams (`GET /api/events`) one API key may hold open.
+    #[arg(long, env = "WASUP_EVENT_STREAMS_PER_KEY", default_value_t = 8)]
+    pub event_streams_per_key: usize,
+
+    /// Events an event stream may fall behind the live feed before it is cut
+    /// off (it resumes from the log with `Last-Event-ID`).
+    #[arg(long, env = "WASUP_EVENT_STREAM_BUFFER", default_value_t = 1024)]
+    pub event_stream_buffer: usize,
 
     /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
     /// (only in builds with the `simulator` feature).
@@ -111,6 +119,8 @@ pub struct Config {
     pub webhook_concurrency: usize,
     pub metrics_token: Option<String>,
     pub limits: crate::limits::LimitConfig,
+    pub event_streams_per_key: usize,
+    pub event_stream_buffer: usize,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
 }
@@ -197,6 +207,12 @@ impl Settings {
                 ));
             }
         }
+        if !(1..=10_000).contains(&self.event_streams_per_key) {
+            return Err(invalid("WASUP_EVENT_STREAMS_PER_KEY", "must be 1–10000"));
+        }
+        if !(1..=1_000_000).contains(&self.event_stream_buffer) {
+            return Err(invalid("WASUP_EVENT_STREAM_BUFFER", "must be 1–1000000"));
+        }
         #[cfg(feature = "simulator")]
         if let Some(url) = &self.simulator_url {
             if !url.starts_with("ws://") {
@@ -218,6 +234,8 @@ impl Settings {
             webhook_concurrency: self.webhook_concurrency,
             metrics_token: self.metrics_token,
             limits: self.limits.validate()?,
+            event_streams_per_key: self.event_streams_per_key,
+            event_stream_buffer: self.event_stream_buffer,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
         })

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod engine;
 pub mod limits;
+pub mod events_hub;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -76,7 +76,17 @@ async fn serve(
         .map_err(|e| StartError::Engine(e.to_string()))??;
     log::info!("database ready ({:?})", db.backend());
     let outbox = Arc::new(wasup_actors::webhook::WorkSignal::new());
-    let store = Arc::new(DbStore::new(db.clone()).with_outbox_signal(outbox.clone()));
+    let hub =
+        crate::events_hub::EventHub::new(config.event_stream_buffer, config.event_streams_per_key);
+    let store = Arc::new(
+        DbStore::new(db.clone())
+            .with_outbox_signal(outbox.clone())
+            .with_event_hub(hub.clone()),
+    );
+    let events = web::Data::new(api::events::EventsState::new(
+        hub.clone(),
+        crate::db::event_log::EventLog::new(db.clone()),
+    ));
 
     let webhook_store = Arc::new(DbWebhookStore::new(db.clone(), secrets.clone()));
     let simulator = embedded_simulator(&config)?;
@@ -139,6 +149,7 @@ async fn serve(
             .app_data(auth_failures.clone())
             .app_data(BodyLimit(limit))
             .app_data(metrics.clone())
+            .app_data(events.clone())
             .wrap(middleware::from_fn(api::request_log))
             .configure(api::routes)
     })
@@ -162,6 +173,9 @@ async fn serve(
         stop_signal.await;
         log::info!("stop signal received: draining requests, closing sessions");
         draining.store(true, Ordering::Relaxed);
+        // Event streams end now with a last message, instead of holding the
+        // drain open until its timeout.
+        hub.close();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
     });

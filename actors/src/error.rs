@@ -63,6 +63,7 @@ error_codes! {
     InsufficientRole => 403, "insufficient_role", "the key's role is below the one the operation needs";
     ScopeForbidden => 403, "scope_forbidden", "a key limited to some sessions asked for what only an unlimited key may do";
     ApiKeyNotFound => 404, "api_key_not_found", "no API key has this id";
+    InvalidStreamTicket => 401, "invalid_stream_ticket", "the event-stream ticket is unknown, used or expired";
     MissingMetricsToken => 401, "missing_metrics_token", "`WASUP_METRICS_TOKEN` is set and no bearer token was sent";
     InvalidMetricsToken => 401, "invalid_metrics_token", "the bearer token is not `WASUP_METRICS_TOKEN`";
     // Sessions.

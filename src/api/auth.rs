@@ -35,18 +35,22 @@ impl FromRequest for Auth {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState is registered");
-        let limiter = req
-            .app_data::<web::Data<Option<AuthFailures>>>()
-            .and_then(|l| l.as_ref().as_ref());
-        let peer = req.peer_addr().map(|addr| addr.ip());
-        ready(
-            super::auth_limit::authenticate(limiter, peer, || {
-                state.keys.authenticate(presented_key(req), Utc::now())
-            })
-            .map(Auth),
-        )
+        ready(caller_of(req).map(Auth))
     }
+}
+
+/// The caller of a request, from its `X-API-Key`/bearer key (the one place
+/// a dashboard sign-in cookie would be read when no key is sent). Failed
+/// attempts count against the client address's limit.
+pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered");
+    let limiter = req
+        .app_data::<web::Data<Option<AuthFailures>>>()
+        .and_then(|l| l.as_ref().as_ref());
+    let peer = req.peer_addr().map(|addr| addr.ip());
+    super::auth_limit::authenticate(limiter, peer, || {
+        state.keys.authenticate(presented_key(req), Utc::now())
+    })
 }

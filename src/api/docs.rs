@@ -37,6 +37,7 @@ pub const METRICS_SCHEME: &str = "metrics_token";
         (name = "sessions", description = "WhatsApp sessions: create, start, link (QR or pairing code), stop, log out."),
         (name = "webhooks", description = "Webhooks of a session: signed deliveries of its events, their attempts and redrive. The payloads are in the `webhooks` section."),
         (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
+        (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events, resumable by `Last-Event-ID`."),
         (name = "health", description = "Liveness and readiness; no key needed."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
         (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),

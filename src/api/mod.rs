@@ -7,6 +7,7 @@ pub mod auth;
 pub mod auth_limit;
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod json;
 pub mod keys;

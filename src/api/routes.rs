@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{docs, health, keys, sessions, webhooks};
+use super::{docs, events, health, keys, sessions, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -71,6 +71,8 @@ table! {
     keys::get => [KEY, ROLE, &[ApiKeyNotFound], UNAVAILABLE];
     keys::revoke => [KEY, ROLE, &[ApiKeyNotFound], UNAVAILABLE];
     keys::validate => [KEY];
+    events::stream => [&[ValidationFailed, InvalidStreamTicket], KEY, &[SessionNotInScope, TooManyRequests], UNAVAILABLE];
+    events::ticket => [KEY];
     crate::metrics::scrape => [&[MissingMetricsToken, InvalidMetricsToken]];
     docs::ui => [];
     docs::json => [];

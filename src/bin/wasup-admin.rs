@@ -9,6 +9,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -77,6 +78,17 @@ enum Command {
         id: String,
         /// The phone's number: country code and number, digits only.
         phone: String,
+    },
+    /// Print session events from the live stream, one line each: the
+    /// stored ones first, then (with --follow) new ones as they happen,
+    /// resuming after a dropped connection with Last-Event-ID.
+    Events {
+        /// Only this session (id or name).
+        #[arg(long)]
+        session: Option<String>,
+        /// Keep following new events until interrupted.
+        #[arg(long)]
+        follow: bool,
     },
     /// Manage API keys (admin role).
     Keys {
@@ -385,6 +397,7 @@ fn run(cli: Cli) -> Outcome<()> {
             }
         }
         Command::Keys { command } => keys(&api, command, out)?,
+        Command::Events { session, follow } => events(&api, session.as_deref(), follow, cli.json)?,
     }
     Ok(())
 }
@@ -850,6 +863,175 @@ fn print_drawing(lines: &[String]) {
             writeln!(out, "{line}")
         };
     }
+}
+
+/// The cursor before every event: a replay of the whole stored log.
+const LOG_START: &str = "evt_00000000000000000000000000000000";
+
+/// What the event reader thread reports.
+enum Sse {
+    Event {
+        id: String,
+        data: String,
+    },
+    /// The server's last message (`stream.end`): why it ended.
+    End(String),
+    /// The connection dropped or could not be made.
+    Dropped(String),
+}
+
+/// `wasup-admin events`: replay the stored events, then (with `follow`)
+/// keep reading; after a drop, reconnect with the last id seen.
+fn events(api: &Api, session: Option<&str>, follow: bool, json: bool) -> Outcome<()> {
+    let http = Client::builder()
+        .user_agent(concat!("wasup-admin/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Failure::Other(format!("cannot set up HTTP: {e}")))?;
+    let mut last = LOG_START.to_string();
+    let mut query = String::new();
+    if let Some(session) = session {
+        query = format!("?sessions={}", seg(session));
+    }
+    loop {
+        let mut req = http
+            .get(format!("{}/api/events{query}", api.base))
+            .header("Last-Event-ID", &last)
+            .header("Accept", "text/event-stream");
+        if let Some(key) = &api.key {
+            req = req.header("X-API-Key", key);
+        }
+        let res = match req.send() {
+            Ok(res) => res,
+            Err(e) if follow => {
+                eprintln!("wasup-admin: stream dropped ({}); reconnecting", cause(&e));
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+            Err(e) => {
+                return Err(Failure::Other(format!(
+                    "cannot reach wasup at {}: {}",
+                    api.base,
+                    cause(&e)
+                )))
+            }
+        };
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let v: Value =
+                serde_json::from_str(&res.text().unwrap_or_default()).unwrap_or(Value::Null);
+            return Err(Failure::Server {
+                status,
+                code: v["code"].as_str().unwrap_or("http_error").to_string(),
+                message: v["message"]
+                    .as_str()
+                    .unwrap_or("the stream was refused")
+                    .to_string(),
+            });
+        }
+        let rx = read_sse(res);
+        loop {
+            // Without --follow, the replay is over once the stream goes quiet.
+            let wait = if follow {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_secs(1)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Sse::Event { id, data }) => {
+                    print_event(&data, json);
+                    last = id;
+                }
+                Ok(Sse::End(why)) => {
+                    eprintln!("wasup-admin: the server ended the stream: {why}");
+                    break;
+                }
+                Ok(Sse::Dropped(why)) => {
+                    eprintln!("wasup-admin: stream dropped ({why})");
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if !follow => return Ok(()),
+                Err(_) => break,
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        eprintln!("wasup-admin: reconnecting after {last}");
+    }
+}
+
+/// Parse a `text/event-stream` body on a thread of its own.
+fn read_sse(res: reqwest::blocking::Response) -> mpsc::Receiver<Sse> {
+    use std::io::BufRead;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(res);
+        let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => {
+                    let _ = tx.send(Sse::Dropped("connection closed".into()));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Sse::Dropped(e.to_string()));
+                    return;
+                }
+                Ok(_) => {}
+            }
+            let l = line.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                if !data.is_empty() {
+                    let msg = if event == "stream.end" {
+                        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        Sse::End(v["message"].as_str().unwrap_or(&data).to_string())
+                    } else {
+                        Sse::Event {
+                            id: std::mem::take(&mut id),
+                            data: std::mem::take(&mut data),
+                        }
+                    };
+                    data.clear();
+                    event.clear();
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+            } else if let Some(v) = l.strip_prefix("id: ") {
+                id = v.to_string();
+            } else if let Some(v) = l.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(v) = l.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+    });
+    rx
+}
+
+/// One line per event: time, session, seq, event, data (a QR's image is left out).
+fn print_event(data: &str, json: bool) {
+    if json {
+        println!("{data}");
+        return;
+    }
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return;
+    };
+    if let Some(d) = v.get_mut("data").and_then(Value::as_object_mut) {
+        d.remove("qrCode");
+    }
+    println!(
+        "{} {} #{} {} {}",
+        v["timestamp"].as_str().unwrap_or("-"),
+        v["sessionName"].as_str().unwrap_or("-"),
+        v["seq"],
+        v["event"].as_str().unwrap_or("-"),
+        v["data"]
+    );
 }
 
 #[cfg(test)]

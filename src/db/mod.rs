@@ -208,6 +208,8 @@ impl Db {
         self.run(move |conn| conn.transaction(|tx| work(tx))).await
     }
 }
+/// The session event log across sessions, by cursor (the event stream).
+pub mod event_log;
 /// Sessions, API keys and the session event log; `DbStore` implements the
 /// actors' `Store` port.
 pub mod records;

@@ -34,6 +34,8 @@ use wasup_actors::model::{
 use wasup_actors::ports::{Store, StoreError};
 use wasup_actors::webhook::WorkSignal;
 
+use crate::events_hub::EventHub;
+
 use std::sync::Arc;
 
 use super::schema::{api_keys, device_state, session_events, sessions};
@@ -61,16 +63,28 @@ pub struct DbStore {
     db: Db,
     /// Told after a commit that wrote events (and so maybe outbox rows).
     outbox: Option<Arc<WorkSignal>>,
+    /// Told the events of every commit, for the live event stream.
+    hub: Option<Arc<EventHub>>,
 }
 
 impl DbStore {
     pub fn new(db: Db) -> DbStore {
-        DbStore { db, outbox: None }
+        DbStore {
+            db,
+            outbox: None,
+            hub: None,
+        }
     }
 
     /// Wake the webhook deliveries after every commit that wrote events.
     pub fn with_outbox_signal(mut self, signal: Arc<WorkSignal>) -> DbStore {
         self.outbox = Some(signal);
+        self
+    }
+
+    /// Publish the events of every commit to the live event stream.
+    pub fn with_event_hub(mut self, hub: Arc<EventHub>) -> DbStore {
+        self.hub = Some(hub);
         self
     }
 
@@ -142,11 +156,19 @@ impl Store for DbStore {
         events: Vec<SessionEvent>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let wake = (!events.is_empty()).then(|| self.outbox.clone()).flatten();
+        // Published only once committed: a stream never shows an event the
+        // log does not hold.
+        let publish = (!events.is_empty())
+            .then(|| self.hub.clone().map(|hub| (hub, events.clone())))
+            .flatten();
         let save = self.call_in_transaction(move |c| save_session_in(c, &record, &events));
         Box::pin(async move {
             save.await?;
             if let Some(signal) = wake {
                 signal.notify();
+            }
+            if let Some((hub, events)) = publish {
+                hub.publish(&events);
             }
             Ok(())
         })
@@ -597,7 +619,7 @@ pub(super) fn count_rows(n: i64) -> u64 {
 }
 
 /// A stored `wasup.v1.SessionEvent` (the `payload` column).
-pub(super) fn decode_event(id: &str, bytes: &[u8]) -> Result<SessionEvent, DbError> {
+pub(crate) fn decode_event(id: &str, bytes: &[u8]) -> Result<SessionEvent, DbError> {
     SessionEvent::decode(bytes).map_err(|e| DbError::Corrupt(format!("event {id}: {e}")))
 }
 

@@ -17,6 +17,7 @@ mod api_sessions;
 mod bench_webhooks;
 mod db_store;
 mod limits;
+mod events_stream;
 mod metrics;
 mod server_lifecycle;
 mod webhooks_http;

@@ -1,0 +1,476 @@
+//! The live event stream (issue 12): `GET /api/events` as Server-Sent
+//! Events, the webhook envelope per event (`src/webhooks/render.rs`),
+//! filtered by the key's scope, `?sessions=` and `?events=`.
+//!
+//! Cursor: the SSE `id:` of each event is its event id (`evt_…`, time
+//! ordered). A client that reconnects with `Last-Event-ID` (or `?after=`)
+//! first gets every event after it that the log still holds, then the live
+//! ones; an event is never sent twice for the same session and `seq` (the
+//! live feed is joined before the log is read, and anything at or below a
+//! session's last sent `seq` is dropped).
+//!
+//! Browsers cannot set headers on an `EventSource`, and a key in a URL ends
+//! up in logs: they trade their key (header or dashboard cookie) for a
+//! single-use ticket valid 30 s (`POST /api/events/ticket`) and open
+//! `GET /api/events?ticket=…`.
+//!
+//! The stream ends with a last `event: stream.end` message (no `id:`, so
+//! the resume point stays the last event) when the reader fell too far
+//! behind (`slow_consumer`), the server shuts down (`shutting_down`) or the
+//! log cannot be read (`unavailable`).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+use wasup_actors::events::SessionEvent;
+use wasup_actors::webhook::{validate_events, wants, WebhookPayload};
+use wasup_actors::{Caller, ErrorCode, WebError};
+
+use super::auth::{caller_of, Auth};
+use super::error::ApiError;
+use super::AppState;
+use crate::db::event_log::EventLog;
+use crate::events_hub::{EventHub, StreamPermit};
+
+/// How often an idle stream sends a comment line, so proxies keep it open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Events read from the log per query while catching up.
+const PAGE: usize = 500;
+/// How long a stream ticket can be redeemed.
+const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Tickets outstanding at once (a bound on memory; old ones go first).
+const MAX_TICKETS: usize = 10_000;
+
+/// What the event routes need besides `AppState`.
+pub struct EventsState {
+    pub hub: Arc<EventHub>,
+    pub log: EventLog,
+    pub tickets: Tickets,
+}
+
+impl EventsState {
+    pub fn new(hub: Arc<EventHub>, log: EventLog) -> EventsState {
+        EventsState {
+            hub,
+            log,
+            tickets: Tickets::default(),
+        }
+    }
+}
+
+/// Single-use stream tickets, in memory: a restart forgets them, which only
+/// costs a browser one more `POST /api/events/ticket`.
+#[derive(Default)]
+pub struct Tickets {
+    issued: Mutex<HashMap<String, (Caller, Instant)>>,
+}
+
+impl Tickets {
+    fn issue(&self, caller: Caller) -> String {
+        let ticket = format!("est_{}", hex::encode(rand::random::<[u8; 32]>()));
+        let mut issued = self.issued.lock();
+        let now = Instant::now();
+        issued.retain(|_, (_, at)| now.duration_since(*at) < TICKET_TTL);
+        if issued.len() >= MAX_TICKETS {
+            if let Some(oldest) = issued
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+            {
+                issued.remove(&oldest);
+            }
+        }
+        issued.insert(ticket.clone(), (caller, now));
+        ticket
+    }
+
+    fn redeem(&self, ticket: &str) -> Option<Caller> {
+        let (caller, at) = self.issued.lock().remove(ticket)?;
+        (at.elapsed() < TICKET_TTL).then_some(caller)
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Comma-separated session ids or names (default: every session the key may see).
+    #[param(example = "my-bot")]
+    sessions: Option<String>,
+    /// Comma-separated webhook event names, or `*` (the default).
+    #[param(example = "session.status,session.qr")]
+    events: Option<String>,
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
+    #[param(example = "evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f01")]
+    after: Option<String>,
+    /// A ticket from `POST /api/events/ticket`, for clients that cannot send headers.
+    ticket: Option<String>,
+}
+
+/// Which events a stream shows.
+struct Filter {
+    caller: Caller,
+    /// Ids or names; None = all the key may see.
+    sessions: Option<Vec<String>>,
+    events: Vec<String>,
+}
+
+impl Filter {
+    fn parse(caller: Caller, query: &StreamQuery) -> Result<Filter, ApiError> {
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let events = match query.events.as_deref() {
+            None => vec!["*".to_string()],
+            Some(s) => validate_events(&list(s)).map_err(ApiError::from)?,
+        };
+        let sessions = match query.sessions.as_deref() {
+            None => None,
+            Some(s) => {
+                let names = list(s);
+                if names.is_empty() {
+                    return Err(ApiError::validation(
+                        "Query parameter 'sessions' must name at least one session id or name",
+                    ));
+                }
+                for name in &names {
+                    if let Ok(id) = uuid::Uuid::parse_str(name) {
+                        if !caller.may_see(&id) {
+                            return Err(WebError::SessionNotInScope(name.clone()).into());
+                        }
+                    }
+                }
+                Some(names)
+            }
+        };
+        Ok(Filter {
+            caller,
+            sessions,
+            events,
+        })
+    }
+
+    fn matches(&self, event: &SessionEvent) -> bool {
+        let visible = uuid::Uuid::parse_str(&event.session_id)
+            .map(|id| self.caller.may_see(&id))
+            .unwrap_or(false);
+        visible
+            && self.sessions.as_ref().is_none_or(|s| {
+                s.iter()
+                    .any(|x| *x == event.session_id || *x == event.session_name)
+            })
+            && wants(&self.events, event.name())
+    }
+}
+
+/// An event id as the stream writes it: `evt_` and 32 hex digits.
+fn parse_cursor(raw: &str) -> Result<String, ApiError> {
+    let ok = raw
+        .strip_prefix("evt_")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(ApiError::validation(
+            "Last-Event-ID (or 'after') must be an event id from this stream, like evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f01",
+        ))
+    }
+}
+
+/// The caller of a stream: a ticket, or the key/cookie as on every route.
+fn stream_caller(
+    req: &HttpRequest,
+    events: &EventsState,
+    query: &StreamQuery,
+) -> Result<Caller, ApiError> {
+    match &query.ticket {
+        Some(ticket) => events.tickets.redeem(ticket).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidStreamTicket,
+                "The stream ticket is unknown, used or expired; get a new one from POST /api/events/ticket",
+            )
+        }),
+        None => caller_of(req),
+    }
+}
+
+/// Stream events
+///
+/// Any role. Server-Sent Events (`text/event-stream`): one message per event,
+/// `id:` = the event id (the resume cursor), `event:` = the event name,
+/// `data:` = the webhook envelope (`id, event, timestamp, sessionId,
+/// sessionName, seq, data`). Reconnect with `Last-Event-ID` (or `?after=`) to
+/// get every event since that the log still holds, then the live ones. A
+/// comment line every 15 s keeps an idle stream open. The stream ends with
+/// `event: stream.end`, `data: {"reason": "slow_consumer" | "shutting_down" |
+/// "unavailable", "message": …}`. Authenticate with the key headers, the
+/// dashboard cookie or `?ticket=` (see `POST /api/events/ticket`). Streams
+/// per key are limited (`WASUP_EVENT_STREAMS_PER_KEY`, 429 past it).
+#[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+    )
+)]
+pub async fn stream(
+    req: HttpRequest,
+    events: web::Data<EventsState>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<StreamQuery>::from_query(req.query_string())
+        .map_err(|_| {
+            ApiError::validation(
+                "Query parameters: only 'sessions', 'events', 'after' and 'ticket' are accepted",
+            )
+        })?
+        .into_inner();
+    let caller = stream_caller(&req, &events, &query)?;
+    if state.is_draining() {
+        return Err(WebError::ShuttingDown.into());
+    }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(String::from);
+    let cursor = last_event_id
+        .or(query.after.clone())
+        .map(|c| parse_cursor(&c))
+        .transpose()?;
+    let filter = Filter::parse(caller.clone(), &query)?;
+    let permit = events.hub.open(caller.key_id).map_err(|limit| {
+        ApiError::from(WebError::TooManyRequests {
+            message: format!(
+                "This API key already has {} event streams open, the limit set by WASUP_EVENT_STREAMS_PER_KEY; close one first",
+                limit.max
+            ),
+            retry_after_secs: 5,
+        })
+    })?;
+    let body = EventStream::new(permit, events.log.clone(), filter, cursor).into_stream();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
+}
+
+/// A single-use stream ticket.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketBody {
+    /// Pass as `GET /api/events?ticket=…` within `expiresAt`; works once.
+    #[schema(example = "est_9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    ticket: String,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:30.000Z")]
+    expires_at: String,
+}
+
+/// Get a stream ticket
+///
+/// Any role. A ticket opens one `GET /api/events?ticket=…` within 30 s, with
+/// this key's role and scope: for browsers, whose `EventSource` cannot send
+/// the key header, and so that the key never appears in a URL.
+#[utoipa::path(post, path = "/api/events/ticket", tag = "events", operation_id = "createEventTicket",
+    responses(
+        (status = 201, description = "The ticket", body = TicketBody),
+    )
+)]
+pub async fn ticket(
+    Auth(caller): Auth,
+    events: web::Data<EventsState>,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = events.tickets.issue(caller);
+    let expires = Utc::now() + TICKET_TTL;
+    Ok(HttpResponse::Created().json(TicketBody {
+        ticket,
+        expires_at: super::time::iso(expires),
+    }))
+}
+
+/// One stream's state: catching up from the log (while `cursor` is set),
+/// then following the hub.
+struct EventStream {
+    permit: StreamPermit,
+    log: EventLog,
+    filter: Filter,
+    cursor: Option<String>,
+    /// Per session id, the highest `seq` sent.
+    sent: HashMap<String, u64>,
+    out: VecDeque<Bytes>,
+    heartbeat: tokio::time::Interval,
+    ended: bool,
+}
+
+impl EventStream {
+    fn new(
+        permit: StreamPermit,
+        log: EventLog,
+        filter: Filter,
+        cursor: Option<String>,
+    ) -> EventStream {
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut out = VecDeque::new();
+        // The headers and this line go out at once: the client knows it is
+        // connected before the first event.
+        out.push_back(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
+        EventStream {
+            permit,
+            log,
+            filter,
+            cursor,
+            sent: HashMap::new(),
+            out,
+            heartbeat,
+            ended: false,
+        }
+    }
+
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+        futures::stream::unfold(self, |mut s| async move {
+            let chunk = s.next_chunk().await?;
+            Some((Ok(chunk), s))
+        })
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.out.pop_front() {
+                return Some(chunk);
+            }
+            if self.ended {
+                return None;
+            }
+            if *self.permit.closing.borrow() {
+                self.end(
+                    "shutting_down",
+                    "The server is shutting down; reconnect with Last-Event-ID to resume",
+                );
+                continue;
+            }
+            if let Some(cursor) = self.cursor.take() {
+                self.catch_up(cursor).await;
+                continue;
+            }
+            tokio::select! {
+                received = self.permit.live.recv() => match received {
+                    Ok(event) => self.offer(&event),
+                    Err(RecvError::Lagged(missed)) => self.end(
+                        "slow_consumer",
+                        &format!("This stream fell {missed} events behind and was cut off; reconnect with Last-Event-ID to resume from the log"),
+                    ),
+                    Err(RecvError::Closed) => self.end("shutting_down", "The server is shutting down; reconnect with Last-Event-ID to resume"),
+                },
+                _ = self.permit.closing.changed() => {
+                    self.end("shutting_down", "The server is shutting down; reconnect with Last-Event-ID to resume");
+                }
+                _ = self.heartbeat.tick() => self.out.push_back(Bytes::from_static(b": heartbeat\n\n")),
+            }
+        }
+    }
+
+    /// One page of the log after `cursor`; sets the next cursor while pages are full.
+    async fn catch_up(&mut self, cursor: String) {
+        match self.log.after(cursor, PAGE).await {
+            Ok(page) => {
+                if page.len() == PAGE {
+                    self.cursor = page.last().map(|e| e.id.clone());
+                }
+                for event in &page {
+                    self.offer(event);
+                }
+            }
+            Err(err) => {
+                log::warn!("event stream: cannot read the event log: {err}");
+                self.end(
+                    "unavailable",
+                    "The event log cannot be read right now; reconnect with Last-Event-ID shortly",
+                );
+            }
+        }
+    }
+
+    fn offer(&mut self, event: &SessionEvent) {
+        if !self.filter.matches(event) {
+            return;
+        }
+        let last = self.sent.entry(event.session_id.clone()).or_insert(0);
+        if event.seq <= *last {
+            return;
+        }
+        *last = event.seq;
+        match crate::webhooks::render::envelope(&WebhookPayload::Event(event.clone())) {
+            Ok(envelope) => {
+                let mut chunk = Vec::with_capacity(envelope.body.len() + 96);
+                chunk.extend_from_slice(b"id: ");
+                chunk.extend_from_slice(envelope.id.as_bytes());
+                chunk.extend_from_slice(b"\nevent: ");
+                chunk.extend_from_slice(envelope.event.as_bytes());
+                chunk.extend_from_slice(b"\ndata: ");
+                // Compact JSON has no newline, so one `data:` line holds it.
+                chunk.extend_from_slice(&envelope.body);
+                chunk.extend_from_slice(b"\n\n");
+                self.out.push_back(Bytes::from(chunk));
+            }
+            Err(err) => log::warn!("event stream: event {} not rendered: {err}", event.id),
+        }
+    }
+
+    fn end(&mut self, reason: &str, message: &str) {
+        let data = serde_json::json!({"reason": reason, "message": message});
+        self.out
+            .push_back(Bytes::from(format!("event: stream.end\ndata: {data}\n\n")));
+        self.ended = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_event_ids() {
+        assert!(parse_cursor("evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f01").is_ok());
+        for bad in [
+            "",
+            "evt_",
+            "42",
+            "evt_0197a4f2c1b27e3c9d4a5b6c7d8e9f0z",
+            "x:1",
+        ] {
+            assert!(parse_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tickets_work_once() {
+        let tickets = Tickets::default();
+        let caller = Caller {
+            key_id: uuid::Uuid::new_v4(),
+            role: wasup_actors::model::Role::Viewer,
+            scope: None,
+        };
+        let t = tickets.issue(caller.clone());
+        assert_eq!(tickets.redeem(&t), Some(caller));
+        assert_eq!(tickets.redeem(&t), None);
+        assert_eq!(tickets.redeem("est_nope"), None);
+    }
+}
