@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::simulator_support::*;
 use wasup::simulator::{FaultKind, Simulator, Target};
 use whatsapp_rust::types::events::Event;
+use whatsapp_rust::types::presence::ReceiptType;
 
 /// Text messages of an event; the phone's own protocol messages (its
 /// app-state key share) are skipped.
@@ -87,5 +88,56 @@ async fn outbound_text_is_acked_and_recorded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found, "recorded: {:?}", sim.sent_messages());
+    c.shutdown().await;
+}
+
+/// Receipts of `typ` for message ids, as the client reports them.
+fn receipt_ids(e: &Event, typ: ReceiptType) -> Option<Vec<String>> {
+    match e {
+        Event::Receipt(r) if r.r#type == typ => {
+            Some(r.message_ids.iter().map(|m| m.to_string()).collect())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_text_is_decrypted_once_and_receipted() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280003";
+    // Never seen before: a virtual phone created on demand.
+    let friend = "15551289997";
+    let (mut c, _d) = linked_client(&sim, me, "Ida").await;
+
+    let to: whatsapp_rust::Jid = format!("{friend}@s.whatsapp.net").parse().unwrap();
+    let msg = whatsapp_rust::waproto::whatsapp::Message {
+        conversation: Some("hi phone".into()),
+        ..Default::default()
+    };
+    let id = tokio::time::timeout(Duration::from_secs(30), c.client.send_message(to, msg))
+        .await
+        .expect("send in time")
+        .expect("send ok")
+        .message_id;
+
+    let delivered = c
+        .wait_for(20, |e| receipt_ids(e, ReceiptType::Delivered))
+        .await;
+    assert_eq!(delivered, vec![id.clone()]);
+    let got = sim.phone_messages(friend);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str(), got[0].from.as_str()),
+        (id.as_str(), "hi phone", me)
+    );
+    assert!(!got[0].read);
+    assert_eq!(sim.duplicate_deliveries(friend), 0);
+
+    assert_eq!(sim.read(friend, None).unwrap(), 1);
+    let read = c.wait_for(20, |e| receipt_ids(e, ReceiptType::Read)).await;
+    assert_eq!(read, vec![id]);
+    assert!(sim.phone_messages(friend)[0].read);
+    assert_eq!(sim.read(friend, None).unwrap(), 0);
     c.shutdown().await;
 }
