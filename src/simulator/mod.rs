@@ -43,6 +43,8 @@
 //! older connection, like the real server.
 
 mod conn;
+mod contacts;
+mod inbox;
 mod phone;
 mod state;
 mod transport;
@@ -62,6 +64,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_binary::Node;
 use whatsapp_rust::transport::DisconnectReason;
 
+pub use inbox::PhoneMessage;
 pub use state::STATE_FILE;
 pub use transport::{DynTransportFactory, SimTransportFactory};
 pub use ws::WsServer;
@@ -331,7 +334,8 @@ pub(crate) struct Inner {
     pub pending_failures: Mutex<HashMap<DevKey, Node>>,
     pub offline: Mutex<HashMap<DevKey, Vec<QueuedMsg>>>,
     pub sent: Mutex<Vec<SentMessage>>,
-    pub phone_prekeys: Mutex<HashMap<String, UploadedBundle>>,
+    pub contacts: Mutex<HashMap<String, contacts::Contact>>,
+    pub inbox: Mutex<inbox::Inboxes>,
 }
 
 impl Inner {
@@ -440,7 +444,7 @@ fn cert_chain(server_static_pub: &[u8; 32]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn valid_phone(phone: &str) -> Result<(), SimError> {
+pub(crate) fn valid_phone(phone: &str) -> Result<(), SimError> {
     if (5..=20).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
@@ -475,7 +479,8 @@ impl Simulator {
                 pending_failures: Mutex::new(HashMap::new()),
                 offline: Mutex::new(HashMap::new()),
                 sent: Mutex::new(Vec::new()),
-                phone_prekeys: Mutex::new(HashMap::new()),
+                contacts: Mutex::new(HashMap::new()),
+                inbox: Mutex::new(inbox::Inboxes::default()),
             }),
         }
     }
@@ -873,6 +878,75 @@ impl Simulator {
             }
         }
         Ok(id)
+    }
+
+    /// What `phone` received from linked clients, decrypted, oldest first;
+    /// one entry per message id.
+    pub fn phone_messages(&self, phone: &str) -> Vec<PhoneMessage> {
+        self.inner
+            .inbox
+            .lock()
+            .messages
+            .get(phone)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many times `phone` was sent an id it already had.
+    pub fn duplicate_deliveries(&self, phone: &str) -> u64 {
+        self.inner
+            .inbox
+            .lock()
+            .duplicates
+            .get(phone)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `phone` reads messages (all unread when `ids` is `None`): a read
+    /// receipt goes to each sender device. Returns how many were marked.
+    pub fn read(&self, phone: &str, ids: Option<Vec<String>>) -> Result<usize, SimError> {
+        valid_phone(phone)?;
+        let newly: Vec<(String, u16, String)> = {
+            let mut ib = self.inner.inbox.lock();
+            let Some(list) = ib.messages.get_mut(phone) else {
+                return Ok(0);
+            };
+            list.iter_mut()
+                .filter(|m| !m.read && ids.as_ref().is_none_or(|ids| ids.contains(&m.id)))
+                .map(|m| {
+                    m.read = true;
+                    (m.from.clone(), m.from_device, m.id.clone())
+                })
+                .collect()
+        };
+        for (from, dev, id) in &newly {
+            let node = conn::receipt(phone, id, Some("read"));
+            for c in self.inner.live_conns(&(from.clone(), *dev)) {
+                let _ = c.send(ConnCmd::Fault {
+                    nodes: vec![node.clone()],
+                    close: None,
+                });
+            }
+        }
+        Ok(newly.len())
+    }
+
+    /// Marks `phone` as (not) on WhatsApp. An unregistered number answers
+    /// usync with `<contact type="out"/>` and no devices, so
+    /// `Client::is_on_whatsapp` says `is_registered: false`; a message a
+    /// client still sends to it is answered with
+    /// `<ack class="message" error="404"/>` and never stored.
+    /// Any other valid number is a virtual phone, created on demand.
+    pub fn set_registered(&self, phone: &str, registered: bool) -> Result<(), SimError> {
+        valid_phone(phone)?;
+        let mut ib = self.inner.inbox.lock();
+        if registered {
+            ib.unregistered.remove(phone);
+        } else {
+            ib.unregistered.insert(phone.to_string());
+        }
+        Ok(())
     }
 
     /// Messages linked clients have sent, oldest first (the last

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::simulator_support::*;
 use wasup::simulator::{FaultKind, Simulator, Target};
 use whatsapp_rust::types::events::Event;
+use whatsapp_rust::types::presence::ReceiptType;
 
 /// Text messages of an event; the phone's own protocol messages (its
 /// app-state key share) are skipped.
@@ -87,5 +88,93 @@ async fn outbound_text_is_acked_and_recorded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found, "recorded: {:?}", sim.sent_messages());
+    c.shutdown().await;
+}
+
+/// Receipts of `typ` for message ids, as the client reports them.
+fn receipt_ids(e: &Event, typ: ReceiptType) -> Option<Vec<String>> {
+    match e {
+        Event::Receipt(r) if r.r#type == typ => {
+            Some(r.message_ids.iter().map(|m| m.to_string()).collect())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_text_is_decrypted_once_and_receipted() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280003";
+    // Never seen before: a virtual phone created on demand.
+    let friend = "15551289997";
+    let (mut c, _d) = linked_client(&sim, me, "Ida").await;
+
+    let to: whatsapp_rust::Jid = format!("{friend}@s.whatsapp.net").parse().unwrap();
+    let msg = whatsapp_rust::waproto::whatsapp::Message {
+        conversation: Some("hi phone".into()),
+        ..Default::default()
+    };
+    let id = tokio::time::timeout(Duration::from_secs(30), c.client.send_message(to, msg))
+        .await
+        .expect("send in time")
+        .expect("send ok")
+        .message_id;
+
+    let delivered = c
+        .wait_for(20, |e| receipt_ids(e, ReceiptType::Delivered))
+        .await;
+    assert_eq!(delivered, vec![id.clone()]);
+    let got = sim.phone_messages(friend);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str(), got[0].from.as_str()),
+        (id.as_str(), "hi phone", me)
+    );
+    assert!(!got[0].read);
+    assert_eq!(sim.duplicate_deliveries(friend), 0);
+
+    assert_eq!(sim.read(friend, None).unwrap(), 1);
+    let read = c.wait_for(20, |e| receipt_ids(e, ReceiptType::Read)).await;
+    assert_eq!(read, vec![id]);
+    assert!(sim.phone_messages(friend)[0].read);
+    assert_eq!(sim.read(friend, None).unwrap(), 0);
+    c.shutdown().await;
+}
+
+// Not yet: `is_on_whatsapp` sends `<user><contact>+PHONE</contact></user>`
+// without a `jid` attribute, and the simulator's usync answers by `jid`, so
+// the client drops every result (known gets `None`).
+#[ignore = "usync by <contact> number is not answered yet"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_on_whatsapp_and_a_send_to_an_unregistered_number() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280004";
+    let known = "15551289996";
+    let gone = "15551289995";
+    let (mut c, _d) = linked_client(&sim, me, "Jo").await;
+    sim.set_registered(gone, false).unwrap();
+
+    let jid = |p: &str| -> whatsapp_rust::Jid { format!("{p}@s.whatsapp.net").parse().unwrap() };
+    let res = c
+        .client
+        .contacts()
+        .is_on_whatsapp(&[jid(known), jid(gone)])
+        .await
+        .expect("usync answers");
+    let reg = |p: &str| res.iter().find(|r| r.jid.user == p).map(|r| r.is_registered);
+    assert_eq!(reg(known), Some(true));
+    assert_eq!(reg(gone), Some(false));
+
+    let msg = whatsapp_rust::waproto::whatsapp::Message {
+        conversation: Some("anyone there?".into()),
+        ..Default::default()
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(30), c.client.send_message(jid(gone), msg))
+        .await
+        .expect("send ends in time");
+    log::info!("send to an unregistered number: {:?}", sent.as_ref().map(|s| &s.message_id));
+    assert!(sim.phone_messages(gone).is_empty());
     c.shutdown().await;
 }

@@ -190,7 +190,7 @@ impl Conn {
                         .find(|a| a.rec.lid == user)
                         .map(|a| a.rec.phone.clone())
                 } else {
-                    st.accounts.contains_key(user).then(|| user.to_string())
+                    (dev == 0 || st.accounts.contains_key(user)).then(|| user.to_string())
                 }
             };
             let bundle = phone.and_then(|p| {
@@ -260,31 +260,36 @@ impl Conn {
 
     /// The virtual phone's own prekey bundle (made once per run).
     pub(super) fn phone_bundle(&self, phone: &str) -> Option<UploadedBundle> {
-        if let Some(b) = self.inner.phone_prekeys.lock().get(phone) {
-            return Some(b.clone());
+        self.phone_contact(phone).map(|c| c.bundle)
+    }
+
+    /// The phone's Signal identity (device 0), made once per run.
+    pub(super) fn phone_contact(&self, phone: &str) -> Option<crate::simulator::contacts::Contact> {
+        if let Some(c) = self.inner.contacts.lock().get(phone) {
+            return Some(c.clone());
         }
+        // Any valid number is a virtual phone, created on demand.
+        crate::simulator::valid_phone(phone).ok()?;
         let account = {
-            let st = self.inner.state.lock();
-            st.accounts.get(phone).map(|a| a.identity.clone())?
+            let mut st = self.inner.state.lock();
+            let id = st
+                .accounts
+                .entry(phone.to_string())
+                .or_insert_with(|| crate::simulator::state::Account::new(phone, ""))
+                .identity
+                .clone();
+            st.save_account_logged(phone);
+            id
         };
-        let spk = new_keypair();
-        let sig = account
-            .private_key
-            .calculate_signature(&spk.public_key.serialize(), &mut phone::rng())
-            .ok()?;
-        let b = UploadedBundle {
-            registration_id: u32::from_le_bytes(random_bytes::<4>()) & 0x3fff,
-            identity: pub32(&account),
-            signed_pre_key_id: 1,
-            signed_pre_key: pub32(&spk),
-            signed_pre_key_sig: sig.to_vec(),
-            pre_keys: vec![],
-        };
-        self.inner
-            .phone_prekeys
-            .lock()
-            .insert(phone.to_string(), b.clone());
-        Some(b)
+        let c = crate::simulator::contacts::Contact::new(&account)?;
+        Some(
+            self.inner
+                .contacts
+                .lock()
+                .entry(phone.to_string())
+                .or_insert(c)
+                .clone(),
+        )
     }
 
     pub(super) fn usync(&self, id: &str, usync: Option<&Node>) -> Node {
@@ -307,6 +312,11 @@ impl Conn {
                     .collect()
             })
             .unwrap_or_default();
+        let wants_contact = usync
+            .get_optional_child("query")
+            .and_then(|q| q.get_optional_child("contact"))
+            .is_some();
+        let unregistered = self.inner.inbox.lock().unregistered.clone();
         let st = self.inner.state.lock();
         let ts = now_secs() as u64;
         let user_nodes: Vec<Node> = users
@@ -319,8 +329,22 @@ impl Conn {
                 } else {
                     st.accounts.get(user)
                 };
+                let out = unregistered.contains(user);
+                let acct = acct.filter(|_| !out);
                 let mut children = Vec::new();
-                if wants_devices {
+                if wants_contact {
+                    let t = if out { "out" } else { "in" };
+                    children.push(NodeBuilder::new("contact").attr("type", t).build());
+                }
+                if wants_devices && out {
+                    children.push(
+                        NodeBuilder::new("devices")
+                            .children([NodeBuilder::new("device-list")
+                                .attr("hash", "2:sim0")
+                                .build()])
+                            .build(),
+                    );
+                } else if wants_devices {
                     let mut devs = vec![NodeBuilder::new("device").attr("id", "0").build()];
                     let mut dev_children = Vec::new();
                     if let Some(a) = acct {

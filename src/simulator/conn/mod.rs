@@ -9,6 +9,7 @@ mod delivery;
 mod iq;
 mod login;
 mod noise;
+mod outbound;
 mod pairing;
 
 use std::sync::Arc;
@@ -116,6 +117,8 @@ struct Conn {
 }
 
 /// Runs one connection until either side closes it.
+pub(crate) use outbound::receipt;
+
 pub(crate) async fn run(
     inner: Arc<Inner>,
     input: mpsc::UnboundedReceiver<Input>,
@@ -269,6 +272,7 @@ impl Conn {
                         enc_count,
                     });
                 }
+                let (refused, delivered) = self.take_outbound(&node).await;
                 if let Some(id) = attr(&node, "id") {
                     let mut b = NodeBuilder::new("ack")
                         .attr("class", "message")
@@ -277,7 +281,13 @@ impl Conn {
                     if let Some(to) = attr(&node, "to") {
                         b = b.attr("from", to);
                     }
+                    if refused {
+                        b = b.attr("error", "404");
+                    }
                     self.send(&b.build());
+                }
+                if let Some(r) = delivered {
+                    self.send(&r);
                 }
             }
             _ => {}
