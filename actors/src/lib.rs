@@ -27,6 +27,7 @@ pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod ports;
 pub mod protocol;
 pub mod registry;
