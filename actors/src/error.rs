@@ -81,6 +81,11 @@ error_codes! {
     DeliveryAlreadyQueued => 409, "delivery_already_queued", "the event is still pending";
     // Per-tenant limits (actors/src/limits.rs).
     LimitExceeded => 422, "limit_exceeded", "a per-tenant limit is reached; the message names the limit and its setting";
+    // Messages (issue 11).
+    InvalidChatId => 400, "invalid_chat_id", "the chatId is not a phone number, @c.us, @s.whatsapp.net, @g.us or @lid chat";
+    SessionNotReady => 409, "session_not_ready", "the session cannot carry messages in its current status (the message names it)";
+    MessageNotFound => 404, "message_not_found", "the session has no message with this id";
+    MessageNotPending => 409, "message_not_pending", "the message already left the queue (sent or failed)";
     // The gateway.
     ServiceUnavailable => 503, "service_unavailable", "the database or an actor is unavailable; retry shortly";
     ShuttingDown => 503, "shutting_down", "the server is shutting down";
@@ -155,6 +160,14 @@ pub enum WebError {
     DeliveryPending(String),
     #[error("The server is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    InvalidChatId(String),
+    #[error("{0}")]
+    SessionNotReady(String),
+    #[error("Message with id '{0}' not found")]
+    MessageNotFound(String),
+    #[error("{0}")]
+    MessageNotPending(String),
     /// A bounded operation is at its limit; the message names the limit.
     /// Answered with `Retry-After: retry_after_secs`.
     #[error("{message}")]
@@ -210,6 +223,10 @@ impl WebError {
             WebError::DeliveryNotFound(_) => ErrorCode::DeliveryNotFound,
             WebError::DeliveryPending(_) => ErrorCode::DeliveryAlreadyQueued,
             WebError::ShuttingDown => ErrorCode::ShuttingDown,
+            WebError::InvalidChatId(_) => ErrorCode::InvalidChatId,
+            WebError::SessionNotReady(_) => ErrorCode::SessionNotReady,
+            WebError::MessageNotFound(_) => ErrorCode::MessageNotFound,
+            WebError::MessageNotPending(_) => ErrorCode::MessageNotPending,
             WebError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             WebError::LimitExceeded(_) => ErrorCode::LimitExceeded,
         }

@@ -10,6 +10,10 @@ impl SessionEvent {
             Some(session_event::Data::Qr(_)) => "session.qr",
             Some(session_event::Data::Authenticated(_)) => "session.authenticated",
             Some(session_event::Data::Disconnected(_)) => "session.disconnected",
+            Some(session_event::Data::MessageReceived(_)) => "message.received",
+            Some(session_event::Data::MessageSent(_)) => "message.sent",
+            Some(session_event::Data::MessageAck(_)) => "message.ack",
+            Some(session_event::Data::MessageFailed(_)) => "message.failed",
             None => "session.unknown",
         }
     }
@@ -21,4 +25,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "session.qr",
     "session.authenticated",
     "session.disconnected",
+    // The message.* names join once they are emitted and documented (issue 11).
 ];
+
+/// Prefix subscriptions a webhook may name besides the exact names (`message.*`).
+pub const EVENT_PREFIXES: &[&str] = &["message.*"];

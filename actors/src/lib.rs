@@ -28,6 +28,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod ports;
 pub mod protocol;
 pub mod registry;

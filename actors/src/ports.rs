@@ -2,6 +2,7 @@
 //! implements them over diesel (`Store`) and whatsapp-rust (`Engine`); tests
 //! implement them with fakes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
@@ -168,6 +169,57 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Box<dyn EngineHandle>, EngineError>>;
     /// Wipe a session's device credentials (logout, delete). The next start needs a new link.
     fn forget(&self, session_id: SessionId) -> BoxFuture<'static, Result<(), EngineError>>;
+    /// The messaging of a session's client while it is logged in; `None`
+    /// otherwise (no engine, not connected yet, gone).
+    fn messenger(&self, _session_id: SessionId) -> Option<Arc<dyn Messenger>> {
+        None
+    }
+    /// Where inbound messages and receipts of every session go (set once at wiring).
+    fn attach_inbound(&self, _sink: Recipient<InboundMsg>) {}
+}
+
+// ---------------------------------------------------------------- Messaging
+
+/// What a logged-in client does for the outbound queue and the contact check.
+pub trait Messenger: Send + Sync {
+    /// Send `text` to `chat` (a JID) under the message id `id` (chosen by
+    /// wasup, so a resend is the same message). Ok once WhatsApp took it.
+    /// `NotReady`: try again later; `Failed`: this message cannot go.
+    fn send_text(
+        &self,
+        chat: String,
+        id: String,
+        text: String,
+    ) -> BoxFuture<'static, Result<(), EngineError>>;
+    /// Show (`true`) or clear "composing…" in `chat`.
+    fn composing(&self, chat: String, on: bool) -> BoxFuture<'static, Result<(), EngineError>>;
+    /// Is `phone` (digits) on WhatsApp? Its JID when it is.
+    fn is_on_whatsapp(
+        &self,
+        phone: String,
+    ) -> BoxFuture<'static, Result<Option<String>, EngineError>>;
+}
+
+/// An inbound message or a receipt, from a session's client.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a message is the common case
+pub enum InboundEvent {
+    /// A message in a chat: another person's, or the account's own sent
+    /// from its phone (`from_me`).
+    Message(crate::outbound::MessageRecord),
+    /// The recipient's phone got (or read) our messages.
+    Receipt {
+        ids: Vec<String>,
+        status: crate::outbound::MessageStatus,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct InboundMsg {
+    pub session_id: SessionId,
+    pub event: InboundEvent,
 }
 
 /// One running client.

@@ -20,6 +20,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         event_seq -> BigInt,
+        message_events -> BigInt,
     }
 }
 
@@ -113,6 +114,30 @@ diesel::table! {
     }
 }
 
+// ---- migrations/*/2026-12-02-000100_messages
+
+diesel::table! {
+    messages (session_id, id) {
+        session_id -> Text,
+        id -> Text,
+        direction -> Text,
+        chat_id -> Text,
+        sender -> Nullable<Text>,
+        kind -> Text,
+        body -> Binary,
+        status -> Text,
+        error -> Nullable<Text>,
+        from_me -> BigInt,
+        push_name -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        wa_timestamp -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(messages -> sessions (session_id));
+
 diesel::joinable!(webhooks -> sessions (session_id));
 diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
@@ -122,5 +147,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     session_events,
     webhooks,
     webhook_deliveries,
-    webhook_attempts
+    webhook_attempts,
+    messages
 );

@@ -41,6 +41,33 @@ pub fn data(event: &SessionEvent) -> Result<Value, crate::qr::QrError> {
             "willRetry": d.will_retry,
             "nextRetryAt": d.next_retry_at_ms.map(iso_ms).unwrap_or(Value::Null),
         }),
+        // Message events (issue 11); `body` is opened from the sealed copy
+        // by the store before delivery, never stored in the clear.
+        Some(Data::MessageReceived(m)) | Some(Data::MessageSent(m)) => json!({
+            "id": m.id,
+            "from": m.from,
+            "to": m.to,
+            "chatId": m.chat_id,
+            "body": m.body,
+            "type": m.r#type,
+            "timestamp": m.timestamp,
+            "fromMe": m.from_me,
+            "isGroup": m.is_group,
+            "author": m.author,
+            "pushName": m.push_name,
+        }),
+        Some(Data::MessageAck(a)) => json!({
+            "messageId": a.message_id,
+            "chatId": a.chat_id,
+            "status": a.status,
+            "at": iso_ms(a.at_ms),
+        }),
+        Some(Data::MessageFailed(f)) => json!({
+            "messageId": f.message_id,
+            "chatId": f.chat_id,
+            "error": f.error,
+            "at": iso_ms(f.at_ms),
+        }),
         None => json!({}),
     })
 }

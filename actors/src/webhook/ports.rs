@@ -78,6 +78,7 @@ pub trait WebhookStore: Send + Sync + 'static {
 
 /// What to POST.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // events are the common case (message events made them larger)
 pub enum WebhookPayload {
     Event(SessionEvent),
     /// `POST …/test`: a signed `webhook.test` envelope.

@@ -66,9 +66,14 @@ impl WebhookPatch {
     }
 }
 
-/// `["*"]` matches everything, else the exact name.
+/// `["*"]` matches everything, `"message.*"` every message event, else the exact name.
 pub fn wants(events: &[String], name: &str) -> bool {
-    events.iter().any(|e| e == "*" || e == name)
+    events.iter().any(|e| {
+        e == "*"
+            || e == name
+            || e.strip_suffix('*')
+                .is_some_and(|prefix| prefix.ends_with('.') && name.starts_with(prefix))
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

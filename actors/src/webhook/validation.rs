@@ -7,7 +7,7 @@ use base64::Engine as _;
 use rand::RngCore;
 
 use crate::error::WebError;
-use crate::events::EVENT_NAMES;
+use crate::events::{EVENT_NAMES, EVENT_PREFIXES};
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
@@ -73,9 +73,10 @@ pub fn validate_events(events: &[String]) -> Result<Vec<String>, WebError> {
     }
     let mut out: Vec<String> = Vec::new();
     for e in events {
-        if e != "*" && !EVENT_NAMES.contains(&e.as_str()) {
+        if e != "*" && !EVENT_NAMES.contains(&e.as_str()) && !EVENT_PREFIXES.contains(&e.as_str()) {
             return Err(WebError::Validation(format!(
-                "events: unknown event '{e}'; use \"*\" or any of {}",
+                "events: unknown event '{e}'; use \"*\", {} or any of {}",
+                EVENT_PREFIXES.join(", "),
                 EVENT_NAMES.join(", ")
             )));
         }

@@ -471,6 +471,7 @@ pub fn event_names(events: &[SessionEvent]) -> Vec<String> {
                     if d.will_retry { "retry" } else { "final" }
                 )
             }
+            Some(_) => e.name().to_string(),
             None => "none".to_string(),
         })
         .collect()

@@ -1,0 +1,487 @@
+//! Messages: the durable, paced outbound queue of every session, the
+//! inbound messages and receipts, and the messages of the message routes.
+//!
+//! One `OutboundActor` per process. The database row is the truth: a send is
+//! accepted once its row (`pending`, with the WhatsApp id wasup chose) is
+//! committed; the actor only holds, per session with pending messages, a
+//! small lane (when it may send next, the send times of the rate windows)
+//! and reads the queue head from the store one message at a time. A session
+//! sends in acceptance order, one message at a time, only while it is
+//! `ready`; a message not sent within `config.sending.queueTtlSeconds` ends
+//! `failed`. After a crash the pending rows are found again at start and
+//! sent with their ids unchanged, so the recipient sees one message.
+//!
+//! - `model`: the records, the statuses and the chat id parser;
+//! - `ports`: the `MessageStore` port;
+//! - `api`: the messages the routes send (send, get, list, cancel, check).
+
+pub mod api;
+pub mod model;
+pub mod ports;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use rand::Rng;
+use tokio::time::Instant;
+
+pub use model::*;
+pub use ports::MessageStore;
+
+use crate::model::{Pacing, SessionId, SessionStatus, SessionView};
+use crate::ports::{Engine, EngineError, InboundEvent, InboundMsg};
+use crate::registry::SessionRegistry;
+
+#[derive(Clone, Debug)]
+pub struct OutboundOptions {
+    /// How often lanes are looked at.
+    pub tick: Duration,
+    /// How long a lane waits before looking again at a session that is not
+    /// ready (or whose client said "not now").
+    pub not_ready_wait: Duration,
+    /// Upper bound of one engine call (send, presence, check).
+    pub engine_timeout: Duration,
+    /// Messages older than this are deleted (WASUP_MESSAGE_RETENTION_DAYS).
+    pub retention: Duration,
+    pub prune_interval: Duration,
+}
+
+impl Default for OutboundOptions {
+    fn default() -> Self {
+        OutboundOptions {
+            tick: Duration::from_millis(50),
+            not_ready_wait: Duration::from_millis(500),
+            engine_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How long "composing…" shows before a text: 30 ms per character, at most 3 s.
+pub fn typing_time(text: &str) -> Duration {
+    Duration::from_millis((text.chars().count() as u64 * 30).min(3000))
+}
+
+/// May a session take new messages? A linked session the operator wants
+/// running does (it queues while reconnecting or starting); one that is not
+/// linked, stopped or failed refuses, naming its status.
+pub fn accepts_messages(view: &SessionView) -> Result<(), String> {
+    let r = &view.record;
+    let refuse = |why: &str| {
+        Err(format!(
+            "Session '{}' is {} ({why}); it cannot send messages",
+            r.name, r.status
+        ))
+    };
+    if r.status == SessionStatus::Failed {
+        return refuse("start it again");
+    }
+    if r.phone.is_none() {
+        return refuse("not linked to a phone");
+    }
+    if r.desired == crate::model::DesiredState::Stopped {
+        return refuse("stopped; start it first");
+    }
+    Ok(())
+}
+
+/// One session's place in the queue (only while it has pending messages).
+#[derive(Default)]
+struct Lane {
+    busy: bool,
+    /// Not before this instant (pacing, rate windows, waits).
+    next_at: Option<Instant>,
+    /// When the last sends went, newest last, for the per-minute and per-day windows.
+    recent: VecDeque<Instant>,
+    /// The message being sent now (a cancel of it is refused).
+    in_flight: Option<String>,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Lane {
+    /// When the rate windows allow the next send (None: now).
+    fn rate_wait(&mut self, now: Instant, pacing: &Pacing) -> Option<Instant> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= DAY)
+        {
+            self.recent.pop_front();
+        }
+        let window_full = |limit: u32, window: Duration, recent: &VecDeque<Instant>| {
+            let limit = limit as usize;
+            if limit == 0 {
+                return None;
+            }
+            let inside: Vec<&Instant> = recent
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < window)
+                .collect();
+            (inside.len() >= limit).then(|| *inside[limit - 1] + window)
+        };
+        [
+            window_full(pacing.per_minute, MINUTE, &self.recent),
+            window_full(pacing.per_day, DAY, &self.recent),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+}
+
+/// What one turn of a lane came to.
+enum Turn {
+    /// Nothing pending: the lane closes.
+    Empty,
+    /// A message went out (or failed for good): pace before the next.
+    Sent,
+    Failed,
+    /// A message expired: look at the next one now.
+    Expired,
+    /// Not now; look again after this.
+    Wait(Duration),
+}
+
+pub struct OutboundActor {
+    store: Arc<dyn MessageStore>,
+    engine: Arc<dyn Engine>,
+    registry: Arc<SessionRegistry>,
+    options: OutboundOptions,
+    lanes: HashMap<SessionId, Lane>,
+    /// Inbound events are written one after another, in arrival order.
+    inbound: Option<tokio::sync::mpsc::UnboundedSender<InboundMsg>>,
+}
+
+impl OutboundActor {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        engine: Arc<dyn Engine>,
+        registry: Arc<SessionRegistry>,
+        options: OutboundOptions,
+    ) -> Self {
+        OutboundActor {
+            store,
+            engine,
+            registry,
+            options,
+            lanes: HashMap::new(),
+            inbound: None,
+        }
+    }
+
+    /// A session has (maybe) pending messages: open its lane.
+    fn wake(&mut self, id: SessionId) {
+        self.lanes.entry(id).or_default();
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let due: Vec<SessionId> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| !l.busy && l.next_at.is_none_or(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.turn(id, now, ctx);
+        }
+    }
+
+    fn turn(&mut self, id: SessionId, now: Instant, ctx: &mut Context<Self>) {
+        let Some(view) = self.registry.get(id) else {
+            self.lanes.remove(&id); // deleted: its rows went with it
+            return;
+        };
+        let pacing = view.record.config.pacing();
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return;
+        };
+        lane.busy = true;
+        let rate_wait = lane.rate_wait(now, &pacing);
+        let store = self.store.clone();
+        let ready = view.record.status == SessionStatus::Ready;
+        let messenger = if ready {
+            self.engine.messenger(id)
+        } else {
+            None
+        };
+        let status = view.record.status;
+        let options = self.options.clone();
+        let work = async move {
+            let Some(head) = store.pending(id, 1).await?.into_iter().next() else {
+                return Ok::<_, crate::ports::StoreError>((Turn::Empty, None));
+            };
+            let age = Utc::now() - head.created_at;
+            if age.num_seconds() >= pacing.queue_ttl_seconds as i64 {
+                let error = format!(
+                    "not sent within queueTtlSeconds ({} s); the session was {status}",
+                    pacing.queue_ttl_seconds
+                );
+                store
+                    .set_status(
+                        id,
+                        head.id.clone(),
+                        StatusUpdate::now(MessageStatus::Failed, Some(error)),
+                    )
+                    .await?;
+                return Ok((Turn::Expired, None));
+            }
+            let Some(messenger) = messenger else {
+                return Ok((Turn::Wait(options.not_ready_wait), None));
+            };
+            if let Some(at) = rate_wait {
+                return Ok((
+                    Turn::Wait(at.saturating_duration_since(Instant::now())),
+                    None,
+                ));
+            }
+            Ok((Turn::Wait(Duration::ZERO), Some((head, messenger))))
+        };
+        work.into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok((_, Some((head, messenger)))) => act.send(id, head, messenger, pacing, ctx),
+                Ok((turn, None)) => act.finish_turn(id, turn, pacing),
+                Err(err) => {
+                    log::error!("session {id}: outbound queue: the store failed: {err}");
+                    act.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Second half of a turn: the head is known and marked in flight (a
+    /// cancel of it is refused from now on).
+    fn send(
+        &mut self,
+        id: SessionId,
+        head: MessageRecord,
+        messenger: Arc<dyn crate::ports::Messenger>,
+        pacing: Pacing,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(lane) = self.lanes.get_mut(&id) {
+            lane.in_flight = Some(head.id.clone());
+        }
+        let store = self.store.clone();
+        let options = self.options.clone();
+        send_head(store, id, head, messenger, pacing.typing, options)
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let turn = res.unwrap_or_else(|err| {
+                    log::error!("session {id}: outbound queue: the store failed: {err}");
+                    Turn::Wait(Duration::from_secs(1))
+                });
+                act.finish_turn(id, turn, pacing);
+            })
+            .spawn(ctx);
+    }
+
+    fn finish_turn(&mut self, id: SessionId, turn: Turn, pacing: Pacing) {
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return;
+        };
+        lane.busy = false;
+        lane.in_flight = None;
+        let now = Instant::now();
+        match turn {
+            Turn::Empty => {
+                // Keep the rate history while it still matters; else close.
+                if lane
+                    .recent
+                    .back()
+                    .is_none_or(|t| now.duration_since(*t) >= DAY)
+                {
+                    self.lanes.remove(&id);
+                } else {
+                    lane.next_at = Some(now + Duration::from_secs(3600));
+                }
+            }
+            Turn::Sent | Turn::Failed => {
+                if matches!(turn, Turn::Sent) {
+                    lane.recent.push_back(now);
+                    // Only as many as the largest window can count.
+                    let keep = pacing.per_day.max(pacing.per_minute) as usize;
+                    while lane.recent.len() > keep {
+                        lane.recent.pop_front();
+                    }
+                }
+                let delay = if pacing.max_delay_ms > pacing.min_delay_ms {
+                    rand::rng().random_range(pacing.min_delay_ms..=pacing.max_delay_ms)
+                } else {
+                    pacing.min_delay_ms
+                };
+                lane.next_at = Some(now + Duration::from_millis(delay));
+            }
+            Turn::Expired => lane.next_at = None,
+            Turn::Wait(d) => lane.next_at = Some(now + d),
+        }
+    }
+
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        let Ok(retention) = chrono::Duration::from_std(self.options.retention) else {
+            return;
+        };
+        let prune = self.store.prune_messages(Utc::now() - retention);
+        ctx.spawn(
+            async move {
+                match prune.await {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("messages: pruned {n} messages past retention"),
+                    Err(err) => log::warn!("messages: pruning failed: {err}"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Send the head of a lane: "composing" first when asked, then the text under
+/// its id; record the outcome.
+async fn send_head(
+    store: Arc<dyn MessageStore>,
+    id: SessionId,
+    head: MessageRecord,
+    messenger: Arc<dyn crate::ports::Messenger>,
+    typing: bool,
+    options: OutboundOptions,
+) -> Result<Turn, crate::ports::StoreError> {
+    let timeout = options.engine_timeout;
+    let bounded = |f: futures::future::BoxFuture<'static, Result<(), EngineError>>| async move {
+        tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
+            Err(EngineError::NotReady(
+                "WhatsApp did not answer in time".into(),
+            ))
+        })
+    };
+    if typing {
+        let _ = bounded(messenger.composing(head.chat_id.clone(), true)).await;
+        tokio::time::sleep(typing_time(&head.body)).await;
+        let _ = bounded(messenger.composing(head.chat_id.clone(), false)).await;
+    }
+    let sent =
+        bounded(messenger.send_text(head.chat_id.clone(), head.id.clone(), head.body.clone()))
+            .await;
+    match sent {
+        Ok(()) => {
+            store
+                .set_status(
+                    id,
+                    head.id.clone(),
+                    StatusUpdate::now(MessageStatus::Sent, None),
+                )
+                .await?;
+            Ok(Turn::Sent)
+        }
+        Err(EngineError::NotReady(why)) => {
+            log::info!("session {id}: message {} waits: {why}", head.id);
+            Ok(Turn::Wait(options.not_ready_wait))
+        }
+        Err(EngineError::Failed(why)) => {
+            store
+                .set_status(
+                    id,
+                    head.id.clone(),
+                    StatusUpdate::now(MessageStatus::Failed, Some(why)),
+                )
+                .await?;
+            Ok(Turn::Failed)
+        }
+    }
+}
+
+impl StatusUpdate {
+    pub fn now(status: MessageStatus, error: Option<String>) -> Self {
+        StatusUpdate {
+            status,
+            error,
+            at: Utc::now(),
+        }
+    }
+}
+
+impl Actor for OutboundActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Inbound writes: one task, in arrival order (a read receipt never
+        // overtakes the delivery receipt before it).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<InboundMsg>();
+        self.inbound = Some(tx);
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                while let Some(msg) = rx.recv().await {
+                    record_inbound(&*store, msg).await;
+                }
+            }
+            .into_actor(self),
+        );
+        // Sessions with messages left pending by the last run.
+        let pending = self.store.sessions_with_pending();
+        ctx.spawn(pending.into_actor(self).map(|res, act, _| match res {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    log::info!("messages: {} sessions have pending messages", ids.len());
+                }
+                for id in ids {
+                    act.wake(id);
+                }
+            }
+            Err(err) => log::error!("messages: could not read the pending queue: {err}"),
+        }));
+        ctx.run_interval(self.options.tick, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.options.prune_interval, |act, ctx| act.prune(ctx));
+        self.prune(ctx);
+    }
+}
+
+async fn record_inbound(store: &dyn MessageStore, msg: InboundMsg) {
+    let id = msg.session_id;
+    let res = match msg.event {
+        InboundEvent::Message(m) => store.store_inbound(m).await.map(|_| ()),
+        InboundEvent::Receipt { ids, status, at } => store
+            .receipt(
+                id,
+                ids,
+                StatusUpdate {
+                    status,
+                    error: None,
+                    at,
+                },
+            )
+            .await
+            .map(|_| ()),
+    };
+    if let Err(err) = res {
+        log::error!("session {id}: storing an inbound message or receipt failed: {err}");
+    }
+}
+
+impl Handler<InboundMsg> for OutboundActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundMsg, _: &mut Context<Self>) {
+        if let Some(tx) = &self.inbound {
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+/// Start the actor and route every engine's inbound messages to it.
+pub fn start_messaging(
+    store: Arc<dyn MessageStore>,
+    engine: Arc<dyn Engine>,
+    registry: Arc<SessionRegistry>,
+    options: OutboundOptions,
+) -> Addr<OutboundActor> {
+    let addr = OutboundActor::new(store, engine.clone(), registry, options).start();
+    engine.attach_inbound(addr.clone().recipient());
+    addr
+}

@@ -1,0 +1,2 @@
+DROP TABLE messages;
+ALTER TABLE sessions DROP COLUMN message_events;
