@@ -142,10 +142,8 @@ async fn outbound_text_is_decrypted_once_and_receipted() {
     c.shutdown().await;
 }
 
-// Not yet: `is_on_whatsapp` sends `<user><contact>+PHONE</contact></user>`
-// without a `jid` attribute, and the simulator's usync answers by `jid`, so
-// the client drops every result (known gets `None`).
-#[ignore = "usync by <contact> number is not answered yet"]
+// `is_on_whatsapp` asks by number (`<user><contact>+PHONE</contact></user>`,
+// no `jid`); the simulator answers each with its jid and `<contact type>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_on_whatsapp_and_a_send_to_an_unregistered_number() {
     init_log();

@@ -304,11 +304,16 @@ impl Conn {
             .get_optional_child("query")
             .and_then(|q| q.get_optional_child("devices"))
             .is_some();
-        let users: Vec<String> = usync
+        // A user is named by `jid`, or (`is_on_whatsapp`) by its number:
+        // `<user><contact>+NUMBER</contact></user>`.
+        let users: Vec<(String, bool)> = usync
             .get_optional_child("list")
             .map(|l| {
                 l.get_children_by_tag("user")
-                    .filter_map(|u| attr(u, "jid"))
+                    .filter_map(|u| match attr(u, "jid") {
+                        Some(jid) => Some((jid, false)),
+                        None => queried_number(u).map(|n| (format!("{n}@{SERVER}"), true)),
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -321,7 +326,7 @@ impl Conn {
         let ts = now_secs() as u64;
         let user_nodes: Vec<Node> = users
             .into_iter()
-            .map(|jid| {
+            .map(|(jid, by_number)| {
                 let (user, server) = jid.split_once('@').unwrap_or((&jid, "s.whatsapp.net"));
                 let user = user.split(':').next().unwrap_or(user);
                 let acct = if server == "lid" {
@@ -329,7 +334,10 @@ impl Conn {
                 } else {
                     st.accounts.get(user)
                 };
-                let out = unregistered.contains(user);
+                // Any valid number is a virtual phone; a number asked for
+                // that is not one is not on WhatsApp.
+                let out = unregistered.contains(user)
+                    || (by_number && crate::simulator::valid_phone(user).is_err());
                 let acct = acct.filter(|_| !out);
                 let mut children = Vec::new();
                 if wants_contact {
@@ -416,4 +424,13 @@ impl Conn {
             .build();
         result(id, vec![usync_node])
     }
+}
+
+/// The number a usync `<user>` asks for by `<contact>+NUMBER</contact>`,
+/// without its `+` (digits only: anything else would make a bad jid).
+fn queried_number(user: &Node) -> Option<String> {
+    let raw = child_bytes(user, "contact")?;
+    let text = String::from_utf8(raw).ok()?;
+    let number = text.trim().trim_start_matches('+');
+    (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then(|| number.to_string())
 }
