@@ -95,6 +95,13 @@ pub struct Settings {
     #[arg(long, env = "WASUP_EVENT_STREAM_BUFFER", default_value_t = 1024)]
     pub event_stream_buffer: usize,
 
+    /// Threads serving HTTP requests. One by default: request handling is
+    /// light (session work runs on the actors and the engine, database work
+    /// on the blocking pool) and each worker costs about 1 MiB resident even
+    /// when idle; raise it when the API itself is the bottleneck.
+    #[arg(long, env = "WASUP_HTTP_WORKERS", default_value_t = 1)]
+    pub http_workers: usize,
+
     /// Connect sessions to a simulator at this ws:// URL instead of WhatsApp
     /// (only in builds with the `simulator` feature).
     #[cfg(feature = "simulator")]
@@ -121,6 +128,7 @@ pub struct Config {
     pub limits: crate::limits::LimitConfig,
     pub event_streams_per_key: usize,
     pub event_stream_buffer: usize,
+    pub http_workers: usize,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
 }
@@ -213,6 +221,9 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.event_stream_buffer) {
             return Err(invalid("WASUP_EVENT_STREAM_BUFFER", "must be 1–1000000"));
         }
+        if !(1..=256).contains(&self.http_workers) {
+            return Err(invalid("WASUP_HTTP_WORKERS", "must be 1–256"));
+        }
         #[cfg(feature = "simulator")]
         if let Some(url) = &self.simulator_url {
             if !url.starts_with("ws://") {
@@ -236,6 +247,7 @@ impl Settings {
             limits: self.limits.validate()?,
             event_streams_per_key: self.event_streams_per_key,
             event_stream_buffer: self.event_stream_buffer,
+            http_workers: self.http_workers,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
         })

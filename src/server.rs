@@ -155,6 +155,7 @@ async fn serve(
     })
     .disable_signals()
     .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
+    .workers(config.http_workers)
     .bind(config.bind)
     .map_err(|e| StartError::Bind(config.bind, e))?;
     let stop_signal = stop_signal().map_err(StartError::Serve)?;
