@@ -7,7 +7,7 @@ pub mod guard;
 pub mod render;
 pub mod sign;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -20,14 +20,30 @@ use guard::AddressPolicy;
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct HttpSender {
-    client: reqwest::Client,
+    /// Built at the first delivery: the TLS setup loads the system's CA
+    /// store (about 2 MiB of OpenSSL objects), which a gateway without
+    /// webhooks never needs.
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     policy: Arc<AddressPolicy>,
 }
 
 impl HttpSender {
     pub fn new(allow_private: bool) -> Result<HttpSender, reqwest::Error> {
         let policy = Arc::new(AddressPolicy { allow_private });
-        let client = reqwest::Client::builder()
+        Ok(HttpSender {
+            client: Arc::new(OnceLock::new()),
+            policy,
+        })
+    }
+}
+
+/// The process's one webhook client, built on first use.
+fn client(
+    cell: &OnceLock<Result<reqwest::Client, String>>,
+    policy: &Arc<AddressPolicy>,
+) -> Result<reqwest::Client, String> {
+    cell.get_or_init(|| {
+        reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .connect_timeout(DELIVERY_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -35,9 +51,10 @@ impl HttpSender {
             // changed since the check cannot reach a refused address.
             .dns_resolver(Arc::new(guard::GuardedResolver(policy.clone())))
             .no_proxy()
-            .build()?;
-        Ok(HttpSender { client, policy })
-    }
+            .build()
+            .map_err(|e| format!("the HTTP client could not be set up: {}", describe(&e)))
+    })
+    .clone()
 }
 
 /// Why a delivery failed; its text is the deliveries log's `error`.
@@ -53,6 +70,8 @@ enum DeliveryFailure {
     Transport(reqwest::Error),
     #[error("receiver answered HTTP {0}")]
     Status(u16),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// An error with its causes, without the URL (it may carry a token).
@@ -108,7 +127,7 @@ impl WebhookSender for HttpSender {
     }
 
     fn send(&self, request: WebhookRequest) -> BoxFuture<'static, SendResult> {
-        let client = self.client.clone();
+        let cell = self.client.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
             let started = Instant::now();
@@ -156,6 +175,10 @@ impl WebhookSender for HttpSender {
                     HeaderValue::from_static(concat!("wasup/", env!("CARGO_PKG_VERSION"))),
                 );
             }
+            let client = match client(&cell, &policy) {
+                Ok(c) => c,
+                Err(e) => return failed(DeliveryFailure::Setup(e), started),
+            };
             let res = client
                 .post(&request.url)
                 .headers(headers)
