@@ -232,6 +232,19 @@ fn message_data(m: &MessageRecord, sealed_body: Vec<u8>, me: Option<&str>) -> Me
 
 // ------------------------------------------------------------ statements
 
+/// Take the session row's lock before anything is read: on SQLite a
+/// transaction that reads first and writes later fails with "database is
+/// locked" when another writer committed in between (the busy timeout does
+/// not cover that upgrade); on PostgreSQL it serializes the session's
+/// message writes, so the read-then-update below cannot race. False when the
+/// session is gone.
+fn lock_session(conn: &mut DbConn, session_id: SessionId) -> Result<bool, DbError> {
+    let n = diesel::update(sessions::table.find(session_id.to_string()))
+        .set(sessions::message_events.eq(sessions::message_events))
+        .execute(conn)?;
+    Ok(n > 0)
+}
+
 fn load(conn: &mut DbConn, session_id: &str, id: &str) -> Result<Option<MessageRow>, DbError> {
     Ok(messages::table
         .find((session_id, id))
@@ -612,6 +625,9 @@ impl MessageStore for DbMessageStore {
         update: StatusUpdate,
     ) -> StoreFuture<bool> {
         self.write(move |c, _| {
+            if !lock_session(c, session_id)? {
+                return Ok((false, Vec::new()));
+            }
             let events = set_status(c, session_id, &id, &update)?;
             Ok((!events.is_empty(), events))
         })
@@ -624,6 +640,9 @@ impl MessageStore for DbMessageStore {
         update: StatusUpdate,
     ) -> StoreFuture<usize> {
         self.write(move |c, _| {
+            if !lock_session(c, session_id)? {
+                return Ok((0, Vec::new()));
+            }
             let mut changed = 0;
             let mut events = Vec::new();
             for id in &ids {
@@ -637,6 +656,9 @@ impl MessageStore for DbMessageStore {
 
     fn store_inbound(&self, message: MessageRecord) -> StoreFuture<bool> {
         self.write(move |c, boxed| {
+            if !lock_session(c, message.session_id)? {
+                return Ok((false, Vec::new()));
+            }
             let event = store_inbound(c, boxed, &message)?;
             Ok((event.is_some(), event.into_iter().collect()))
         })
