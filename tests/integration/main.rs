@@ -47,4 +47,5 @@ simulator_only!(
     simulator_ws,
     webhooks_simulator,
     messages_e2e,
+    bench_messages,
 );
