@@ -548,17 +548,19 @@ fn every_refusal_is_a_clean_4xx() {
     }
 }
 
-/// The OpenWA SDK's `messages.sendText` request, replayed as it sends it:
-/// `POST {baseUrl}/sessions/{sessionId}/messages/send-text` with
-/// `X-API-Key` and a JSON body `{chatId, text}`; it reads `messageId` and
-/// `timestamp` from the 201.
+/// OpenWA's `send-text` call, replayed byte for byte as its clients send it
+/// (OpenWA 0.24's OpenAPI document, as quoted by public client code:
+/// `POST /api/sessions/{sessionId}/messages/send-text`, header `X-API-Key`,
+/// JSON `{chatId, text}` with `chatId` = `<digits>@c.us`, the session named
+/// in the path → 201 `{messageId, timestamp}`), reading exactly the fields
+/// they read. No SDK package was found on the npm registry to run unchanged.
 #[test]
 fn the_openwa_sdk_send_text_request_works_unchanged() {
     let db = TestDb::Sqlite;
     let s = Server::start(&db);
-    let session = link(&s, "sdk-bot", "15552100081", no_pacing());
+    link(&s, "sdk-bot", "15552100081", no_pacing());
     let res = reqwest::blocking::Client::new()
-        .post(s.url(&format!("/api/sessions/{session}/messages/send-text")))
+        .post(s.url("/api/sessions/sdk-bot/messages/send-text"))
         .header("X-API-Key", ADMIN_KEY)
         .header("Content-Type", "application/json")
         .body(r#"{"chatId":"15552100082@c.us","text":"Hello from the SDK"}"#)
