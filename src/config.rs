@@ -75,6 +75,11 @@ pub struct Settings {
     #[arg(long, env = "WASUP_WEBHOOK_RETENTION_DAYS", default_value_t = 7)]
     pub webhook_retention_days: u64,
 
+    /// Days stored messages are kept (bodies included); pruned hourly.
+    /// Messages still waiting to be sent are never pruned.
+    #[arg(long, env = "WASUP_MESSAGE_RETENTION_DAYS", default_value_t = 30)]
+    pub message_retention_days: u64,
+
     /// Webhook deliveries in flight at once (each webhook has at most one).
     #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 32)]
     pub webhook_concurrency: usize,
@@ -124,6 +129,7 @@ pub struct Config {
     pub webhook_allow_private: bool,
     pub webhook_retention: Duration,
     pub webhook_concurrency: usize,
+    pub message_retention: Duration,
     pub metrics_token: Option<String>,
     pub limits: crate::limits::LimitConfig,
     pub event_streams_per_key: usize,
@@ -204,6 +210,12 @@ impl Settings {
                 "must be 1–3650 days",
             ));
         }
+        if !(1..=3650).contains(&self.message_retention_days) {
+            return Err(invalid(
+                "WASUP_MESSAGE_RETENTION_DAYS",
+                "must be 1–3650 days",
+            ));
+        }
         if !(1..=1024).contains(&self.webhook_concurrency) {
             return Err(invalid("WASUP_WEBHOOK_CONCURRENCY", "must be 1–1024"));
         }
@@ -243,6 +255,7 @@ impl Settings {
             webhook_allow_private: self.webhook_allow_private,
             webhook_retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
             webhook_concurrency: self.webhook_concurrency,
+            message_retention: Duration::from_secs(self.message_retention_days * 24 * 3600),
             metrics_token: self.metrics_token,
             limits: self.limits.validate()?,
             event_streams_per_key: self.event_streams_per_key,

@@ -85,16 +85,21 @@ async fn serve(
     );
     let events = web::Data::new(api::events::EventsState::new(
         hub.clone(),
-        crate::db::event_log::EventLog::new(db.clone()),
+        crate::db::event_log::EventLog::new(db.clone()).with_secrets(secrets.clone()),
     ));
 
     let webhook_store = Arc::new(DbWebhookStore::new(db.clone(), secrets.clone()));
     let simulator = embedded_simulator(&config)?;
-    let engine = WaEngine::new(db.clone(), secrets, engine_options(&config, &simulator))
-        .map_err(|e| StartError::Engine(e.to_string()))?;
+    let engine = WaEngine::new(
+        db.clone(),
+        secrets.clone(),
+        engine_options(&config, &simulator),
+    )
+    .map_err(|e| StartError::Engine(e.to_string()))?;
+    let engine: Arc<dyn wasup_actors::ports::Engine> = Arc::new(engine);
     let gateway = wasup_actors::start_system(
         store,
-        Arc::new(engine),
+        engine.clone(),
         wasup_actors::SupervisorOptions {
             restore_concurrency: config.restore_concurrency,
             ..Default::default()
@@ -102,6 +107,20 @@ async fn serve(
     )
     .await?;
     bootstrap_admin_key(&gateway, &config).await?;
+    // Messages: pending rows of the last run are picked up as it starts.
+    let messages = wasup_actors::outbound::start_messaging(
+        Arc::new(
+            crate::db::messages::DbMessageStore::new(db.clone(), secrets.clone())
+                .with_outbox_signal(outbox.clone())
+                .with_event_hub(hub.clone()),
+        ),
+        engine,
+        gateway.registry.clone(),
+        wasup_actors::outbound::OutboundOptions {
+            retention: config.message_retention,
+            ..Default::default()
+        },
+    );
     if config.webhook_allow_private {
         log::warn!(
             "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
@@ -132,6 +151,7 @@ async fn serve(
     let state = web::Data::new(AppState {
         web: gateway.web.clone(),
         webhooks,
+        messages,
         keys: gateway.keys.clone(),
         draining: draining.clone(),
         #[cfg(feature = "simulator")]

@@ -25,7 +25,10 @@ pub const EVENT_NAMES: &[&str] = &[
     "session.qr",
     "session.authenticated",
     "session.disconnected",
-    // The message.* names join once they are emitted and documented (issue 11).
+    "message.received",
+    "message.sent",
+    "message.ack",
+    "message.failed",
 ];
 
 /// Prefix subscriptions a webhook may name besides the exact names (`message.*`).

@@ -35,6 +35,7 @@ pub const METRICS_SCHEME: &str = "metrics_token";
     modifiers(&Security),
     tags(
         (name = "sessions", description = "WhatsApp sessions: create, start, link (QR or pairing code), stop, log out."),
+        (name = "messages", description = "Messages of a session: send text through a durable, paced queue, read stored messages and their status, check a number."),
         (name = "webhooks", description = "Webhooks of a session: signed deliveries of its events, their attempts and redrive. The payloads are in the `webhooks` section."),
         (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
         (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events, resumable by `Last-Event-ID`."),

@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod json;
 pub mod keys;
+pub mod messages;
 pub mod routes;
 pub mod sessions;
 #[cfg(feature = "simulator")]
@@ -39,6 +40,7 @@ use error::ApiError;
 pub struct AppState {
     pub web: Addr<WebActor>,
     pub webhooks: Addr<WebhookActor>,
+    pub messages: Addr<wasup_actors::outbound::OutboundActor>,
     pub keys: Arc<KeyRing>,
     /// Set once shutdown began: readiness answers 503.
     pub draining: Arc<AtomicBool>,

@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{docs, events, health, keys, sessions, webhooks};
+use super::{docs, events, health, keys, messages, sessions, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -66,6 +66,11 @@ table! {
     webhooks::deliveries => [&[ValidationFailed], KEY, SESSION, WEBHOOK, UNAVAILABLE];
     webhooks::redrive => [KEY, SESSION, ROLE, WEBHOOK, &[DeliveryNotFound, DeliveryAlreadyQueued], UNAVAILABLE];
     webhooks::list_all => [KEY, UNAVAILABLE];
+    messages::send_text => [BODY, &[InvalidChatId, ValidationFailed], KEY, SESSION, ROLE, &[SessionNotReady], UNAVAILABLE];
+    messages::list => [&[ValidationFailed, InvalidChatId], KEY, SESSION, UNAVAILABLE];
+    messages::get => [KEY, SESSION, &[MessageNotFound], UNAVAILABLE];
+    messages::cancel => [KEY, SESSION, ROLE, &[MessageNotFound, MessageNotPending], UNAVAILABLE];
+    messages::check_number => [&[ValidationFailed], KEY, SESSION, ROLE, &[SessionNotReady, EngineRejected], UNAVAILABLE];
     keys::create => [BODY, KEY, &[SessionNotInScope], ROLE, &[ScopeForbidden], UNAVAILABLE];
     keys::list => [KEY, ROLE, UNAVAILABLE];
     keys::get => [KEY, ROLE, &[ApiKeyNotFound], UNAVAILABLE];
@@ -88,6 +93,14 @@ table! {
         &[NoPendingPairingCode, SimulatorNotEmbedded, LinkRejected, LinkTimeout, SessionNotConnected], UNAVAILABLE];
     #[cfg(feature = "simulator")]
     super::simulator::phone_devices => [&[ValidationFailed], KEY, &[PhoneNotFound, SimulatorNotEmbedded], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_send => [BODY, KEY, SESSION, ROLE, &[PhoneNotFound, SimulatorNotEmbedded, SessionNotConnected], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_messages => [&[ValidationFailed], KEY, &[SimulatorNotEmbedded], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_read => [BODY, KEY, ROLE, &[SimulatorNotEmbedded], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_registered => [BODY, KEY, ROLE, &[SimulatorNotEmbedded], UNAVAILABLE];
 }
 
 /// One operation of the table.

@@ -266,3 +266,220 @@ pub async fn fault(
     }
     Ok(HttpResponse::Ok().json(FaultBody { applied: req.kind }))
 }
+
+// ------------------------------------------------------------ messages
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorPhoneSendRequest)]
+pub struct PhoneSendRequest {
+    /// The session to write to (its id or name) or a linked account's number.
+    #[schema(example = "shop-bot")]
+    to: String,
+    /// 1–4096 characters.
+    #[schema(example = "Hello, is my order ready?")]
+    text: String,
+}
+
+/// The id of a message a virtual phone sent.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SimulatorPhoneSent)]
+pub struct PhoneSentBody {
+    #[schema(example = "3EB0A1B2C3D4E5F60718")]
+    message_id: String,
+}
+
+/// A message a virtual phone received from a linked session, decrypted.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SimulatorPhoneMessage)]
+pub struct PhoneMessageBody {
+    /// The WhatsApp message id the sender chose.
+    #[schema(example = "3EB0019A2B3C4D5E6F708192")]
+    id: String,
+    /// The sending account's number.
+    #[schema(example = "628111111111")]
+    from: String,
+    #[schema(example = 1)]
+    from_device: u16,
+    #[schema(example = "628123456789")]
+    to: String,
+    text: String,
+    /// When the simulator received it, ms since the Unix epoch.
+    received_at_ms: u64,
+    read: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorReadRequest)]
+pub struct ReadRequest {
+    /// The ids to read; every unread message when absent.
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SimulatorReadDone)]
+pub struct ReadBody {
+    /// How many messages were newly read (each sends a read receipt).
+    read: usize,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorRegisteredRequest)]
+pub struct RegisteredRequest {
+    /// False: the number is not on WhatsApp (checks say so, sends to it fail).
+    registered: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SimulatorRegistered)]
+pub struct RegisteredBody {
+    #[schema(example = "628123456789")]
+    phone: String,
+    registered: bool,
+}
+
+/// A virtual phone sends a text to a session
+///
+/// Role: operator. Simulator builds only. The phone (created on first use)
+/// writes to every device of the session's account; a device that is not
+/// connected gets it at its next login.
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/messages", tag = "simulator", operation_id = "simulatorPhoneSend",
+    params(("phone" = String, Path, description = "The sending phone's number: 6–15 digits")),
+    request_body = PhoneSendRequest,
+    responses(
+        (status = 201, description = "Sent", body = PhoneSentBody),
+    )
+)]
+pub async fn phone_send(
+    state: Data,
+    Auth(caller): Auth,
+    phone: web::Path<String>,
+    Body(req): Body<PhoneSendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    let n = req.text.chars().count();
+    if n == 0 || n > wasup_actors::outbound::MAX_TEXT_CHARS {
+        return Err(ApiError::validation(
+            "Field 'text' must be 1–4096 characters",
+        ));
+    }
+    let to = if !req.to.is_empty() && req.to.bytes().all(|b| b.is_ascii_digit()) {
+        super::sessions::phone_digits("to", &req.to)?
+    } else {
+        let view = state
+            .web
+            .send(GetSession {
+                caller,
+                id: req.to.clone(),
+            })
+            .await??;
+        view.record.phone.clone().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::SessionNotConnected,
+                format!(
+                    "Session '{}' is not linked to a phone yet",
+                    view.record.name
+                ),
+            )
+        })?
+    };
+    let id = sim.send_text(&phone, &to, &req.text)?;
+    Ok(HttpResponse::Created().json(PhoneSentBody { message_id: id }))
+}
+
+/// What a virtual phone received
+///
+/// Any role. Simulator builds only. Messages linked sessions sent to the
+/// phone, decrypted, oldest first, one per message id. The header
+/// `X-Simulator-Duplicates` counts deliveries of an id the phone already had.
+#[utoipa::path(get, path = "/api/simulator/phones/{phone}/messages", tag = "simulator", operation_id = "simulatorPhoneMessages",
+    params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
+    responses(
+        (status = 200, description = "The messages", body = Vec<PhoneMessageBody>,
+            headers(("X-Simulator-Duplicates" = u64, description = "Repeated deliveries of one id"))),
+    )
+)]
+pub async fn phone_messages(
+    state: Data,
+    Auth(_caller): Auth,
+    phone: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    let list: Vec<PhoneMessageBody> = sim
+        .phone_messages(&phone)
+        .into_iter()
+        .map(|m| PhoneMessageBody {
+            id: m.id,
+            from: m.from,
+            from_device: m.from_device,
+            to: m.to,
+            text: m.text,
+            received_at_ms: m.received_at_ms,
+            read: m.read,
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            "X-Simulator-Duplicates",
+            sim.duplicate_deliveries(&phone).to_string(),
+        ))
+        .json(list))
+}
+
+/// A virtual phone reads its messages
+///
+/// Role: operator. Simulator builds only. Sends a read receipt for each
+/// message newly read to the device that sent it.
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/read", tag = "simulator", operation_id = "simulatorPhoneRead",
+    params(("phone" = String, Path, description = "The virtual phone's number: 6–15 digits")),
+    request_body = ReadRequest,
+    responses(
+        (status = 200, description = "Read", body = ReadBody),
+    )
+)]
+pub async fn phone_read(
+    state: Data,
+    Auth(caller): Auth,
+    phone: web::Path<String>,
+    Body(req): Body<ReadRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    let read = sim.read(&phone, req.ids)?;
+    Ok(HttpResponse::Ok().json(ReadBody { read }))
+}
+
+/// Put a number on or off WhatsApp
+///
+/// Role: operator. Simulator builds only.
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/registered", tag = "simulator", operation_id = "simulatorPhoneRegistered",
+    params(("phone" = String, Path, description = "The number: 6–15 digits")),
+    request_body = RegisteredRequest,
+    responses(
+        (status = 200, description = "Done", body = RegisteredBody),
+    )
+)]
+pub async fn phone_registered(
+    state: Data,
+    Auth(caller): Auth,
+    phone: web::Path<String>,
+    Body(req): Body<RegisteredRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    sim.set_registered(&phone, req.registered)?;
+    Ok(HttpResponse::Ok().json(RegisteredBody {
+        phone,
+        registered: req.registered,
+    }))
+}

@@ -81,7 +81,9 @@ pub struct CreateRequest {
     #[schema(example = "https://example.com/hooks/wasup")]
     url: String,
     /// `["*"]` (the default: every event) or event names: `session.status`,
-    /// `session.qr`, `session.authenticated`, `session.disconnected`.
+    /// `session.qr`, `session.authenticated`, `session.disconnected`,
+    /// `message.received`, `message.sent`, `message.ack`, `message.failed`,
+    /// or `message.*` for the four.
     #[serde(default)]
     #[schema(example = json!(["session.status", "session.qr"]))]
     events: Option<Vec<String>>,

@@ -14,6 +14,9 @@
 //! | `POST /unban` | `{"phone","device"}` | `{"ok":true}` |
 //! | `POST /send-text` | `{"from","to","text"}` | `{"id"}` (a contact writes to every device of `to`) |
 //! | `GET /sent` | | messages linked clients sent `[{from_phone, from_device, to, id, enc_count}]` |
+//! | `GET /phones/{phone}/inbox` | | what the phone received, decrypted: `{"messages":[{id, from, fromDevice, to, text, receivedAtMs, read}], "duplicates": n}` |
+//! | `POST /phones/{phone}/read` | `{"ids"?}` | `{"read": n}` (read receipts to the senders) |
+//! | `POST /phones/{phone}/registered` | `{"registered": bool}` | `{"ok":true}` |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status.
 
@@ -148,6 +151,45 @@ async fn sent(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::Ok().json(sim.sent_messages())
 }
 
+async fn inbox(sim: web::Data<Simulator>, phone: web::Path<String>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "messages": sim.phone_messages(&phone),
+        "duplicates": sim.duplicate_deliveries(&phone),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ReadReq {
+    ids: Option<Vec<String>>,
+}
+
+async fn read(
+    sim: web::Data<Simulator>,
+    phone: web::Path<String>,
+    req: web::Json<ReadReq>,
+) -> HttpResponse {
+    match sim.read(&phone, req.into_inner().ids) {
+        Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "read": n })),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RegisteredReq {
+    registered: bool,
+}
+
+async fn registered(
+    sim: web::Data<Simulator>,
+    phone: web::Path<String>,
+    req: web::Json<RegisteredReq>,
+) -> HttpResponse {
+    match sim.set_registered(&phone, req.registered) {
+        Ok(()) => ok(),
+        Err(e) => err(e),
+    }
+}
+
 async fn unban(sim: web::Data<Simulator>, req: web::Json<DevReq>) -> HttpResponse {
     match sim.unban(&req.phone, req.device) {
         Ok(()) => ok(),
@@ -189,6 +231,9 @@ async fn main() -> std::io::Result<()> {
             .route("/unban", web::post().to(unban))
             .route("/send-text", web::post().to(send_text))
             .route("/sent", web::get().to(sent))
+            .route("/phones/{phone}/inbox", web::get().to(inbox))
+            .route("/phones/{phone}/read", web::post().to(read))
+            .route("/phones/{phone}/registered", web::post().to(registered))
     })
     .workers(1)
     .bind(args.control)?

@@ -31,17 +31,33 @@ pub(crate) fn events_after_id(
 #[derive(Clone)]
 pub struct EventLog {
     db: Db,
+    /// Opens the sealed bodies of message events (none: they stay empty).
+    secrets: Option<std::sync::Arc<crate::crypto::SecretBox>>,
 }
 
 impl EventLog {
     pub fn new(db: Db) -> EventLog {
-        EventLog { db }
+        EventLog { db, secrets: None }
+    }
+
+    pub fn with_secrets(mut self, secrets: std::sync::Arc<crate::crypto::SecretBox>) -> EventLog {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// One page of events after the cursor `after` (an event id), by id.
     pub async fn after(&self, after: String, limit: usize) -> Result<Vec<SessionEvent>, DbError> {
+        let secrets = self.secrets.clone();
         self.db
-            .run(move |c| events_after_id(c, &after, limit))
+            .run(move |c| {
+                let mut events = events_after_id(c, &after, limit)?;
+                if let Some(boxed) = &secrets {
+                    for e in &mut events {
+                        super::messages::open_event(e, boxed);
+                    }
+                }
+                Ok(events)
+            })
             .await
     }
 }

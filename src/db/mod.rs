@@ -210,6 +210,9 @@ impl Db {
 }
 /// The session event log across sessions, by cursor (the event stream).
 pub mod event_log;
+/// Messages (outbound queue, inbound, receipts); `DbMessageStore`
+/// implements the actors' `MessageStore` port.
+pub mod messages;
 /// Sessions, API keys and the session event log; `DbStore` implements the
 /// actors' `Store` port.
 pub mod records;

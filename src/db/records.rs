@@ -158,17 +158,15 @@ impl Store for DbStore {
         let wake = (!events.is_empty()).then(|| self.outbox.clone()).flatten();
         // Published only once committed: a stream never shows an event the
         // log does not hold.
-        let publish = (!events.is_empty())
-            .then(|| self.hub.clone().map(|hub| (hub, events.clone())))
-            .flatten();
+        let publish = (!events.is_empty()).then(|| self.hub.clone()).flatten();
         let save = self.call_in_transaction(move |c| save_session_in(c, &record, &events));
         Box::pin(async move {
-            save.await?;
+            let stored = save.await?;
             if let Some(signal) = wake {
                 signal.notify();
             }
-            if let Some((hub, events)) = publish {
-                hub.publish(&events);
+            if let Some(hub) = publish {
+                hub.publish(&stored);
             }
             Ok(())
         })
@@ -349,18 +347,28 @@ pub(crate) fn insert_session(conn: &mut DbConn, record: &SessionRecord) -> Resul
 /// transaction (as `DbStore::save_session` does): the state and the events
 /// are written together or not at all. Rows that must commit with the events
 /// (webhook deliveries) belong here, after `insert_events`.
+///
+/// Returns the events as stored: their seqs are shifted by the session's
+/// message events (`db::messages`), which share the one sequence.
 pub(crate) fn save_session_in(
     conn: &mut DbConn,
     record: &SessionRecord,
     events: &[SessionEvent],
-) -> Result<(), DbError> {
+) -> Result<Vec<SessionEvent>, DbError> {
     check_event_batch(record, events)?;
     // The update comes first: it takes the write lock (SQLite) or the row
     // lock (PostgreSQL) before anything is read, and tells a deleted session.
     update_session(conn, record)?;
-    insert_events(conn, record.id, events)?;
-    super::webhooks::insert_deliveries(conn, record.id, events)?;
-    Ok(())
+    let mut events = events.to_vec();
+    if !events.is_empty() {
+        let shift = super::messages::message_event_count(conn, record.id)?;
+        for e in &mut events {
+            e.seq += shift;
+        }
+    }
+    insert_events(conn, record.id, &events)?;
+    super::webhooks::insert_deliveries(conn, record.id, &events)?;
+    Ok(events)
 }
 
 /// Rewrite a session row from its record; `NotFound` when the row is gone.

@@ -322,7 +322,8 @@ fn due_deliveries(
         else {
             continue; // deleted between the two reads
         };
-        let event = decode_event(&head.event_id, payload)?;
+        let mut event = decode_event(&head.event_id, payload)?;
+        super::messages::open_event(&mut event, boxed);
         let record = into_record(row, boxed)?;
         jobs.push(DeliveryJob {
             delivery_id: head.id,

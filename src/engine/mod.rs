@@ -20,6 +20,7 @@
 //! Exactly one terminal event is sent per start, nothing after it, and
 //! nothing at all after `stop`/`abort`/`logout`.
 
+mod messaging;
 pub mod proxy;
 pub mod store;
 
@@ -34,7 +35,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use wasup_actors::ports::{
-    Engine, EngineError, EngineEvent, EngineEventSink, EngineHandle, EngineSpec,
+    Engine, EngineError, EngineEvent, EngineEventSink, EngineHandle, EngineSpec, InboundMsg,
+    Messenger,
 };
 
 use whatsapp_rust::bot::Bot;
@@ -136,6 +138,8 @@ pub struct WaEngine {
     /// sessions that go through a proxy.
     ws_url: Option<String>,
     http: UreqHttpClient,
+    /// Live clients for the outbound queue, and where inbound messages go.
+    messaging: Arc<messaging::Messaging>,
 }
 
 impl Drop for WaEngine {
@@ -184,6 +188,7 @@ impl WaEngine {
             TransportChoice::Url(url) => Some(url.clone()),
         };
         Ok(WaEngine {
+            messaging: messaging::Messaging::new(handle.clone()),
             ws_url,
             rt: Some(rt),
             handle,
@@ -237,6 +242,7 @@ impl WaEngine {
             transport,
             transport_target,
             http: self.http.clone(),
+            messaging: self.messaging.clone(),
         };
         let started = on_runtime(&self.handle, start_session(ctx));
         async move {
@@ -306,6 +312,7 @@ impl Engine for WaEngine {
         &self,
         session_id: wasup_actors::model::SessionId,
     ) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.messaging.forget(session_id);
         let db = self.db.clone();
         let sid = session_id.to_string();
         async move {
@@ -314,6 +321,14 @@ impl Engine for WaEngine {
             })
         }
         .boxed()
+    }
+
+    fn messenger(&self, session_id: wasup_actors::model::SessionId) -> Option<Arc<dyn Messenger>> {
+        self.messaging.messenger(session_id)
+    }
+
+    fn attach_inbound(&self, sink: actix::Recipient<InboundMsg>) {
+        self.messaging.attach(sink);
     }
 }
 
@@ -328,6 +343,7 @@ struct StartCtx {
     transport: Arc<dyn TransportFactory>,
     transport_target: String,
     http: UreqHttpClient,
+    messaging: Arc<messaging::Messaging>,
 }
 
 /// What the monitor and the event handler share about one started client.
@@ -420,6 +436,7 @@ impl Shared {
 /// Forwards client events, in order, on the dispatching thread.
 struct Forwarder {
     shared: Arc<Shared>,
+    messaging: Arc<messaging::Messaging>,
 }
 
 impl EventHandler for Forwarder {
@@ -450,6 +467,10 @@ impl EventHandler for Forwarder {
             EventKind::TemporaryBan,
             EventKind::ClientOutdated,
             EventKind::ConnectFailure,
+            // Messaging (`messaging.rs`).
+            EventKind::Messages,
+            EventKind::Receipt,
+            EventKind::ServerAck,
         ])
     }
 }
@@ -542,6 +563,9 @@ impl Forwarder {
                         reason: format!("WhatsApp refused the login: {detail}"),
                     }
                 });
+            }
+            Event::Messages(_) | Event::Receipt(_) | Event::ServerAck(_) => {
+                self.messaging.forward(shared.sink.session_id, event)
             }
             _ => {}
         }
@@ -672,6 +696,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         transport,
         transport_target,
         http,
+        messaging,
     } = ctx;
     let shared = Arc::new(Shared {
         sink,
@@ -704,6 +729,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         .with_runtime(TokioRuntime)
         .with_event_handler(Forwarder {
             shared: shared.clone(),
+            messaging: messaging.clone(),
         })
         .with_wanted_pre_key_count(PRE_KEY_COUNT)
         // wasup exposes no chat history: acknowledge the phone's history
@@ -721,6 +747,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         .map_err(|e| EngineError::Failed(format!("could not set up the WhatsApp client: {e:#}")))?;
     let client = bot.client();
     let _ = shared.client.set(Arc::downgrade(&client));
+    messaging.register(shared.sink.session_id, &client);
     // A linked device never reconnects by itself; a new one must survive the
     // 515 after pairing (the handler turns it off at Connected).
     let linked = client.pn().is_some();

@@ -381,6 +381,7 @@ async fn events_map_in_order_and_nothing_follows_a_terminal_one() {
     let shared = shared_for(sink);
     let fwd = Forwarder {
         shared: shared.clone(),
+        messaging: super::messaging::Messaging::new(tokio::runtime::Handle::current()),
     };
     let send = |e: Event| fwd.handle_event(Arc::new(e));
     let jid: whatsapp_rust::Jid = "15550001111@s.whatsapp.net".parse().unwrap();
@@ -441,6 +442,7 @@ async fn connect_failure_before_login_is_connect_failed() {
     let (sink, mut rx) = sink(id);
     let fwd = Forwarder {
         shared: shared_for(sink),
+        messaging: super::messaging::Messaging::new(tokio::runtime::Handle::current()),
     };
     fwd.handle_event(Arc::new(Event::ConnectFailure(
         ev::ConnectFailure::builder()

@@ -191,6 +191,15 @@ impl Server {
         }
     }
 
+    /// After the test killed the process (`kill -9`): reap it, so that
+    /// `restart_stopped` starts it again on the same data dir and database.
+    pub fn reap_killed(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Start again after `stop`, on the same data dir and database.
     pub fn restart_stopped(&mut self) {
         assert!(self.child.is_none(), "stop first");

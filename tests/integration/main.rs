@@ -46,4 +46,6 @@ simulator_only!(
     simulator_qr,
     simulator_ws,
     webhooks_simulator,
+    messages_e2e,
+    bench_messages,
 );

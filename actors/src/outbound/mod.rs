@@ -370,13 +370,25 @@ async fn send_head(
             .await;
     match sent {
         Ok(()) => {
-            store
-                .set_status(
-                    id,
-                    head.id.clone(),
-                    StatusUpdate::now(MessageStatus::Sent, None),
-                )
-                .await?;
+            // It is out: a failed write here must not send it again, so
+            // the write is retried (a resend would keep the id, but the
+            // recipient's phone would see a second delivery).
+            let mut tries = 0;
+            loop {
+                let update = StatusUpdate::now(MessageStatus::Sent, None);
+                match store.set_status(id, head.id.clone(), update).await {
+                    Ok(_) => break,
+                    Err(err) if tries < 20 => {
+                        tries += 1;
+                        log::warn!(
+                            "session {id}: recording message {} as sent failed ({err}); retrying",
+                            head.id
+                        );
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
             Ok(Turn::Sent)
         }
         Err(EngineError::NotReady(why)) => {
@@ -442,13 +454,33 @@ impl Actor for OutboundActor {
     }
 }
 
+/// Write one inbound message or receipt; a failed write is tried again a few
+/// times (the client will not send it again).
 async fn record_inbound(store: &dyn MessageStore, msg: InboundMsg) {
-    let id = msg.session_id;
+    for attempt in 0..5u64 {
+        match record_inbound_once(store, msg.clone()).await {
+            Ok(()) => return,
+            Err(err) => {
+                log::error!(
+                    "session {}: storing an inbound message or receipt failed (attempt {}): {err}",
+                    msg.session_id,
+                    attempt + 1
+                );
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+        }
+    }
+}
+
+async fn record_inbound_once(
+    store: &dyn MessageStore,
+    msg: InboundMsg,
+) -> Result<(), crate::ports::StoreError> {
     let res = match msg.event {
         InboundEvent::Message(m) => store.store_inbound(m).await.map(|_| ()),
         InboundEvent::Receipt { ids, status, at } => store
             .receipt(
-                id,
+                msg.session_id,
                 ids,
                 StatusUpdate {
                     status,
@@ -459,9 +491,7 @@ async fn record_inbound(store: &dyn MessageStore, msg: InboundMsg) {
             .await
             .map(|_| ()),
     };
-    if let Err(err) = res {
-        log::error!("session {id}: storing an inbound message or receipt failed: {err}");
-    }
+    res
 }
 
 impl Handler<InboundMsg> for OutboundActor {

@@ -52,6 +52,33 @@ const EVENTS: &[Event] = &[
         description: "Sent when the session disconnects, on purpose or not; `willRetry` says whether the supervisor restarts it.",
     },
     Event {
+        name: "message.received",
+        data: "MessageEventData",
+        summary: "A message arrived",
+        description: "Sent once per inbound message (live or drained after a reconnect), stored once per WhatsApp id. \
+            OpenWA's field names; `from`/`chatId` in the `@c.us` form.",
+    },
+    Event {
+        name: "message.sent",
+        data: "MessageEventData",
+        summary: "The account sent a message from its phone",
+        description: "Sent for a message the account itself wrote on another of its devices (`fromMe` is true).",
+    },
+    Event {
+        name: "message.ack",
+        data: "MessageAckData",
+        summary: "An outbound message moved on",
+        description: "Sent when a message sent through wasup is acked by the server (`sent`), reaches the \
+            recipient's phone (`delivered`) or is read (`read`); always in that order, a skipped step is sent too.",
+    },
+    Event {
+        name: "message.failed",
+        data: "MessageFailedData",
+        summary: "An outbound message cannot be sent",
+        description: "Sent when a message fails for good: WhatsApp refused it (e.g. the number is not on \
+            WhatsApp) or it waited longer than `config.sending.queueTtlSeconds`.",
+    },
+    Event {
         name: "webhook.test",
         data: "WebhookTestData",
         summary: "A test delivery",
@@ -113,6 +140,66 @@ pub struct SessionDisconnectedData {
     next_retry_at: Option<String>,
 }
 
+/// `data` of `message.received` and `message.sent` (OpenWA's names).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct MessageEventData {
+    #[schema(example = "3EB0019A2B3C4D5E6F708192")]
+    id: String,
+    #[schema(example = "628123456789@c.us")]
+    from: String,
+    #[schema(example = "628111111111@c.us")]
+    to: String,
+    #[schema(example = "628123456789@c.us")]
+    chat_id: String,
+    #[schema(example = "Hello")]
+    body: String,
+    /// `chat` for text.
+    #[serde(rename = "type")]
+    #[schema(example = "chat")]
+    kind: String,
+    /// WhatsApp's time, seconds since the Unix epoch.
+    #[schema(example = 1782378000)]
+    timestamp: i64,
+    from_me: bool,
+    is_group: bool,
+    /// The participant who wrote it, in a group.
+    author: Option<String>,
+    push_name: Option<String>,
+}
+
+/// `data` of `message.ack`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct MessageAckData {
+    #[schema(example = "3EB0019A2B3C4D5E6F708192")]
+    message_id: String,
+    #[schema(example = "628123456789@c.us")]
+    chat_id: String,
+    /// `sent`, `delivered` or `read`.
+    #[schema(example = "delivered")]
+    status: String,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:01.000Z")]
+    at: String,
+}
+
+/// `data` of `message.failed`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct MessageFailedData {
+    #[schema(example = "3EB0019A2B3C4D5E6F708192")]
+    message_id: String,
+    #[schema(example = "628123456789@c.us")]
+    chat_id: String,
+    #[schema(example = "the recipient is not on WhatsApp (server error 404)")]
+    error: String,
+    #[schema(format = DateTime, example = "2026-06-25T09:00:01.000Z")]
+    at: String,
+}
+
 /// `data` of `webhook.test`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
@@ -128,6 +215,9 @@ pub struct WebhookTestData {
     SessionQrData,
     SessionAuthenticatedData,
     SessionDisconnectedData,
+    MessageEventData,
+    MessageAckData,
+    MessageFailedData,
     WebhookTestData,
 )))]
 pub struct Schemas;
@@ -377,6 +467,23 @@ mod tests {
                 reason: "drop".into(),
                 will_retry: true,
                 next_retry_at_ms: None,
+            })),
+            event(Data::MessageReceived(events::MessageData {
+                id: "3EB0".into(),
+                r#type: "chat".into(),
+                ..Default::default()
+            })),
+            event(Data::MessageAck(events::MessageAck {
+                message_id: "3EB0".into(),
+                chat_id: "1@c.us".into(),
+                status: "read".into(),
+                at_ms: 1,
+            })),
+            event(Data::MessageFailed(events::MessageFailed {
+                message_id: "3EB0".into(),
+                chat_id: "1@c.us".into(),
+                error: "x".into(),
+                at_ms: 1,
             })),
             WebhookPayload::Test {
                 session_id: uuid::Uuid::nil(),

@@ -1,0 +1,225 @@
+//! Benchmark (not a test: `#[ignore]`, run by `scripts/bench` in release):
+//! messages with pacing off, on linked sessions of the embedded simulator.
+//!
+//! - accepted/s: `send-text` requests over HTTP from 8 client threads;
+//! - delivered/s: from the first acceptance until every phone holds every
+//!   message (read from the simulator);
+//! - inbound → signed webhook latency: phones write to sessions at about
+//!   100 messages/s; time from the request to the simulator until the
+//!   `message.received` delivery arrives at a local receiver (p50/p99).
+//!
+//! Sizes: `WASUP_BENCH_MSG_SESSIONS` (default 100), `WASUP_BENCH_MSG_PER_SESSION`
+//! (default 50), `WASUP_BENCH_MSG_INBOUND` (default 1000). It asserts only
+//! that nothing was lost or repeated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::receiver::Receiver;
+use serde_json::{json, Value};
+
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench in release"]
+fn bench_messages() {
+    let sessions = size("WASUP_BENCH_MSG_SESSIONS", 100);
+    let per_session = size("WASUP_BENCH_MSG_PER_SESSION", 50);
+    let inbound = size("WASUP_BENCH_MSG_INBOUND", 1000);
+    let db = TestDb::Sqlite;
+    let s = Server::start_with(
+        &db,
+        &[
+            ("WASUP_ADMIN_KEY", ADMIN_KEY),
+            ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("WASUP_CONNECT_TIMEOUT", "60"),
+            (
+                "RUST_LOG",
+                &std::env::var("WASUP_BENCH_LOG").unwrap_or("warn".into()),
+            ),
+        ],
+    );
+    let config = json!({"sending": {"minDelayMs": 0, "maxDelayMs": 0, "typing": false,
+                                    "perMinute": 0, "perDay": 0}});
+    // Link every session to its own phone; each writes to its own friend.
+    let mut ids = Vec::new();
+    for i in 0..sessions {
+        let (status, body) = s.call(
+            "POST",
+            "/api/sessions",
+            Some(json!({"name": format!("msg-{i:04}"), "config": config})),
+        );
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        s.call("POST", &format!("/api/sessions/{id}/start"), None);
+        ids.push(id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        s.wait_session(id, 120, |b| b["status"] == "qr_ready");
+        let (status, got) = s.call(
+            "POST",
+            &format!("/api/simulator/sessions/{id}/scan"),
+            Some(json!({"phone": format!("1555300{i:04}"), "pushName": "Bench"})),
+        );
+        assert_eq!(status, 200, "{got}");
+    }
+    for id in &ids {
+        s.wait_session(id, 120, |b| b["status"] == "ready");
+    }
+    let friend = |i: usize| format!("1555400{i:04}");
+
+    // ---- outbound: accepted/s over HTTP, delivered/s to the phones
+    let total = sessions * per_session;
+    let next = Arc::new(AtomicUsize::new(0));
+    // Clients are built before the clock starts (building one is slow).
+    let ready = Arc::new(std::sync::Barrier::new(9));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let next = next.clone();
+            let ids = ids.clone();
+            let base = s.base.clone();
+            let ready = ready.clone();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                ready.wait();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    let i = n % ids.len();
+                    let res = http
+                        .post(format!(
+                            "{base}/api/sessions/{}/messages/send-text",
+                            ids[i]
+                        ))
+                        .header("X-API-Key", ADMIN_KEY)
+                        .json(&json!({"chatId": format!("1555400{i:04}@c.us"), "text": format!("bench {n}")}))
+                        .send()
+                        .expect("send-text");
+                    assert_eq!(res.status().as_u16(), 201);
+                }
+            })
+        })
+        .collect();
+    ready.wait();
+    let started = Instant::now();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let accept_time = started.elapsed();
+    let mut delivered = 0;
+    let mut duplicates = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        delivered = 0;
+        duplicates = 0;
+        for i in 0..sessions {
+            let res = s
+                .req(
+                    "GET",
+                    &format!("/api/simulator/phones/{}/messages", friend(i)),
+                    Some(ADMIN_KEY),
+                )
+                .send()
+                .unwrap();
+            duplicates += res
+                .headers()
+                .get("x-simulator-duplicates")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            let list: Value = res.json().unwrap();
+            delivered += list.as_array().map_or(0, Vec::len);
+        }
+        if delivered >= total {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deliver_time = started.elapsed();
+
+    // ---- inbound: phone → signed message.received webhook
+    let rx = Receiver::keep_alive();
+    let mut secrets = HashMap::new();
+    for id in &ids {
+        let (status, hook) = s.call(
+            "POST",
+            &format!("/api/sessions/{id}/webhooks"),
+            Some(json!({"url": rx.url(), "events": ["message.received"]})),
+        );
+        assert_eq!(status, 201, "{hook}");
+        secrets.insert(id.clone(), hook["secret"].as_str().unwrap().to_string());
+    }
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let tick = Duration::from_millis(10); // about 100 messages/s
+    let start = Instant::now();
+    for n in 0..inbound {
+        let i = n % sessions;
+        let t0 = Instant::now();
+        let (status, got) = s.call(
+            "POST",
+            &format!("/api/simulator/phones/{}/messages", friend(i)),
+            Some(json!({"to": ids[i], "text": format!("inbound {n}")})),
+        );
+        assert_eq!(status, 201, "{got}");
+        sent_at
+            .lock()
+            .unwrap()
+            .insert(got["messageId"].as_str().unwrap().to_string(), t0);
+        let due = start + tick * (n as u32 + 1);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let got = rx.wait(300, "every message.received", |r| r.len() >= inbound);
+    let sent_at = sent_at.lock().unwrap();
+    let mut latencies = Vec::new();
+    let mut unsigned = 0;
+    for r in &got {
+        let b = r.json();
+        let session = b["sessionId"].as_str().unwrap_or("");
+        if !secrets.get(session).is_some_and(|k| r.is_signed_by(k)) {
+            unsigned += 1;
+        }
+        if let Some(t0) = sent_at.get(b["data"]["id"].as_str().unwrap_or("")) {
+            latencies.push(r.at.saturating_duration_since(*t0));
+        }
+    }
+    latencies.sort();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let report = format!(
+        "| sessions | messages | accepted/s (HTTP) | delivered/s (to phones) | delivered | repeated | inbound | webhook p50 | webhook p99 | unsigned |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n\
+         | {sessions} | {total} | **{:.0}** | **{:.0}** | {delivered} | {duplicates} | {} | {:.1} ms | **{:.1} ms** | {unsigned} |\n",
+        total as f64 / accept_time.as_secs_f64().max(0.001),
+        delivered as f64 / deliver_time.as_secs_f64().max(0.001),
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+    );
+    println!("{report}");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-messages.md");
+    std::fs::write(&out, &report).unwrap();
+    println!("written to {}", out.display());
+    assert_eq!(delivered, total, "every accepted message reached its phone");
+    assert_eq!(duplicates, 0, "no phone got a message twice");
+    assert_eq!(latencies.len(), inbound, "every inbound message was delivered");
+    assert_eq!(unsigned, 0);
+}
