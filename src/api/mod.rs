@@ -13,6 +13,7 @@ pub mod json;
 pub mod keys;
 pub mod routes;
 pub mod sessions;
+pub mod settings;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod time;

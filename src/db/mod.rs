@@ -210,6 +210,8 @@ impl Db {
 }
 /// The session event log across sessions, by cursor (the event stream).
 pub mod event_log;
+/// A session's proxy URL sealed at rest (plain rows still read).
+pub mod proxy_seal;
 /// Sessions, API keys and the session event log; `DbStore` implements the
 /// actors' `Store` port.
 pub mod records;
