@@ -33,7 +33,6 @@ pub struct ConfigBody {
     auto_reject_calls: bool,
     sending: SendingBody,
     /// Your own JSON, as given; null when none.
-    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 

@@ -53,7 +53,7 @@ pub struct ConfigPatch {
     pub sending: Option<Option<SendingPatch>>,
     /// Replaced as a whole (null: none). At most `WASUP_MAX_METADATA_BYTES`.
     #[serde(default, deserialize_with = "present")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub metadata: Option<Option<serde_json::Value>>,
 }
 
