@@ -24,6 +24,21 @@ pub struct LimitSettings {
     /// Sessions the gateway holds in all (default: unlimited).
     #[arg(long, env = "WASUP_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+
+    /// Sessions one API key may have created and not deleted (default: unlimited).
+    #[arg(long, env = "WASUP_MAX_SESSIONS_PER_KEY")]
+    pub max_sessions_per_key: Option<usize>,
+
+    /// Allow session proxy URLs that resolve to loopback, private, link-local
+    /// (cloud metadata), CGNAT or other non-public addresses. Off by default.
+    #[arg(
+        long,
+        env = "WASUP_PROXY_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub proxy_allow_private: bool,
 }
 
 /// The limits after validation.
@@ -31,6 +46,8 @@ pub struct LimitSettings {
 pub struct LimitConfig {
     pub auth_failures_per_minute: u32,
     pub tenant: Limits,
+    /// `WASUP_PROXY_ALLOW_PRIVATE`.
+    pub proxy_allow_private: bool,
 }
 
 impl LimitSettings {
@@ -51,13 +68,21 @@ impl LimitSettings {
                 "must be at least 1 (unset it for no limit)",
             ));
         }
+        if self.max_sessions_per_key == Some(0) {
+            return Err(bad(
+                "WASUP_MAX_SESSIONS_PER_KEY",
+                "must be at least 1 (unset it for no limit)",
+            ));
+        }
         Ok(LimitConfig {
             auth_failures_per_minute: self.auth_failures_per_minute,
             tenant: Limits {
                 webhooks_per_session: self.max_webhooks_per_session,
                 metadata_bytes: self.max_metadata_bytes,
                 sessions: self.max_sessions,
+                sessions_per_key: self.max_sessions_per_key,
             },
+            proxy_allow_private: self.proxy_allow_private,
         })
     }
 }

@@ -80,6 +80,7 @@ async fn serve(
         crate::events_hub::EventHub::new(config.event_stream_buffer, config.event_streams_per_key);
     let store = Arc::new(
         DbStore::new(db.clone())
+            .with_secrets(secrets.clone())
             .with_outbox_signal(outbox.clone())
             .with_event_hub(hub.clone()),
     );
@@ -159,6 +160,11 @@ async fn serve(
     });
     let limit = config.body_limit;
     wasup_actors::limits::install(config.limits.tenant);
+    wasup_actors::web::install_proxy_guard(Arc::new(
+        crate::engine::proxy_guard::ProxyAddressPolicy {
+            allow_private: config.limits.proxy_allow_private,
+        },
+    ));
     // Data<Option<..>>: an absent limiter (0 = off) is still one registered value.
     let auth_failures = web::Data::new(crate::api::auth_limit::AuthFailures::new(
         config.limits.auth_failures_per_minute,
@@ -246,6 +252,9 @@ fn engine_options(config: &Config, simulator: &EmbeddedSimulator) -> EngineOptio
     let mut options = EngineOptions {
         wa_version: config.wa_version,
         connect_timeout: config.connect_timeout,
+        proxy_policy: crate::engine::proxy_guard::ProxyAddressPolicy {
+            allow_private: config.limits.proxy_allow_private,
+        },
         ..Default::default()
     };
     // A simulator build never dials WhatsApp: the embedded simulator, or the

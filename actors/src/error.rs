@@ -74,6 +74,7 @@ error_codes! {
     QrRenderFailed => 503, "qr_render_failed", "the QR could not be drawn";
     PairingCodeNotAvailable => 400, "pairing_code_not_available", "the session is not in `qr_ready` or not connected yet";
     EngineRejected => 409, "engine_rejected", "WhatsApp refused or did not answer; retry";
+    ProxyUrlNotAllowed => 400, "proxy_url_not_allowed", "the proxy URL's host is or resolves to a loopback, private, link-local or other refused address (`WASUP_PROXY_ALLOW_PRIVATE`)";
     // Webhooks.
     WebhookNotFound => 404, "webhook_not_found", "the session has no webhook with this id";
     WebhookUrlNotAllowed => 400, "webhook_url_not_allowed", "the URL resolves to a refused address";
@@ -178,6 +179,10 @@ pub enum WebError {
     /// A per-tenant limit is reached; the message names it and its setting.
     #[error("{0}")]
     LimitExceeded(String),
+    /// The proxy URL's host is or resolves to a refused address; the message
+    /// names the kind of address, never the address itself.
+    #[error("{0}")]
+    ProxyUrlNotAllowed(String),
 }
 
 impl WebError {
@@ -229,6 +234,7 @@ impl WebError {
             WebError::MessageNotPending(_) => ErrorCode::MessageNotPending,
             WebError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             WebError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            WebError::ProxyUrlNotAllowed(_) => ErrorCode::ProxyUrlNotAllowed,
         }
     }
 }

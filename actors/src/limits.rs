@@ -16,6 +16,9 @@ pub struct Limits {
     pub metadata_bytes: usize,
     /// Sessions in all; `None`: unlimited (`WASUP_MAX_SESSIONS`).
     pub sessions: Option<usize>,
+    /// Sessions one API key may have created (and not deleted); `None`:
+    /// unlimited (`WASUP_MAX_SESSIONS_PER_KEY`).
+    pub sessions_per_key: Option<usize>,
 }
 
 impl Default for Limits {
@@ -24,6 +27,7 @@ impl Default for Limits {
             webhooks_per_session: 10,
             metadata_bytes: 16 * 1024,
             sessions: None,
+            sessions_per_key: None,
         }
     }
 }
@@ -65,6 +69,17 @@ impl Limits {
         match self.sessions {
             Some(max) if existing >= max => Err(WebError::LimitExceeded(format!(
                 "The gateway holds at most {max} sessions (WASUP_MAX_SESSIONS)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `existing`: sessions this key created (and not deleted), pending
+    /// creations included.
+    pub fn check_sessions_per_key(&self, existing: usize) -> Result<(), WebError> {
+        match self.sessions_per_key {
+            Some(max) if existing >= max => Err(WebError::LimitExceeded(format!(
+                "An API key may create at most {max} sessions (WASUP_MAX_SESSIONS_PER_KEY)"
             ))),
             _ => Ok(()),
         }

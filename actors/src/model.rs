@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -230,7 +231,9 @@ impl FromStr for ProxyType {
 pub struct SessionRecord {
     pub id: SessionId,
     pub name: String,
-    pub config: SessionConfig,
+    /// Behind an `Arc`: registry reads clone the record, never the caller's
+    /// metadata (a settings change swaps in a new `Arc`).
+    pub config: Arc<SessionConfig>,
     /// Full proxy URL including credentials; never returned unmasked.
     pub proxy_url: Option<String>,
     pub proxy_type: Option<ProxyType>,
@@ -245,6 +248,9 @@ pub struct SessionRecord {
     pub updated_at: DateTime<Utc>,
     /// The `seq` of the last event emitted for this session (0 = none yet).
     pub event_seq: u64,
+    /// The API key that created the session (`WASUP_MAX_SESSIONS_PER_KEY`
+    /// counts by it); None for sessions created before it was recorded.
+    pub created_by: Option<ApiKeyId>,
 }
 
 impl SessionRecord {
@@ -252,7 +258,7 @@ impl SessionRecord {
         SessionRecord {
             id,
             name,
-            config: SessionConfig::default(),
+            config: Arc::default(),
             proxy_url: None,
             proxy_type: None,
             desired: DesiredState::Stopped,
@@ -265,6 +271,7 @@ impl SessionRecord {
             created_at: now,
             updated_at: now,
             event_seq: 0,
+            created_by: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use actix::Message;
 
 use crate::backoff::{BackoffLimits, BackoffPolicy};
 use crate::error::WebError;
-use crate::model::{SessionConfig, SessionId, SessionView};
+use crate::model::{ProxyType, SessionConfig, SessionId, SessionView};
 use crate::ports::{Engine, Store};
 use crate::registry::SessionRegistry;
 pub use crate::state::SessionCommand;
@@ -85,6 +85,22 @@ pub enum SessionRequest {
     },
     /// The gateway stops: close the engine, keep the desired state.
     Shutdown,
+    /// Change the session's settings; never its status (only the state
+    /// machine writes a status).
+    Settings(SettingsChange),
+}
+
+/// A change of a session's settings, applied by its actor to its own record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SettingsChange {
+    /// Merge a partial config (checked against the current one).
+    Config(crate::web::ConfigPatch),
+    /// Replace the proxy (already checked); `None` clears it. Used from the
+    /// next engine start on.
+    Proxy {
+        url: Option<String>,
+        kind: Option<ProxyType>,
+    },
 }
 
 /// Ask the session's engine for a pairing code for `phone`.

@@ -1,14 +1,37 @@
 //! The in-memory registry of every session: what read routes answer from.
 //! The supervisor writes it (after the database accepted the change); the
 //! WebActor reads it. Counts per status are kept incrementally so that the
-//! overview costs the same at 10 or 10,000 sessions.
+//! overview costs the same at 10 or 10,000 sessions, the list order is kept
+//! as an index (a page of 50 clones 50 views, never sorts 10,000), and the
+//! sessions each API key created are counted (`WASUP_MAX_SESSIONS_PER_KEY`).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use crate::model::{Caller, Overview, SessionId, SessionStatus, SessionView};
+use crate::model::{ApiKeyId, Caller, Overview, SessionId, SessionStatus, SessionView};
+
+/// The list order: `createdAt` descending, ties by name, then id.
+type OrderKey = (Reverse<DateTime<Utc>>, String, SessionId);
+
+fn order_key(view: &SessionView) -> OrderKey {
+    let r = &view.record;
+    (Reverse(r.created_at), r.name.clone(), r.id)
+}
+
+/// Which part of the list to answer (`GET /api/sessions?limit=&offset=&name=`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Sessions to skip, in list order.
+    pub offset: usize,
+    /// At most this many; None: all the rest.
+    pub limit: Option<usize>,
+    /// Only the session with exactly this name.
+    pub name: Option<String>,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -16,6 +39,8 @@ struct Inner {
     by_name: HashMap<String, SessionId>,
     by_status: [usize; 7],
     active: usize,
+    order: BTreeSet<OrderKey>,
+    by_creator: HashMap<ApiKeyId, usize>,
 }
 
 fn status_index(status: SessionStatus) -> usize {
@@ -26,6 +51,22 @@ fn status_index(status: SessionStatus) -> usize {
 }
 
 impl Inner {
+    /// Add (or take out) a view's entries in the order and creator indexes.
+    fn index(&mut self, view: &SessionView, add: bool) {
+        if add {
+            self.order.insert(order_key(view));
+        } else {
+            self.order.remove(&order_key(view));
+        }
+        if let Some(key) = view.record.created_by {
+            let n = self.by_creator.entry(key).or_default();
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            if *n == 0 {
+                self.by_creator.remove(&key);
+            }
+        }
+    }
+
     fn count(&mut self, view: &SessionView, delta: isize) {
         let slot = &mut self.by_status[status_index(view.record.status)];
         *slot = slot.saturating_add_signed(delta);
@@ -50,11 +91,13 @@ impl SessionRegistry {
         let mut inner = self.inner.write();
         if let Some(old) = inner.by_id.remove(&view.record.id) {
             inner.count(&old, -1);
+            inner.index(&old, false);
             if old.record.name != view.record.name {
                 inner.by_name.remove(&old.record.name);
             }
         }
         inner.count(&view, 1);
+        inner.index(&view, true);
         inner
             .by_name
             .insert(view.record.name.clone(), view.record.id);
@@ -70,8 +113,10 @@ impl SessionRegistry {
         let mut inner = self.inner.write();
         let mut view = inner.by_id.remove(&id)?;
         inner.count(&view, -1);
+        inner.index(&view, false);
         change(&mut view);
         inner.count(&view, 1);
+        inner.index(&view, true);
         inner.by_id.insert(id, view.clone());
         Some(view)
     }
@@ -80,6 +125,7 @@ impl SessionRegistry {
         let mut inner = self.inner.write();
         let view = inner.by_id.remove(&id)?;
         inner.count(&view, -1);
+        inner.index(&view, false);
         inner.by_name.remove(&view.record.name);
         Some(view)
     }
@@ -133,21 +179,50 @@ impl SessionRegistry {
 
     /// The sessions the caller may see, `createdAt` descending, ties by name.
     pub fn list(&self, caller: &Caller) -> Vec<SessionView> {
+        self.page(caller, &ListPage::default()).1
+    }
+
+    /// One page of the list for `caller`, and how many sessions the whole
+    /// list (with the same `name` filter) holds. Only the views on the page
+    /// are cloned; an unscoped key walks the kept order, a scoped key sorts
+    /// only its own sessions.
+    pub fn page(&self, caller: &Caller, page: &ListPage) -> (usize, Vec<SessionView>) {
         let inner = self.inner.read();
-        let mut views: Vec<SessionView> = match &caller.scope {
-            None => inner.by_id.values().cloned().collect(),
-            Some(ids) => ids
-                .iter()
+        let take = page.limit.unwrap_or(usize::MAX);
+        let pick = |keys: &mut dyn Iterator<Item = &SessionId>| -> Vec<SessionView> {
+            keys.skip(page.offset)
+                .take(take)
                 .filter_map(|id| inner.by_id.get(id).cloned())
-                .collect(),
+                .collect()
         };
-        views.sort_by(|a, b| {
-            b.record
-                .created_at
-                .cmp(&a.record.created_at)
-                .then_with(|| a.record.name.cmp(&b.record.name))
-        });
-        views
+        if let Some(name) = &page.name {
+            let found: Vec<&SessionId> = inner
+                .by_name
+                .get(name)
+                .filter(|id| caller.may_see(id))
+                .into_iter()
+                .collect();
+            return (found.len(), pick(&mut found.into_iter()));
+        }
+        match &caller.scope {
+            None => (
+                inner.by_id.len(),
+                pick(&mut inner.order.iter().map(|(_, _, id)| id)),
+            ),
+            Some(ids) => {
+                let mut keys: Vec<OrderKey> = ids
+                    .iter()
+                    .filter_map(|id| inner.by_id.get(id).map(order_key))
+                    .collect();
+                keys.sort_unstable();
+                (keys.len(), pick(&mut keys.iter().map(|(_, _, id)| id)))
+            }
+        }
+    }
+
+    /// Sessions created by the API key `key` (and not deleted).
+    pub fn created_by(&self, key: ApiKeyId) -> usize {
+        self.inner.read().by_creator.get(&key).copied().unwrap_or(0)
     }
 
     /// Sessions per status (every status, zeros included) and the number

@@ -34,7 +34,9 @@ use crate::ports::{
     EngineError, EngineEvent, EngineEventMsg, EngineEventSink, EngineHandle, EngineSpec, ProxySpec,
     StoreError,
 };
-use crate::protocol::{Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest};
+use crate::protocol::{
+    Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest, SettingsChange,
+};
 use crate::state::{
     pairing_allowed, step, Action, Input, PairingUnavailable, SessionState, StepContext,
 };
@@ -548,6 +550,7 @@ impl SessionActor {
                     .map(|saved, act, _| act.reply(saved))
                     .boxed_local();
             }
+            SessionRequest::Settings(change) => return self.change_settings(change),
             SessionRequest::Shutdown => {
                 if self.engine.is_none() {
                     return fut::ready(Ok(self.view())).boxed_local();
@@ -643,6 +646,52 @@ impl SessionActor {
                     act.record = record;
                     act.unsaved.truncate(unsaved);
                     fut::ready(Err(err)).boxed_local()
+                }
+            })
+            .boxed_local()
+    }
+
+    /// Change the record's settings and persist them (with any events the
+    /// store refused before); no state-machine input, so the status, the
+    /// engine and a pending restart stay as they are. The backoff policy is
+    /// read again at once; the proxy is used from the next engine start.
+    fn change_settings(
+        &mut self,
+        change: SettingsChange,
+    ) -> LocalBoxActorFuture<Self, Result<SessionView, WebError>> {
+        let mut record = self.record.clone();
+        match change {
+            SettingsChange::Config(patch) => {
+                match crate::web::apply_config_patch(&record.config, patch) {
+                    Ok(config) => record.config = Arc::new(config),
+                    Err(e) => return fut::ready(Err(e)).boxed_local(),
+                }
+            }
+            SettingsChange::Proxy { url, kind } => {
+                record.proxy_url = url;
+                record.proxy_type = kind;
+            }
+        }
+        record.updated_at = Utc::now();
+        let events = self.unsaved.clone();
+        let count = events.len();
+        self.deps
+            .store
+            .save_session(record.clone(), events)
+            .into_actor(self)
+            .map(move |res, act, _| match res {
+                Ok(()) => {
+                    act.unsaved.drain(..count);
+                    act.policy = act.deps.options.policy(&record.config);
+                    act.record = record.clone();
+                    act.saved_record = record;
+                    act.publish();
+                    Ok(act.view())
+                }
+                Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
+                Err(err) => {
+                    log::error!("session {}: saving its settings failed: {err}", act.id);
+                    Err(unavailable())
                 }
             })
             .boxed_local()

@@ -18,7 +18,9 @@ use crate::error::WebError;
 use crate::model::{SessionId, SessionView};
 use crate::ports::{Engine, Store};
 pub use crate::protocol::SupervisorOptions;
-use crate::protocol::{Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest};
+use crate::protocol::{
+    Deps, PairCode, Report, SessionCommand, SessionReport, SessionRequest, SettingsChange,
+};
 use crate::registry::SessionRegistry;
 use crate::session::SessionActor;
 use crate::state::{recover_delay, restored_at_boot, PairingUnavailable};
@@ -38,6 +40,16 @@ pub struct Command {
 pub struct RequestPairing {
     pub id: SessionId,
     pub phone: String,
+}
+
+/// Change a session's settings through its actor (spawned for the change
+/// when it has none). Unlike a `Command`, it leaves a pending restart and the
+/// restore queue alone. Replies with the view after the change.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<SessionView, WebError>")]
+pub struct ChangeSettings {
+    pub id: SessionId,
+    pub change: SettingsChange,
 }
 
 /// Start every session whose desired state is `running` (boot).
@@ -245,6 +257,27 @@ impl Handler<Command> for SessionSupervisor {
                     }
                 }),
         )
+    }
+}
+
+impl Handler<ChangeSettings> for SessionSupervisor {
+    type Result = ResponseFuture<Result<SessionView, WebError>>;
+
+    fn handle(&mut self, msg: ChangeSettings, ctx: &mut Context<Self>) -> Self::Result {
+        if self.draining {
+            return Box::pin(async { Err(WebError::ShuttingDown) });
+        }
+        let Some((addr, _)) = self.actor(msg.id, ctx) else {
+            return Box::pin(async move { Err(WebError::unknown_session_id(msg.id)) });
+        };
+        let send = addr.send(SessionRequest::Settings(msg.change));
+        Box::pin(async move {
+            send.await.unwrap_or_else(|_| {
+                Err(WebError::Unavailable(
+                    "The session is restarting; try again".to_string(),
+                ))
+            })
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod messages;
 pub mod routes;
 pub mod sessions;
+pub mod settings;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod time;

@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{docs, events, health, keys, messages, sessions, webhooks};
+use super::{docs, events, health, keys, messages, sessions, settings, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -44,8 +44,8 @@ table! {
     health::health => [];
     health::live => [];
     health::ready => [];
-    sessions::create => [BODY, KEY, ROLE, &[ScopeForbidden, SessionNameTaken, LimitExceeded], UNAVAILABLE];
-    sessions::list => [KEY, UNAVAILABLE];
+    sessions::create => [BODY, &[ProxyUrlNotAllowed], KEY, ROLE, &[ScopeForbidden, SessionNameTaken, LimitExceeded], UNAVAILABLE];
+    sessions::list => [&[ValidationFailed], KEY, UNAVAILABLE];
     sessions::overview => [KEY, UNAVAILABLE];
     sessions::get => [KEY, SESSION, UNAVAILABLE];
     sessions::delete => [KEY, SESSION, ROLE, UNAVAILABLE];
@@ -57,6 +57,10 @@ table! {
     sessions::qr => [&[QrNotAvailable, ValidationFailed], KEY, SESSION, ROLE, UNAVAILABLE, &[QrRenderFailed]];
     sessions::pairing_code => [BODY, &[PairingCodeNotAvailable, EngineRejected], KEY, SESSION, ROLE, UNAVAILABLE];
     sessions::me => [KEY, SESSION, UNAVAILABLE];
+    settings::config_get => [KEY, SESSION, UNAVAILABLE];
+    settings::config_update => [BODY, &[LimitExceeded], KEY, SESSION, ROLE, UNAVAILABLE];
+    settings::proxy_get => [KEY, SESSION, UNAVAILABLE];
+    settings::proxy_update => [BODY, &[ProxyUrlNotAllowed], KEY, SESSION, ROLE, UNAVAILABLE];
     webhooks::create => [BODY, &[WebhookUrlNotAllowed, LimitExceeded], KEY, SESSION, ROLE, UNAVAILABLE];
     webhooks::list => [KEY, SESSION, UNAVAILABLE];
     webhooks::get => [KEY, SESSION, WEBHOOK, UNAVAILABLE];

@@ -167,25 +167,86 @@ pub async fn create(
     };
     Ok(HttpResponse::Created().json(CreatedBody {
         session: SessionBody::from(&view),
-        config: record.config,
+        config: (*record.config).clone(),
         proxy_url: record.proxy_url.as_deref().map(mask_proxy_url),
         proxy_type: record.proxy_type,
         last_active_at: iso_opt(record.last_active),
     }))
 }
 
+/// `GET /api/sessions` paging (extension); without them, the whole list.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many sessions, 1–1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// Sessions to skip first, ≥ 0.
+    #[param(value_type = Option<u64>, minimum = 0)]
+    offset: Option<String>,
+    /// Only the session with exactly this name.
+    name: Option<String>,
+}
+
+/// Largest `limit` of one page.
+pub const LIST_LIMIT_MAX: usize = 1000;
+
+fn list_page(query: &str) -> Result<wasup_actors::registry::ListPage, ApiError> {
+    let q = web::Query::<ListQuery>::from_query(query).map_err(|_| {
+        ApiError::validation(
+            "Query parameters 'limit', 'offset' and 'name' (each at most once) are the only ones accepted",
+        )
+    })?;
+    let number = |name: &str, value: &Option<String>, min: usize, max: usize| {
+        value
+            .as_deref()
+            .map(|v| match v.parse::<usize>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ if max == usize::MAX => Err(ApiError::validation(format!(
+                    "Query parameter '{name}' must be an integer ≥ {min}, not '{v}'"
+                ))),
+                _ => Err(ApiError::validation(format!(
+                    "Query parameter '{name}' must be an integer {min}–{max}, not '{v}'"
+                ))),
+            })
+            .transpose()
+    };
+    Ok(wasup_actors::registry::ListPage {
+        limit: number("limit", &q.limit, 1, LIST_LIMIT_MAX)?,
+        offset: number("offset", &q.offset, 0, usize::MAX)?.unwrap_or(0),
+        name: q.into_inner().name,
+    })
+}
+
 /// List sessions
 ///
 /// Any role. Newest first (`createdAt` descending, ties by name); a key
-/// limited to some sessions sees only those.
+/// limited to some sessions sees only those. Extension: `limit` (1–1000),
+/// `offset` and `name` (exact) answer one page; `X-Total-Count` says how
+/// many sessions the whole list (with the `name` filter) holds.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "listSessions",
+    params(ListQuery),
     responses(
-        (status = 200, description = "The sessions", body = Vec<SessionBody>),
+        (status = 200, description = "The sessions", body = Vec<SessionBody>,
+            headers(("X-Total-Count" = u64, description = "Sessions in the whole list"))),
     )
 )]
-pub async fn list(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
-    let views = state.web.send(ListSessions { caller }).await??;
-    Ok(HttpResponse::Ok().json(views.iter().map(SessionBody::from).collect::<Vec<_>>()))
+pub async fn list(
+    state: Data,
+    Auth(caller): Auth,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = list_page(req.query_string())?;
+    let page = state.web.send(ListSessionsPage { caller, page }).await??;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Total-Count", page.total.to_string()))
+        .json(
+            page.sessions
+                .iter()
+                .map(SessionBody::from)
+                .collect::<Vec<_>>(),
+        ))
 }
 
 /// Get a session

@@ -213,6 +213,8 @@ pub mod event_log;
 /// Messages (outbound queue, inbound, receipts); `DbMessageStore`
 /// implements the actors' `MessageStore` port.
 pub mod messages;
+/// A session's proxy URL sealed at rest (plain rows still read).
+pub mod proxy_seal;
 /// Sessions, API keys and the session event log; `DbStore` implements the
 /// actors' `Store` port.
 pub mod records;

@@ -34,11 +34,12 @@ use wasup_actors::model::{
 use wasup_actors::ports::{Store, StoreError};
 use wasup_actors::webhook::WorkSignal;
 
+use crate::crypto::SecretBox;
 use crate::events_hub::EventHub;
 
 use std::sync::Arc;
 
-use super::schema::{api_keys, device_state, session_events, sessions};
+use super::schema::{api_keys, device_state, session_creators, session_events, sessions};
 use super::{Db, DbConn, DbError};
 
 impl From<DbError> for StoreError {
@@ -65,6 +66,9 @@ pub struct DbStore {
     outbox: Option<Arc<WorkSignal>>,
     /// Told the events of every commit, for the live event stream.
     hub: Option<Arc<EventHub>>,
+    /// Seals proxy URLs at rest (`db::proxy_seal`); without it they are
+    /// written plain (unit tests).
+    secrets: Option<Arc<SecretBox>>,
 }
 
 impl DbStore {
@@ -73,7 +77,22 @@ impl DbStore {
             db,
             outbox: None,
             hub: None,
+            secrets: None,
         }
+    }
+
+    /// Seal proxy URLs (their passwords) with the master key at rest.
+    pub fn with_secrets(mut self, secrets: Arc<SecretBox>) -> DbStore {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The record as it goes to the database: its proxy URL sealed.
+    fn sealed(&self, mut record: SessionRecord) -> SessionRecord {
+        if let (Some(url), Some(boxed)) = (&record.proxy_url, &self.secrets) {
+            record.proxy_url = Some(super::proxy_seal::seal(boxed, record.id, url));
+        }
+        record
     }
 
     /// Wake the webhook deliveries after every commit that wrote events.
@@ -94,7 +113,8 @@ impl DbStore {
 
     /// One session; `NotFound` when there is none with this id.
     pub async fn load_session(&self, id: SessionId) -> Result<SessionRecord, StoreError> {
-        Ok(self.db.run(move |c| load_session(c, id)).await?)
+        let record = self.db.run(move |c| load_session(c, id)).await?;
+        Ok(opened(self.secrets.as_deref(), record)?)
     }
 
     /// How many API keys exist, revoked and expired ones included (so that
@@ -143,11 +163,18 @@ impl DbStore {
 
 impl Store for DbStore {
     fn load_sessions(&self) -> BoxFuture<'static, Result<Vec<SessionRecord>, StoreError>> {
-        self.call(load_sessions)
+        let secrets = self.secrets.clone();
+        self.call(move |c| {
+            load_sessions(c)?
+                .into_iter()
+                .map(|r| opened(secrets.as_deref(), r))
+                .collect()
+        })
     }
 
     fn insert_session(&self, record: SessionRecord) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.call(move |c| insert_session(c, &record))
+        let record = self.sealed(record);
+        self.call_in_transaction(move |c| insert_session(c, &record))
     }
 
     fn save_session(
@@ -159,6 +186,7 @@ impl Store for DbStore {
         // Published only once committed: a stream never shows an event the
         // log does not hold.
         let publish = (!events.is_empty()).then(|| self.hub.clone()).flatten();
+        let record = self.sealed(record);
         let save = self.call_in_transaction(move |c| save_session_in(c, &record, &events));
         Box::pin(async move {
             let stored = save.await?;
@@ -199,6 +227,17 @@ impl Store for DbStore {
 
 // ------------------------------------------------------------ sessions
 
+/// A record as read: its proxy URL opened (plain rows pass as they are).
+fn opened(
+    secrets: Option<&SecretBox>,
+    mut record: SessionRecord,
+) -> Result<SessionRecord, DbError> {
+    if let Some(stored) = &record.proxy_url {
+        record.proxy_url = Some(super::proxy_seal::open(secrets, record.id, stored)?);
+    }
+    Ok(record)
+}
+
 #[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 struct SessionRow {
@@ -219,7 +258,8 @@ struct SessionRow {
     event_seq: i64,
 }
 
-/// What `save_session` rewrites: everything but `id` and `created_at`.
+/// What `save_session` rewrites: everything but `id` and `created_at`
+/// (`created_by` lives in `session_creators`, written once).
 /// `None` writes NULL (a logout clears `phone`).
 #[derive(AsChangeset)]
 #[diesel(table_name = sessions, treat_none_as_null = true)]
@@ -244,7 +284,7 @@ impl SessionRow {
         Ok(SessionRow {
             id: r.id.to_string(),
             name: r.name.clone(),
-            config: serde_json::to_string(&r.config)
+            config: serde_json::to_string(&*r.config)
                 .map_err(|e| DbError::Invalid(format!("session config: {e}")))?,
             proxy_url: r.proxy_url.clone(),
             proxy_type: r.proxy_type.map(|t| t.as_str().to_string()),
@@ -285,6 +325,7 @@ impl SessionRow {
         };
         let config: SessionConfig =
             serde_json::from_str(&self.config).map_err(|e| corrupt("config", &e))?;
+        let config = Arc::new(config);
         Ok(SessionRecord {
             id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", &e))?,
             config,
@@ -307,6 +348,7 @@ impl SessionRow {
             created_at: from_ms(self.created_at)?,
             updated_at: from_ms(self.updated_at)?,
             event_seq: u64::try_from(self.event_seq).map_err(|e| corrupt("event_seq", &e))?,
+            created_by: None,
             name: self.name,
             proxy_url: self.proxy_url,
             last_error: self.last_error,
@@ -316,30 +358,67 @@ impl SessionRow {
     }
 }
 
+/// A stored creator key id as a record's `created_by`.
+fn creator(session: &str, key: &str) -> Result<ApiKeyId, DbError> {
+    Uuid::parse_str(key)
+        .map_err(|e| DbError::Corrupt(format!("session {session}: creator key id: {e}")))
+}
+
 /// Every session, newest first (ties: name ascending).
 pub(crate) fn load_sessions(conn: &mut DbConn) -> Result<Vec<SessionRecord>, DbError> {
+    let creators: std::collections::HashMap<String, String> = session_creators::table
+        .select((session_creators::session_id, session_creators::api_key_id))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .collect();
     sessions::table
         .select(SessionRow::as_select())
         .order((sessions::created_at.desc(), sessions::name.asc()))
         .load(conn)?
         .into_iter()
-        .map(SessionRow::into_record)
+        .map(|row| {
+            let key = creators
+                .get(&row.id)
+                .map(|k| creator(&row.id, k))
+                .transpose()?;
+            let mut record = row.into_record()?;
+            record.created_by = key;
+            Ok(record)
+        })
         .collect()
 }
 
 pub(crate) fn load_session(conn: &mut DbConn, id: SessionId) -> Result<SessionRecord, DbError> {
-    sessions::table
-        .find(id.to_string())
+    let id = id.to_string();
+    let mut record = sessions::table
+        .find(&id)
         .select(SessionRow::as_select())
         .first(conn)?
-        .into_record()
+        .into_record()?;
+    let key: Option<String> = session_creators::table
+        .find(&id)
+        .select(session_creators::api_key_id)
+        .first(conn)
+        .optional()?;
+    record.created_by = key.map(|k| creator(&id, &k)).transpose()?;
+    Ok(record)
 }
 
+/// Insert a session and (when known) the key that created it. Call it in a
+/// transaction (`DbStore::insert_session` does): both rows or neither.
 pub(crate) fn insert_session(conn: &mut DbConn, record: &SessionRecord) -> Result<(), DbError> {
     let row = SessionRow::from_record(record)?;
     diesel::insert_into(sessions::table)
         .values(&row)
         .execute(conn)?;
+    if let Some(key) = record.created_by {
+        diesel::insert_into(session_creators::table)
+            .values((
+                session_creators::session_id.eq(&row.id),
+                session_creators::api_key_id.eq(key.to_string()),
+            ))
+            .execute(conn)?;
+    }
     Ok(())
 }
 

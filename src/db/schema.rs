@@ -150,3 +150,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempts,
     messages
 );
+
+// ---- migrations/*/2026-12-07-000100_session_creators
+
+diesel::table! {
+    session_creators (session_id) {
+        session_id -> Text,
+        api_key_id -> Text,
+    }
+}

@@ -22,6 +22,7 @@
 
 mod messaging;
 pub mod proxy;
+pub mod proxy_guard;
 pub mod store;
 
 use std::future::Future;
@@ -105,6 +106,8 @@ pub struct EngineOptions {
     /// with `ConnectFailed` (WASUP_CONNECT_TIMEOUT).
     pub connect_timeout: Duration,
     pub transport: TransportChoice,
+    /// The address policy of session proxies (`WASUP_PROXY_ALLOW_PRIVATE`).
+    pub proxy_policy: proxy_guard::ProxyAddressPolicy,
 }
 
 impl Default for EngineOptions {
@@ -113,6 +116,9 @@ impl Default for EngineOptions {
             wa_version: None,
             connect_timeout: Duration::from_secs(30),
             transport: TransportChoice::WhatsApp,
+            proxy_policy: proxy_guard::ProxyAddressPolicy {
+                allow_private: false,
+            },
         }
     }
 }
@@ -210,22 +216,24 @@ impl WaEngine {
         // A session with a proxy dials through its own tunnel.
         let (transport, transport_target) = match (&spec.proxy, &self.ws_url) {
             (None, _) => (self.transport.clone(), self.transport_target.clone()),
-            (Some(proxy), Some(url)) => match proxy::ProxyTransportFactory::new(proxy, url) {
-                Ok(f) => (
-                    Arc::new(f) as Arc<dyn TransportFactory>,
-                    format!(
-                        "{} through the {} proxy",
-                        self.transport_target,
-                        proxy.kind.as_str()
+            (Some(proxy), Some(url)) => {
+                match proxy::ProxyTransportFactory::new(proxy, url, self.options.proxy_policy) {
+                    Ok(f) => (
+                        Arc::new(f) as Arc<dyn TransportFactory>,
+                        format!(
+                            "{} through the {} proxy",
+                            self.transport_target,
+                            proxy.kind.as_str()
+                        ),
                     ),
-                ),
-                Err(e) => {
-                    return futures::future::ready(Err(EngineError::Failed(format!(
-                        "proxy settings are unusable: {e}"
-                    ))))
-                    .boxed()
+                    Err(e) => {
+                        return futures::future::ready(Err(EngineError::Failed(format!(
+                            "proxy settings are unusable: {e}"
+                        ))))
+                        .boxed()
+                    }
                 }
-            },
+            }
             (Some(_), None) => {
                 return futures::future::ready(Err(EngineError::Failed(
                     "a proxy does not apply to the in-process simulator transport".to_string(),

@@ -16,6 +16,8 @@ use whatsapp_rust::transport::{
 use wasup_actors::model::ProxyType;
 use wasup_actors::ports::ProxySpec;
 
+use super::proxy_guard::ProxyAddressPolicy;
+
 /// The Origin header WhatsApp Web sends.
 const ORIGIN: &str = "https://web.whatsapp.com";
 
@@ -77,10 +79,16 @@ impl Proxy {
 pub struct ProxyTransportFactory {
     proxy: Proxy,
     target: http::Uri,
+    /// The address policy every dial of the proxy passes (`WASUP_PROXY_ALLOW_PRIVATE`).
+    policy: ProxyAddressPolicy,
 }
 
 impl ProxyTransportFactory {
-    pub fn new(spec: &ProxySpec, target: &str) -> Result<ProxyTransportFactory, ProxySetupError> {
+    pub fn new(
+        spec: &ProxySpec,
+        target: &str,
+        policy: ProxyAddressPolicy,
+    ) -> Result<ProxyTransportFactory, ProxySetupError> {
         let target: http::Uri = target
             .parse()
             .map_err(|source| ProxySetupError::TargetUrl {
@@ -91,6 +99,7 @@ impl ProxyTransportFactory {
         Ok(ProxyTransportFactory {
             proxy: Proxy::parse(spec)?,
             target,
+            policy,
         })
     }
 
@@ -109,7 +118,13 @@ impl TransportFactory for ProxyTransportFactory {
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
         let (host, port) = self.target_host_port();
         let p = &self.proxy;
-        let tcp = TcpStream::connect((p.host.as_str(), p.port))
+        // Resolved and checked here, and exactly those addresses dialled.
+        let addrs = self
+            .policy
+            .resolve(&p.host, p.port)
+            .await
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
+        let tcp = TcpStream::connect(&addrs[..])
             .await
             .map_err(|e| anyhow::anyhow!("proxy {}:{} unreachable: {e}", p.host, p.port))?;
         let tls_target = matches!(self.target.scheme_str(), Some("wss") | Some("https"));
@@ -417,6 +432,9 @@ mod tests {
                 kind: ProxyType::Http,
             },
             "wss://web.whatsapp.com/ws/chat",
+            ProxyAddressPolicy {
+                allow_private: true,
+            },
         )
         .unwrap();
         let err = factory.create_transport().await.err().unwrap();
@@ -424,5 +442,22 @@ mod tests {
             err.to_string().contains(&format!("127.0.0.1:{port}")),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_private_proxy_is_refused_at_connect_unless_allowed() {
+        let factory = ProxyTransportFactory::new(
+            &ProxySpec {
+                url: "http://127.0.0.1:9".to_string(),
+                kind: ProxyType::Http,
+            },
+            "wss://web.whatsapp.com/ws/chat",
+            ProxyAddressPolicy {
+                allow_private: false,
+            },
+        )
+        .unwrap();
+        let err = factory.create_transport().await.err().unwrap().to_string();
+        assert!(err.contains("WASUP_PROXY_ALLOW_PRIVATE"), "{err}");
     }
 }

@@ -54,6 +54,10 @@ fn engine(db: &crate::db::Db, timeout: Duration, version: Option<(u32, u32, u32)
             wa_version: version,
             connect_timeout: timeout,
             transport: TransportChoice::WhatsApp,
+            // The proxy tests dial loopback proxies.
+            proxy_policy: super::proxy_guard::ProxyAddressPolicy {
+                allow_private: true,
+            },
         },
     )
     .unwrap()
@@ -303,6 +307,7 @@ fn odd_engine(db: &crate::db::Db, panic: bool) -> WaEngine {
             wa_version: None, // a custom transport pins the version itself
             connect_timeout: Duration::from_secs(3),
             transport: TransportChoice::Factory(Arc::new(OddTransport { panic })),
+            ..Default::default()
         },
     )
     .unwrap()

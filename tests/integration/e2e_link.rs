@@ -32,7 +32,7 @@ fn scan(s: &Server, id: &str, phone: &str, push_name: &str) -> Value {
     got
 }
 
-fn link(s: &Server, name: &str, phone: &str, config: Value) -> String {
+pub fn link(s: &Server, name: &str, phone: &str, config: Value) -> String {
     let (id, _) = start_and_wait_qr(s, name, config);
     scan(s, &id, phone, "Sim Phone");
     s.wait_session(&id, 30, |b| b["status"] == "ready");

@@ -20,6 +20,7 @@ mod events_stream;
 mod limits;
 mod metrics;
 mod server_lifecycle;
+mod session_settings;
 mod webhooks_http;
 
 /// Modules that need `--features simulator` (the simulator, in process or

@@ -175,6 +175,8 @@ fn real_engine_without_route_to_whatsapp_ends_failed_with_the_cause() {
             &[
                 ("WASUP_ADMIN_KEY", ADMIN_KEY),
                 ("WASUP_WA_VERSION", "2.3000.1027000000"),
+                // The refusing proxy is on loopback.
+                ("WASUP_PROXY_ALLOW_PRIVATE", "true"),
             ],
         );
         let (status, body) = s.call(

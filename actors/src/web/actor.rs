@@ -2,7 +2,7 @@
 //! reads the registry and talks to the store and the supervisor. It never
 //! blocks: database work and engine calls run as futures.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -10,6 +10,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::messages::*;
+use super::proxy_guard::check_proxy_url;
+use super::settings::validate_sending;
 use super::validation::*;
 use crate::error::WebError;
 use crate::keys::{self, KeyRing};
@@ -19,12 +21,12 @@ use crate::registry::SessionRegistry;
 use crate::state::{pairing_allowed, shown_qr};
 use crate::supervisor::{Command, GetStats, RequestPairing, SessionSupervisor};
 
-fn store_unavailable(err: StoreError) -> WebError {
+pub(super) fn store_unavailable(err: StoreError) -> WebError {
     log::error!("store: {err}");
     WebError::Unavailable("The database is unavailable; try again later".to_string())
 }
 
-fn actors_unavailable(_: MailboxError) -> WebError {
+pub(super) fn actors_unavailable(_: MailboxError) -> WebError {
     WebError::Unavailable("The session supervisor is not available; try again later".to_string())
 }
 
@@ -41,19 +43,20 @@ fn within_scope(caller: &Caller, key: &ApiKeyRecord) -> bool {
     }
 }
 
-type Reply<T> = ResponseActFuture<WebActor, Result<T, WebError>>;
+pub(super) type Reply<T> = ResponseActFuture<WebActor, Result<T, WebError>>;
 
-fn done<T: 'static>(res: Result<T, WebError>) -> Reply<T> {
+pub(super) fn done<T: 'static>(res: Result<T, WebError>) -> Reply<T> {
     Box::pin(fut::ready(res))
 }
 
 pub struct WebActor {
     store: Arc<dyn Store>,
-    registry: Arc<SessionRegistry>,
+    pub(super) registry: Arc<SessionRegistry>,
     keys: Arc<KeyRing>,
-    supervisor: Addr<SessionSupervisor>,
-    /// Names of sessions being created (the store has not answered yet).
-    pending_names: HashSet<String>,
+    pub(super) supervisor: Addr<SessionSupervisor>,
+    /// Names of sessions being created (the store has not answered yet),
+    /// with the key creating each.
+    pending_names: HashMap<String, ApiKeyId>,
 }
 
 impl Actor for WebActor {
@@ -72,17 +75,21 @@ impl WebActor {
             registry,
             keys,
             supervisor,
-            pending_names: HashSet::new(),
+            pending_names: HashMap::new(),
         }
     }
 
     /// Find a session by id or name, then check the caller may see it.
-    fn resolve(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
+    pub(super) fn resolve(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
         self.registry.resolve_for(caller, id)
     }
 
     /// The session an operator acts on: the role first, then `resolve`.
-    fn resolve_as_operator(&self, caller: &Caller, id: &str) -> Result<SessionView, WebError> {
+    pub(super) fn resolve_as_operator(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<SessionView, WebError> {
         caller.require(Role::Operator)?;
         self.resolve(caller, id)
     }
@@ -107,6 +114,7 @@ impl Handler<CreateSession> for WebActor {
     type Result = Reply<SessionRecord>;
 
     fn handle(&mut self, msg: CreateSession, _: &mut Context<Self>) -> Self::Result {
+        let key = msg.caller.key_id;
         let check = (|| {
             msg.caller.require(Role::Operator)?;
             if msg.caller.scope.is_some() {
@@ -116,12 +124,15 @@ impl Handler<CreateSession> for WebActor {
             }
             validate_session_name(&msg.name)?;
             let proxy_type = validate_proxy(msg.proxy_url.as_deref(), msg.proxy_type)?;
-            if self.registry.name_taken(&msg.name) || self.pending_names.contains(&msg.name) {
+            validate_sending(msg.config.sending.as_ref())?;
+            if self.registry.name_taken(&msg.name) || self.pending_names.contains_key(&msg.name) {
                 return Err(WebError::SessionNameTaken(msg.name.clone()));
             }
             let limits = crate::limits::get();
             limits.check_metadata(msg.config.metadata.as_ref())?;
             limits.check_sessions(self.registry.len() + self.pending_names.len())?;
+            let pending_by_key = self.pending_names.values().filter(|k| **k == key).count();
+            limits.check_sessions_per_key(self.registry.created_by(key) + pending_by_key)?;
             Ok(proxy_type)
         })();
         let proxy_type = match check {
@@ -130,11 +141,23 @@ impl Handler<CreateSession> for WebActor {
         };
         let now = Utc::now();
         let mut record = SessionRecord::new(Uuid::new_v4(), msg.name.clone(), now);
-        record.config = msg.config;
+        record.config = Arc::new(msg.config);
         record.proxy_url = msg.proxy_url;
         record.proxy_type = proxy_type;
-        self.pending_names.insert(record.name.clone());
-        let insert = self.store.insert_session(record.clone());
+        record.created_by = Some(key);
+        self.pending_names.insert(record.name.clone(), key);
+        let guard = check_proxy_url(record.proxy_url.clone());
+        let store = self.store.clone();
+        let insert = {
+            let record = record.clone();
+            async move {
+                guard.await?;
+                store.insert_session(record).await.map_err(|e| match e {
+                    StoreError::Conflict(_) => WebError::SessionNameTaken(String::new()),
+                    e => store_unavailable(e),
+                })
+            }
+        };
         Box::pin(insert.into_actor(self).map(move |res, act, _| {
             act.pending_names.remove(&record.name);
             match res {
@@ -148,8 +171,8 @@ impl Handler<CreateSession> for WebActor {
                     });
                     Ok(record)
                 }
-                Err(StoreError::Conflict(_)) => Err(WebError::SessionNameTaken(record.name)),
-                Err(e) => Err(store_unavailable(e)),
+                Err(WebError::SessionNameTaken(_)) => Err(WebError::SessionNameTaken(record.name)),
+                Err(e) => Err(e),
             }
         }))
     }

@@ -150,3 +150,61 @@ impl RestoreProgress {
 pub struct BootstrapAdminKey {
     pub preset: Option<String>,
 }
+
+/// `GET /api/sessions?limit=&offset=&name=`: one page of the list.
+#[derive(Message)]
+#[rtype(result = "Result<SessionPage, WebError>")]
+pub struct ListSessionsPage {
+    pub caller: Caller,
+    pub page: crate::registry::ListPage,
+}
+
+/// One page of the session list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionPage {
+    /// Sessions in the whole list (the caller's scope, the `name` filter).
+    pub total: usize,
+    pub sessions: Vec<SessionView>,
+}
+
+/// `GET /api/sessions/:id/config`
+#[derive(Message)]
+#[rtype(result = "Result<super::EffectiveConfig, WebError>")]
+pub struct GetSessionConfig {
+    pub caller: Caller,
+    pub id: String,
+}
+
+/// `PATCH /api/sessions/:id/config` (operator)
+#[derive(Message)]
+#[rtype(result = "Result<SettingsChanged<super::EffectiveConfig>, WebError>")]
+pub struct UpdateSessionConfig {
+    pub caller: Caller,
+    pub id: String,
+    pub patch: super::ConfigPatch,
+}
+
+/// `GET /api/sessions/:id/proxy`
+#[derive(Message)]
+#[rtype(result = "Result<super::ProxyView, WebError>")]
+pub struct GetSessionProxy {
+    pub caller: Caller,
+    pub id: String,
+}
+
+/// `PATCH /api/sessions/:id/proxy` (operator)
+#[derive(Message)]
+#[rtype(result = "Result<SettingsChanged<super::ProxyView>, WebError>")]
+pub struct UpdateSessionProxy {
+    pub caller: Caller,
+    pub id: String,
+    pub patch: super::ProxyPatch,
+}
+
+/// Settings after a change, and whether the running engine must reconnect
+/// before the change takes effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingsChanged<T> {
+    pub settings: T,
+    pub reconnect_required: bool,
+}

@@ -4,8 +4,13 @@
 
 mod actor;
 mod messages;
+mod proxy_guard;
+mod settings;
+mod settings_actor;
 mod validation;
 
 pub use actor::WebActor;
 pub use messages::*;
+pub use proxy_guard::*;
+pub use settings::*;
 pub use validation::*;

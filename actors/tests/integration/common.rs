@@ -351,8 +351,9 @@ pub fn fast_options() -> SupervisorOptions {
 
 pub fn record(name: &str, base_ms: u64, attempts: u32) -> SessionRecord {
     let mut r = SessionRecord::new(Uuid::new_v4(), name.into(), Utc::now());
-    r.config.reconnect_base_delay = Some(base_ms);
-    r.config.max_reconnect_attempts = Some(attempts);
+    let config = std::sync::Arc::make_mut(&mut r.config);
+    config.reconnect_base_delay = Some(base_ms);
+    config.max_reconnect_attempts = Some(attempts);
     r
 }
 

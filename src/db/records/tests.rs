@@ -72,7 +72,7 @@ fn full_session(name: &str) -> SessionRecord {
     SessionRecord {
         id: Uuid::new_v4(),
         name: name.to_string(),
-        config: SessionConfig {
+        config: std::sync::Arc::new(SessionConfig {
             metadata: Some(serde_json::json!({"team": "ops", "tags": ["a", "b"], "n": 3})),
             max_reconnect_attempts: Some(7),
             reconnect_base_delay: Some(2500),
@@ -82,7 +82,7 @@ fn full_session(name: &str) -> SessionRecord {
                 per_minute: Some(0),
                 ..Default::default()
             }),
-        },
+        }),
         proxy_url: Some("socks5://user:secret@10.0.0.1:1080".into()),
         proxy_type: Some(ProxyType::Socks5),
         desired: DesiredState::Running,
@@ -95,6 +95,7 @@ fn full_session(name: &str) -> SessionRecord {
         created_at: t - Duration::hours(1),
         updated_at: t,
         event_seq: 42,
+        created_by: Some(Uuid::new_v4()),
     }
 }
 
@@ -290,7 +291,7 @@ async fn save_session_clears_fields_set_to_none(store: DbStore) {
     record.last_active = None;
     record.proxy_url = None;
     record.proxy_type = None;
-    record.config = SessionConfig::default();
+    record.config = Default::default();
     record.desired = DesiredState::Stopped;
     let e = transition(&mut record, SessionStatus::Disconnected);
     store.save_session(record.clone(), vec![e]).await.unwrap();
