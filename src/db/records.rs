@@ -201,7 +201,8 @@ impl Store for DbStore {
 
 // ------------------------------------------------------------ sessions
 
-#[derive(Debug, Queryable, Selectable, Insertable)]
+// No Debug: the row holds the proxy URL with its credentials.
+#[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 struct SessionRow {
     id: String,
@@ -358,7 +359,10 @@ pub(crate) fn save_session_in(
     // The update comes first: it takes the write lock (SQLite) or the row
     // lock (PostgreSQL) before anything is read, and tells a deleted session.
     update_session(conn, record)?;
-    insert_events(conn, record.id, events)?;
+    if let Some(first) = events.first() {
+        super::qr_log::expire_superseded(conn, record.id, seq_to_db(first.seq)?)?;
+    }
+    insert_events(conn, record.id, &super::qr_log::as_stored(events))?;
     super::webhooks::insert_deliveries(conn, record.id, events)?;
     Ok(())
 }
