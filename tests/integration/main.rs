@@ -19,6 +19,7 @@ mod db_store;
 mod events_stream;
 mod limits;
 mod metrics;
+mod secret_exposure;
 mod server_lifecycle;
 mod webhooks_http;
 
