@@ -35,6 +35,7 @@ simulator_only!(
     sim_process,
     simulator_support,
     bench_scale,
+    bench_soak,
     e2e_link,
     e2e_scale,
     log_hygiene,
