@@ -180,13 +180,13 @@ impl Soak<'_> {
         let mut round = 0usize;
         while self.running() {
             round += 1;
-            let pick = if round % 2 == 0 && hooked > 0 {
+            let pick = if round.is_multiple_of(2) && hooked > 0 {
                 rng.random_range(0..hooked)
             } else {
                 rng.random_range(0..linked.len())
             };
             self.drop_connection(&linked[pick].1);
-            if round % 15 == 0 {
+            if round.is_multiple_of(15) {
                 // A whole link cycle on a fresh session and phone, then gone.
                 match self.b.link_one(900_000 + round) {
                     Ok((id, _)) => {
