@@ -23,7 +23,7 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 /// Concurrent link pipelines (create → start → QR → scan → ready).
-pub(crate) const LINK_WORKERS: usize = 32;
+const LINK_WORKERS: usize = 32;
 /// Each scenario's bound.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
 
@@ -64,6 +64,34 @@ pub(crate) fn mib(kib: u64) -> String {
 }
 
 impl Bench {
+    /// A `wasup-simulator` process in `dir` and a gateway on SQLite linked to
+    /// it (admin key `ADMIN_KEY`, logs at `warn`), with `env` on top.
+    pub(crate) fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Bench {
+        let sim = SimProcess::start(&dir.join("sim"));
+        let mut all = vec![
+            ("WASUP_ADMIN_KEY", ADMIN_KEY),
+            ("WASUP_SIMULATOR_URL", sim.ws.as_str()),
+            ("RUST_LOG", "warn"),
+        ];
+        all.extend_from_slice(env);
+        let server = Server::start_with(&TestDb::Sqlite, &all);
+        Bench {
+            server,
+            sim,
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(LINK_WORKERS)
+                // Below the servers' 5 s keep-alive: a pooled connection is
+                // never reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+            linked: Vec::new(),
+            curve: Vec::new(),
+            report: String::new(),
+        }
+    }
+
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self
@@ -402,30 +430,7 @@ fn sizes() -> Vec<usize> {
 fn bench_link_restore_churn_api() {
     let sizes = sizes();
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimProcess::start(&dir.path().join("sim"));
-    let server = Server::start_with(
-        &TestDb::Sqlite,
-        &[
-            ("WASUP_ADMIN_KEY", ADMIN_KEY),
-            ("WASUP_SIMULATOR_URL", &sim.ws),
-            ("RUST_LOG", "warn"),
-        ],
-    );
-    let mut b = Bench {
-        server,
-        sim,
-        http: Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(LINK_WORKERS)
-            // Below the servers' 5 s keep-alive: a pooled connection is
-            // never reused just as the server closes it.
-            .pool_idle_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap(),
-        linked: Vec::new(),
-        curve: Vec::new(),
-        report: String::new(),
-    };
+    let mut b = Bench::start(dir.path(), &[]);
     let baseline = b.settle("linked");
     let mut link_rows = String::new();
     let mut api_rows = String::new();

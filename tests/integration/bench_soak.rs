@@ -33,13 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
-use crate::bench_scale::{mib, rss_kib, verdict, Bench, LINK_WORKERS};
-use crate::common::*;
+use crate::bench_scale::{mib, rss_kib, verdict, Bench};
 use crate::receiver::Receiver;
-use crate::sim_process::SimProcess;
 
 /// Linked sessions that get a webhook (at most all of them).
 const HOOKED: usize = 50;
@@ -262,29 +259,7 @@ fn bench_soak_mixed_traffic() {
     let secs: u64 = env_or("WASUP_SOAK_SECS", 300);
     let sessions: usize = env_or("WASUP_SOAK_SESSIONS", 1000).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimProcess::start(&dir.path().join("sim"));
-    let server = Server::start_with(
-        &TestDb::Sqlite,
-        &[
-            ("WASUP_ADMIN_KEY", ADMIN_KEY),
-            ("WASUP_SIMULATOR_URL", &sim.ws),
-            ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
-            ("RUST_LOG", "warn"),
-        ],
-    );
-    let mut b = Bench {
-        server,
-        sim,
-        http: Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(LINK_WORKERS)
-            .pool_idle_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap(),
-        linked: Vec::new(),
-        curve: Vec::new(),
-        report: String::new(),
-    };
+    let mut b = Bench::start(dir.path(), &[("WASUP_WEBHOOK_ALLOW_PRIVATE", "true")]);
     let link_time = b.link_to(sessions);
     eprintln!("{sessions} sessions linked in {link_time:?}");
 

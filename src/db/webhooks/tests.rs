@@ -256,6 +256,42 @@ async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
     assert_eq!(count(&hooks, "webhooks").await, 0);
 }
 
+/// Take the head of the outbox (it must be `e`) and record its first
+/// attempt, made at `at`, as ending in `next`.
+async fn attempt_head(
+    hooks: &DbWebhookStore,
+    h: &WebhookRecord,
+    e: &SessionEvent,
+    next: AfterAttempt,
+    at: chrono::DateTime<Utc>,
+) {
+    let job = hooks
+        .due_deliveries(Utc::now(), vec![], 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.event.id, e.id);
+    let (outcome, status_code) = match next {
+        AfterAttempt::Delivered => (AttemptOutcome::Delivered, 200),
+        AfterAttempt::Dead => (AttemptOutcome::Dead, 500),
+        AfterAttempt::RetryAt(_) => (AttemptOutcome::Failed, 500),
+    };
+    let attempt = AttemptRecord {
+        event_id: e.id.clone(),
+        event_name: e.name().into(),
+        attempt: 1,
+        outcome,
+        status_code: Some(status_code),
+        error: None,
+        latency_ms: 1,
+        at,
+    };
+    hooks
+        .record_attempt(job.delivery_id, h.id, attempt, next)
+        .await
+        .unwrap();
+}
+
 async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase) {
     let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
     let (e1, e2) = (
@@ -267,31 +303,8 @@ async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase)
         .await
         .unwrap();
     let old = Utc::now() - Duration::days(8);
-    for (e, next, outcome) in [
-        (&e1, AfterAttempt::Delivered, AttemptOutcome::Delivered),
-        (&e2, AfterAttempt::Dead, AttemptOutcome::Dead),
-    ] {
-        let job = hooks
-            .due_deliveries(Utc::now(), vec![], 1)
-            .await
-            .unwrap()
-            .remove(0);
-        assert_eq!(job.event.id, e.id);
-        let attempt = AttemptRecord {
-            event_id: e.id.clone(),
-            event_name: e.name().into(),
-            attempt: 1,
-            outcome,
-            status_code: Some(200),
-            error: None,
-            latency_ms: 1,
-            at: old,
-        };
-        hooks
-            .record_attempt(job.delivery_id, h.id, attempt, next)
-            .await
-            .unwrap();
-    }
+    attempt_head(&hooks, &h, &e1, AfterAttempt::Delivered, old).await;
+    attempt_head(&hooks, &h, &e2, AfterAttempt::Dead, old).await;
     // Nothing is older than 30 days yet.
     assert_eq!(
         hooks.prune(Utc::now() - Duration::days(30)).await.unwrap(),
@@ -523,26 +536,8 @@ async fn dead_letters_age_out(t: TestDatabase) {
         .await
         .unwrap();
     for (e, days) in [(&e1, 40), (&e2, 10)] {
-        let job = hooks
-            .due_deliveries(Utc::now(), vec![], 1)
-            .await
-            .unwrap()
-            .remove(0);
-        assert_eq!(job.event.id, e.id);
-        let attempt = AttemptRecord {
-            event_id: e.id.clone(),
-            event_name: e.name().into(),
-            attempt: 1,
-            outcome: AttemptOutcome::Dead,
-            status_code: Some(500),
-            error: None,
-            latency_ms: 1,
-            at: Utc::now() - Duration::days(days),
-        };
-        hooks
-            .record_attempt(job.delivery_id, h.id, attempt, AfterAttempt::Dead)
-            .await
-            .unwrap();
+        let at = Utc::now() - Duration::days(days);
+        attempt_head(&hooks, &h, e, AfterAttempt::Dead, at).await;
     }
     assert_eq!(hooks.outbox_depth().await.unwrap().dead, 2);
     // The usual prune keeps both; past 30 days the older one goes.
