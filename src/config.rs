@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use wasup_actors::keys::MIN_PRESET_KEY_LEN;
+use wasup_actors::redact::{mask_url, redacted};
 
 /// wasup: a self-hosted WhatsApp multi-session gateway.
 ///
 /// Every flag can also be set by the environment variable shown. A bad value
 /// stops the start with one line naming the setting (exit code 2).
-#[derive(Parser, Debug, Clone)]
+#[derive(Parser, Clone)]
 #[command(name = "wasup", version, about, long_about = None)]
 pub struct Settings {
     /// Address and port the HTTP API listens on (port 0 picks a free port).
@@ -80,6 +81,11 @@ pub struct Settings {
     #[arg(long, env = "WASUP_MESSAGE_RETENTION_DAYS", default_value_t = 30)]
     pub message_retention_days: u64,
 
+    /// Days a dead letter (a webhook delivery out of attempts) is kept for a
+    /// redrive before the hourly prune deletes it with its attempts.
+    #[arg(long, env = "WASUP_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
+    pub dead_letter_retention_days: u64,
+
     /// Webhook deliveries in flight at once (each webhook has at most one).
     #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 32)]
     pub webhook_concurrency: usize,
@@ -115,7 +121,7 @@ pub struct Settings {
 }
 
 /// Settings after validation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
@@ -128,6 +134,7 @@ pub struct Config {
     pub body_limit: usize,
     pub webhook_allow_private: bool,
     pub webhook_retention: Duration,
+    pub dead_letter_retention: Duration,
     pub webhook_concurrency: usize,
     pub message_retention: Duration,
     pub metrics_token: Option<String>,
@@ -216,6 +223,12 @@ impl Settings {
                 "must be 1–3650 days",
             ));
         }
+        if !(1..=3650).contains(&self.dead_letter_retention_days) {
+            return Err(invalid(
+                "WASUP_DEAD_LETTER_RETENTION_DAYS",
+                "must be 1–3650 days",
+            ));
+        }
         if !(1..=1024).contains(&self.webhook_concurrency) {
             return Err(invalid("WASUP_WEBHOOK_CONCURRENCY", "must be 1–1024"));
         }
@@ -254,6 +267,7 @@ impl Settings {
             body_limit: self.body_limit,
             webhook_allow_private: self.webhook_allow_private,
             webhook_retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
+            dead_letter_retention: Duration::from_secs(self.dead_letter_retention_days * 24 * 3600),
             webhook_concurrency: self.webhook_concurrency,
             message_retention: Duration::from_secs(self.message_retention_days * 24 * 3600),
             metrics_token: self.metrics_token,
@@ -321,6 +335,74 @@ fn parse_wa_version(text: &str) -> Result<(u32, u32, u32), ValueError> {
     }
 }
 
+/// A database URL as Debug shows it: a PostgreSQL URL without its password,
+/// an SQLite path as it is.
+fn database_url_shown(url: &str) -> String {
+    match crate::db::Backend::of_url(url) {
+        crate::db::Backend::Postgres => mask_url(url),
+        crate::db::Backend::Sqlite => url.to_string(),
+    }
+}
+
+// Debug shows no key, token or database password (`wasup_actors::redact`).
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Settings");
+        d.field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(database_url_shown),
+            )
+            .field("admin_key", &redacted(&self.admin_key))
+            .field("master_key", &redacted(&self.master_key))
+            .field("wa_version", &self.wa_version)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("restore_concurrency", &self.restore_concurrency)
+            .field("body_limit", &self.body_limit)
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_retention_days", &self.webhook_retention_days)
+            .field(
+                "dead_letter_retention_days",
+                &self.dead_letter_retention_days,
+            )
+            .field("webhook_concurrency", &self.webhook_concurrency)
+            .field("metrics_token", &redacted(&self.metrics_token))
+            .field("limits", &self.limits)
+            .field("event_streams_per_key", &self.event_streams_per_key)
+            .field("event_stream_buffer", &self.event_stream_buffer);
+        #[cfg(feature = "simulator")]
+        d.field("simulator_url", &self.simulator_url);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Config");
+        d.field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &database_url_shown(&self.database_url))
+            .field("admin_key", &redacted(&self.admin_key))
+            .field("master_key", &redacted(&self.master_key))
+            .field("wa_version", &self.wa_version)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("restore_concurrency", &self.restore_concurrency)
+            .field("body_limit", &self.body_limit)
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_retention", &self.webhook_retention)
+            .field("dead_letter_retention", &self.dead_letter_retention)
+            .field("webhook_concurrency", &self.webhook_concurrency)
+            .field("metrics_token", &redacted(&self.metrics_token))
+            .field("limits", &self.limits)
+            .field("event_streams_per_key", &self.event_streams_per_key)
+            .field("event_stream_buffer", &self.event_stream_buffer);
+        #[cfg(feature = "simulator")]
+        d.field("simulator_url", &self.simulator_url);
+        d.finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +428,12 @@ mod tests {
         assert!(c.webhook_allow_private);
         let e = settings(&["--webhook-retention-days", "0"]).unwrap_err();
         assert_eq!(e.setting, "WASUP_WEBHOOK_RETENTION_DAYS");
+        let c = settings(&[]).unwrap();
+        assert_eq!(c.dead_letter_retention, Duration::from_secs(30 * 24 * 3600));
+        let c = settings(&["--dead-letter-retention-days", "3"]).unwrap();
+        assert_eq!(c.dead_letter_retention, Duration::from_secs(3 * 24 * 3600));
+        let e = settings(&["--dead-letter-retention-days", "0"]).unwrap_err();
+        assert_eq!(e.setting, "WASUP_DEAD_LETTER_RETENTION_DAYS");
     }
 
     #[test]
@@ -358,6 +446,34 @@ mod tests {
         assert_eq!(e.setting, "WASUP_WA_VERSION");
         let e = settings(&["--database-url", "mysql://x"]).unwrap_err();
         assert_eq!(e.setting, "WASUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn debug_hides_keys_tokens_and_the_database_password() {
+        let admin = "a".repeat(40) + "-s3cr3t-admin";
+        let master = "ab".repeat(32);
+        let args = [
+            "wasup",
+            "--admin-key",
+            &admin,
+            "--master-key",
+            &master,
+            "--metrics-token",
+            "s3cr3t-metrics-token",
+            "--database-url",
+            "postgres://wasup:s3cr3t-db@127.0.0.1/wasup",
+        ];
+        let raw = Settings::try_parse_from(args).unwrap();
+        let valid = raw.clone().validate().unwrap();
+        for text in [format!("{raw:?}"), format!("{valid:?}")] {
+            for secret in ["s3cr3t-admin", &master, "s3cr3t-metrics", "s3cr3t-db"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("127.0.0.1/wasup"), "{text}");
+        }
+        // The master key as bytes must not show either.
+        let bytes = format!("{:?}", valid.master_key.unwrap());
+        assert!(!format!("{valid:?}").contains(&bytes[1..20]));
     }
 
     #[test]

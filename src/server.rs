@@ -137,6 +137,7 @@ async fn serve(
         wasup_actors::webhook::WebhookOptions {
             max_concurrency: config.webhook_concurrency,
             retention: config.webhook_retention,
+            dead_letter_retention: config.dead_letter_retention,
             ..Default::default()
         },
     );

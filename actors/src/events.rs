@@ -19,6 +19,49 @@ impl SessionEvent {
     }
 }
 
+/// Debug hides the QR text: it links a phone to the session.
+impl std::fmt::Debug for QrRotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrRotated")
+            .field("qr", &crate::redact::Redacted)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("expired", &self.expired)
+            .finish()
+    }
+}
+
+/// Debug hides the body (the sealed copy shows only its length).
+impl std::fmt::Debug for MessageData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageData")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("chat_id", &self.chat_id)
+            .field(
+                "sealed_body",
+                &format_args!("<{} bytes>", self.sealed_body.len()),
+            )
+            .field("type", &self.r#type)
+            .field("timestamp", &self.timestamp)
+            .field("from_me", &self.from_me)
+            .field("is_group", &self.is_group)
+            .field("author", &self.author)
+            .field("push_name", &self.push_name)
+            .field("body", &crate::redact::Redacted)
+            .finish()
+    }
+}
+
+impl QrRotated {
+    /// This QR's text as the event log keeps it after its life: dropped,
+    /// with `expired` set; `expires_at_ms` stays.
+    pub fn expire(&mut self) {
+        self.qr.clear();
+        self.expired = true;
+    }
+}
+
 /// Every event name a webhook may subscribe to (besides "*").
 pub const EVENT_NAMES: &[&str] = &[
     "session.status",

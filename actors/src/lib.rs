@@ -19,6 +19,7 @@
 //! - `web`: one message per use case, roles, scopes and validation.
 //! - `error`: the one error-code table (`ErrorCode`) and the domain errors.
 //! - `metrics`: the counters the actors bump, and the Prometheus text encoder.
+//! - `redact`: how values holding secrets are shown (`Debug`, masked URLs).
 
 pub mod backoff;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod model;
 pub mod outbound;
 pub mod ports;
 pub mod protocol;
+pub mod redact;
 pub mod registry;
 pub mod session;
 pub mod state;

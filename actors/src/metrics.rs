@@ -204,6 +204,7 @@ pub struct Metrics {
     qr_codes: AtomicU64,
     webhook_deliveries: [AtomicU64; 3],
     webhook_latency: Histogram,
+    outbox_corrupt: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -221,6 +222,7 @@ impl Metrics {
             qr_codes: AtomicU64::new(0),
             webhook_deliveries: [const { AtomicU64::new(0) }; 3],
             webhook_latency: Histogram::new(WEBHOOK_BUCKETS),
+            outbox_corrupt: AtomicU64::new(0),
         }
     }
 
@@ -246,6 +248,17 @@ impl Metrics {
         self.webhook_deliveries[outcome_index(outcome)].fetch_add(1, Relaxed);
         self.webhook_latency
             .observe_micros(latency_ms.saturating_mul(1000));
+    }
+
+    /// An outbox row that could not be turned into a delivery (its event
+    /// does not decode, its webhook's secret does not open); it was
+    /// dead-lettered instead of blocking its webhook's queue.
+    pub fn webhook_outbox_corrupt(&self) {
+        self.outbox_corrupt.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_outbox_corrupt_rows(&self) -> u64 {
+        self.outbox_corrupt.load(Relaxed)
     }
 
     pub fn engine_starts(&self, cause: StartCause) -> u64 {
@@ -333,6 +346,16 @@ impl Metrics {
             "wasup_webhook_delivery_duration_seconds",
             &[],
             &self.webhook_latency,
+        );
+        enc.family(
+            "wasup_webhook_outbox_corrupt_total",
+            "counter",
+            "Outbox rows that could not be delivered because a stored row was corrupt (undecodable event, unopenable secret); each was dead-lettered.",
+        );
+        enc.sample(
+            "wasup_webhook_outbox_corrupt_total",
+            &[],
+            self.webhook_outbox_corrupt_rows(),
         );
     }
 }
@@ -482,6 +505,14 @@ mod tests {
         assert!(text.contains("wasup_webhook_delivery_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("wasup_webhook_delivery_duration_seconds_sum 20.03\n"));
         assert!(text.contains("wasup_webhook_delivery_duration_seconds_count 2\n"));
+        m.webhook_outbox_corrupt();
+        let corrupt = {
+            let mut enc = TextEncoder::new();
+            m.encode(&mut enc);
+            enc.finish()
+        };
+        assert!(corrupt.contains("# TYPE wasup_webhook_outbox_corrupt_total counter\n"));
+        assert!(corrupt.contains("wasup_webhook_outbox_corrupt_total 1\n"));
         assert!(text.contains("x{v=\"a\\\"b\\\\c\\nd\"} 1\n"));
         assert!(text.contains("# TYPE wasup_engine_starts_total counter\n"));
     }

@@ -227,7 +227,7 @@ impl FromStr for ProxyType {
 }
 
 /// A session as stored in the database: the source of truth.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub name: String,
@@ -251,6 +251,29 @@ pub struct SessionRecord {
     /// The API key that created the session (`WASUP_MAX_SESSIONS_PER_KEY`
     /// counts by it); None for sessions created before it was recorded.
     pub created_by: Option<ApiKeyId>,
+}
+
+// Debug masks the proxy URL's credentials (`crate::redact`).
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("proxy_url", &crate::redact::masked_url(&self.proxy_url))
+            .field("proxy_type", &self.proxy_type)
+            .field("desired", &self.desired)
+            .field("status", &self.status)
+            .field("last_error", &self.last_error)
+            .field("phone", &self.phone)
+            .field("push_name", &self.push_name)
+            .field("connected_at", &self.connected_at)
+            .field("last_active", &self.last_active)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("event_seq", &self.event_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionRecord {
@@ -289,11 +312,21 @@ pub struct SessionView {
     pub qr: Option<QrCode>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct QrCode {
     /// Raw QR text, exactly what a phone must read.
     pub text: String,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The QR text links a phone to the session: Debug hides it.
+impl std::fmt::Debug for QrCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrCode")
+            .field("text", &crate::redact::Redacted)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Who the session is linked to (`GET /me`).

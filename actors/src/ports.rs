@@ -58,10 +58,20 @@ pub trait Store: Send + Sync + 'static {
 
 // ---------------------------------------------------------------- Engine
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ProxySpec {
     pub url: String,
     pub kind: ProxyType,
+}
+
+/// Debug masks the proxy URL's credentials (`crate::redact`).
+impl std::fmt::Debug for ProxySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySpec")
+            .field("url", &crate::redact::MaskedUrl(&self.url))
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// What the engine needs to start one session.
@@ -76,7 +86,7 @@ pub struct EngineSpec {
 /// What an engine reports about its connection. A started engine ends with
 /// exactly one terminal event (every variant from `Disconnected` down) and
 /// sends nothing after it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum EngineEvent {
     /// Not linked: a QR to show. Rotates; each one replaces the last.
     Qr { code: String, timeout: Duration },
@@ -108,6 +118,52 @@ pub enum EngineEvent {
     Outdated,
     /// The engine itself died (run loop ended unexpectedly, panic).
     Crashed { cause: String },
+}
+
+/// Debug hides the QR text (it links a phone to the session).
+impl std::fmt::Debug for EngineEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::Redacted;
+        match self {
+            EngineEvent::Qr { timeout, .. } => f
+                .debug_struct("Qr")
+                .field("code", &Redacted)
+                .field("timeout", timeout)
+                .finish(),
+            EngineEvent::PairSuccess { phone, push_name } => f
+                .debug_struct("PairSuccess")
+                .field("phone", phone)
+                .field("push_name", push_name)
+                .finish(),
+            EngineEvent::Connected { phone, push_name } => f
+                .debug_struct("Connected")
+                .field("phone", phone)
+                .field("push_name", push_name)
+                .finish(),
+            EngineEvent::Disconnected { reason } => f
+                .debug_struct("Disconnected")
+                .field("reason", reason)
+                .finish(),
+            EngineEvent::ConnectFailed { reason } => f
+                .debug_struct("ConnectFailed")
+                .field("reason", reason)
+                .finish(),
+            EngineEvent::QrExhausted => f.write_str("QrExhausted"),
+            EngineEvent::LoggedOut { reason } => {
+                f.debug_struct("LoggedOut").field("reason", reason).finish()
+            }
+            EngineEvent::Replaced => f.write_str("Replaced"),
+            EngineEvent::TemporaryBan { code, expires_in } => f
+                .debug_struct("TemporaryBan")
+                .field("code", code)
+                .field("expires_in", expires_in)
+                .finish(),
+            EngineEvent::Outdated => f.write_str("Outdated"),
+            EngineEvent::Crashed { cause } => {
+                f.debug_struct("Crashed").field("cause", cause).finish()
+            }
+        }
+    }
 }
 
 impl EngineEvent {

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wasup_actors::webhook::*;
 
+use wasup_actors::model::Role;
+
 use super::auth::Auth;
 use super::error::ApiError;
 use super::json::Body;
@@ -18,7 +20,8 @@ use super::AppState;
 
 type Data = web::Data<AppState>;
 
-/// A webhook (never its secret or its header values).
+/// A webhook (never its secret or its header values; for viewer keys, the
+/// URL's credentials and token-like query values are masked too).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Webhook)]
@@ -27,6 +30,9 @@ pub struct WebhookBody {
     id: String,
     #[schema(format = Uuid)]
     session_id: String,
+    /// For viewer keys a password in it shows as `user:***@` and the values
+    /// of token-like query keys (`token`, `key`, `secret`, `sig`, …) as `***`;
+    /// operators and admins see it whole.
     #[schema(example = "https://example.com/hooks/wasup")]
     url: String,
     /// `["*"]` (every event) or event names.
@@ -131,6 +137,19 @@ pub struct WebhookPath {
     wid: String,
 }
 
+impl WebhookBody {
+    /// The webhook as a caller of `role` may see it: viewers cannot set a
+    /// webhook, so they get its URL without credentials; operators and
+    /// admins (who could set it) get it whole.
+    fn shown_to(w: &WebhookRecord, role: Role) -> Self {
+        let mut body = WebhookBody::from(w);
+        if role < Role::Operator {
+            body.url = wasup_actors::redact::mask_url(&body.url);
+        }
+        body
+    }
+}
+
 fn pairs(h: Option<BTreeMap<String, String>>) -> Option<Vec<(String, String)>> {
     h.map(|m| m.into_iter().collect())
 }
@@ -169,8 +188,13 @@ pub async fn create(
     }))
 }
 
-fn list_response(hooks: &[WebhookRecord]) -> HttpResponse {
-    HttpResponse::Ok().json(hooks.iter().map(WebhookBody::from).collect::<Vec<_>>())
+fn list_response(hooks: &[WebhookRecord], role: Role) -> HttpResponse {
+    HttpResponse::Ok().json(
+        hooks
+            .iter()
+            .map(|w| WebhookBody::shown_to(w, role))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// List a session's webhooks
@@ -187,6 +211,7 @@ pub async fn list(
     Auth(caller): Auth,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let role = caller.role;
     let hooks = state
         .webhooks
         .send(ListWebhooks {
@@ -194,7 +219,7 @@ pub async fn list(
             session: Some(id.into_inner()),
         })
         .await??;
-    Ok(list_response(&hooks))
+    Ok(list_response(&hooks, role))
 }
 
 /// List all webhooks
@@ -206,6 +231,7 @@ pub async fn list(
     )
 )]
 pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, ApiError> {
+    let role = caller.role;
     let hooks = state
         .webhooks
         .send(ListWebhooks {
@@ -213,7 +239,7 @@ pub async fn list_all(state: Data, Auth(caller): Auth) -> Result<HttpResponse, A
             session: None,
         })
         .await??;
-    Ok(list_response(&hooks))
+    Ok(list_response(&hooks, role))
 }
 
 /// Get a webhook
@@ -231,6 +257,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (session, webhook) = path.into_inner();
+    let role = caller.role;
     let record = state
         .webhooks
         .send(GetWebhook {
@@ -239,7 +266,7 @@ pub async fn get(
             webhook,
         })
         .await??;
-    Ok(HttpResponse::Ok().json(WebhookBody::from(&record)))
+    Ok(HttpResponse::Ok().json(WebhookBody::shown_to(&record, role)))
 }
 
 /// Update a webhook

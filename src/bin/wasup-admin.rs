@@ -19,7 +19,7 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 /// Administer a running wasup server (sessions, QR linking, API keys).
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(name = "wasup-admin", version)]
 struct Cli {
     /// Base URL of the server (with or without the trailing /api).
@@ -41,6 +41,18 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// Debug hides the API key.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("url", &self.url)
+            .field("api_key", &wasup_actors::redact::redacted(&self.api_key))
+            .field("json", &self.json)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -1037,6 +1049,15 @@ fn print_event(data: &str, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_api_key() {
+        let cli = Cli::try_parse_from(["wasup-admin", "--api-key", "s3cr3t-api-key", "overview"])
+            .unwrap();
+        let text = format!("{cli:?}");
+        assert!(!text.contains("s3cr3t-api-key"), "{text}");
+        assert!(text.contains("Overview"), "{text}");
+    }
 
     #[test]
     fn the_drawing_decodes_to_the_text() {

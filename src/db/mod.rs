@@ -199,13 +199,43 @@ impl Db {
         .map_err(|_| DbError::Cancelled)?
     }
 
-    /// Run `work` inside one transaction.
+    /// Run `work` inside one transaction (see [`transaction_in`]).
     pub async fn transaction<T, F>(&self, work: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
-        self.run(move |conn| conn.transaction(|tx| work(tx))).await
+        self.run(move |conn| transaction_in(conn, work)).await
+    }
+}
+
+/// Run `work` inside one transaction on `conn`: the one place transactions
+/// start. On SQLite it begins with `BEGIN IMMEDIATE`, taking the write lock
+/// up front: a deferred transaction that reads and then writes fails with
+/// "database is locked" (SQLITE_BUSY, which the busy timeout cannot wait
+/// out) when another writer committed after its read. PostgreSQL begins as
+/// usual. Inside `work`, `conn.transaction` nests as a savepoint.
+pub fn transaction_in<T, E, F>(conn: &mut DbConn, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConn::Postgres(_) => <DbConn as TransactionManager<DbConn>>::begin_transaction(conn)?,
+    }
+    match work(conn) {
+        Ok(value) => {
+            <DbConn as TransactionManager<DbConn>>::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => match <DbConn as TransactionManager<DbConn>>::rollback_transaction(conn) {
+            // The caller's error says more than a failed rollback (the pool
+            // discards a connection whose transaction manager broke).
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
+            Err(rollback) => Err(rollback.into()),
+        },
     }
 }
 /// The session event log across sessions, by cursor (the event stream).
@@ -215,6 +245,8 @@ pub mod event_log;
 pub mod messages;
 /// A session's proxy URL sealed at rest (plain rows still read).
 pub mod proxy_seal;
+/// QR payloads in the event log last only as long as the QR.
+pub mod qr_log;
 /// Sessions, API keys and the session event log; `DbStore` implements the
 /// actors' `Store` port.
 pub mod records;
@@ -254,5 +286,60 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(level, 2, "PRAGMA synchronous: 2 is FULL");
+    }
+
+    /// A transaction that reads, then writes after another writer committed,
+    /// must not fail: on SQLite a deferred transaction gets "database is
+    /// locked" at its first write (its read snapshot is stale, and the busy
+    /// timeout cannot wait that out); `BEGIN IMMEDIATE` makes the other
+    /// writer wait for it instead.
+    #[tokio::test]
+    async fn sqlite_read_then_write_transactions_do_not_fail_on_a_concurrent_writer() {
+        use diesel::connection::SimpleConnection;
+        let t = super::testing::TestDatabase::sqlite();
+        let db = t.open();
+        db.run(|c| Ok(c.batch_execute("CREATE TABLE t (x BIGINT NOT NULL)")?))
+            .await
+            .unwrap();
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let reader = db.transaction(move |c| {
+            c.batch_execute("SELECT count(*) FROM t")?;
+            read_tx.send(()).unwrap();
+            // Give the other writer its chance to commit first (with BEGIN
+            // IMMEDIATE it cannot: it waits for this transaction).
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(2));
+            c.batch_execute("INSERT INTO t VALUES (1)")?;
+            Ok(())
+        });
+        let writer_db = db.clone();
+        let writer = async move {
+            tokio::task::spawn_blocking(move || read_rx.recv().unwrap())
+                .await
+                .unwrap();
+            let res = writer_db
+                .transaction(|c| Ok(c.batch_execute("INSERT INTO t VALUES (2)")?))
+                .await;
+            let _ = done_tx.send(());
+            res
+        };
+        let (reader, writer) = tokio::join!(reader, writer);
+        assert!(reader.is_ok(), "the reading transaction failed: {reader:?}");
+        assert!(writer.is_ok(), "the other writer failed: {writer:?}");
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let n = db
+            .run(|c| match c {
+                DbConn::Sqlite(c) => Ok(diesel::sql_query("SELECT count(*) AS n FROM t")
+                    .get_result::<Count>(c)?
+                    .n),
+                DbConn::Postgres(_) => unreachable!("a SQLite test database"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }

@@ -238,7 +238,8 @@ fn opened(
     Ok(record)
 }
 
-#[derive(Debug, Queryable, Selectable, Insertable)]
+// No Debug: the row holds the proxy URL with its credentials.
+#[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 struct SessionRow {
     id: String,
@@ -445,7 +446,10 @@ pub(crate) fn save_session_in(
             e.seq += shift;
         }
     }
-    insert_events(conn, record.id, &events)?;
+    if let Some(first) = events.first() {
+        super::qr_log::expire_superseded(conn, record.id, seq_to_db(first.seq)?)?;
+    }
+    insert_events(conn, record.id, &super::qr_log::as_stored(&events))?;
     super::webhooks::insert_deliveries(conn, record.id, &events)?;
     Ok(events)
 }

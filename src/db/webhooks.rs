@@ -248,6 +248,8 @@ struct DueRow {
     webhook_id: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_name: String,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     attempts: i64,
 }
@@ -257,7 +259,8 @@ struct DueRow {
 /// one index probe per webhook however long the queues are (a receiver that
 /// was down for an hour leaves a long backlog that must not slow every poll).
 const DUE_HEADS: &str = "\
-    SELECT d.id AS id, d.webhook_id AS webhook_id, d.event_id AS event_id, d.attempts AS attempts \
+    SELECT d.id AS id, d.webhook_id AS webhook_id, d.event_id AS event_id, \
+        d.event_name AS event_name, d.attempts AS attempts \
     FROM webhooks w \
     JOIN webhook_deliveries d ON d.id = ( \
         SELECT q.id FROM webhook_deliveries q \
@@ -322,21 +325,64 @@ fn due_deliveries(
         else {
             continue; // deleted between the two reads
         };
-        let mut event = decode_event(&head.event_id, payload)?;
-        super::messages::open_event(&mut event, boxed);
-        let record = into_record(row, boxed)?;
-        jobs.push(DeliveryJob {
-            delivery_id: head.id,
-            webhook_id: record.id,
-            url: record.url,
-            secret: open_secret(row, boxed)?,
-            headers: record.headers,
-            max_attempts: record.max_attempts,
-            attempt: u32::try_from(head.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
-            event,
-        });
+        let job = (|| {
+            let mut event = decode_event(&head.event_id, payload)?;
+            super::messages::open_event(&mut event, boxed);
+            let record = into_record(row, boxed)?;
+            Ok::<_, DbError>(DeliveryJob {
+                delivery_id: head.id.clone(),
+                webhook_id: record.id,
+                url: record.url,
+                secret: open_secret(row, boxed)?,
+                headers: record.headers,
+                max_attempts: record.max_attempts,
+                attempt: u32::try_from(head.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
+                event,
+            })
+        })();
+        match job {
+            Ok(job) => jobs.push(job),
+            // One bad row must not fail every poll (it is the head of its
+            // webhook's queue, so it would be read again each time).
+            Err(DbError::Corrupt(why)) => dead_letter_corrupt(conn, &head, &why, now)?,
+            Err(e) => return Err(e),
+        }
     }
     Ok(jobs)
+}
+
+/// Dead-letter a row that cannot become a delivery, with an attempt saying
+/// why, so its webhook's queue moves on and it is never retried. The reason
+/// names ids and the decoder's complaint, never a secret or a payload.
+fn dead_letter_corrupt(
+    conn: &mut DbConn,
+    head: &DueRow,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    log::error!(
+        "webhooks: delivery {} (webhook {}, event {}) is corrupt and was dead-lettered: {why}",
+        head.id,
+        head.webhook_id,
+        head.event_id
+    );
+    wasup_actors::metrics::METRICS.webhook_outbox_corrupt();
+    let webhook_id = Uuid::parse_str(&head.webhook_id)
+        .map_err(|e| DbError::Corrupt(format!("delivery {}: webhook_id: {e}", head.id)))?;
+    let error = format!("corrupt outbox row: {why}");
+    let attempt = AttemptRecord {
+        event_id: head.event_id.clone(),
+        event_name: head.event_name.clone(),
+        attempt: u32::try_from(head.attempts.max(0)).unwrap_or(u32::MAX - 1) + 1,
+        outcome: AttemptOutcome::Dead,
+        status_code: None,
+        error: Some(error),
+        latency_ms: 0,
+        at: now,
+    };
+    super::transaction_in(conn, |c| {
+        record_attempt(c, &head.id, webhook_id, &attempt, &AfterAttempt::Dead)
+    })
 }
 
 #[derive(Insertable)]
@@ -512,6 +558,8 @@ fn redrive(
 }
 
 fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
+    // QRs that lapsed with nothing written after them lose their text.
+    super::qr_log::expire_lapsed(conn, Utc::now().timestamp_millis())?;
     let before = to_ms(before);
     // Delivered rows (their attempts go with them).
     let rows = diesel::delete(
@@ -545,6 +593,18 @@ fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
     )
     .execute(conn)?;
     Ok((rows + attempts + events) as u64)
+}
+
+/// Dead letters last touched before `before`; their attempts go with them
+/// (ON DELETE CASCADE), their events with the next `prune`.
+fn prune_dead_letters(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
+    let rows = diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.eq(DEAD))
+            .filter(webhook_deliveries::updated_at.lt(to_ms(before))),
+    )
+    .execute(conn)?;
+    Ok(rows as u64)
 }
 
 impl WebhookStore for DbWebhookStore {
@@ -653,6 +713,10 @@ impl WebhookStore for DbWebhookStore {
 
     fn prune(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
         self.call_in_transaction(move |c, _| prune(c, before))
+    }
+
+    fn prune_dead_letters(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
+        self.call(move |c, _| prune_dead_letters(c, before))
     }
 
     /// Two counts over the `(status, updated_at)` index.

@@ -38,13 +38,26 @@ pub enum ProxySetupError {
 }
 
 /// A parsed proxy: where it is and how to log in to it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Proxy {
     kind: ProxyType,
     host: String,
     port: u16,
     user: Option<String>,
     password: Option<String>,
+}
+
+/// Debug hides the password (`wasup_actors::redact`).
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &wasup_actors::redact::redacted(&self.password))
+            .finish()
+    }
 }
 
 impl Proxy {
@@ -289,6 +302,17 @@ mod tests {
             kind,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let p = proxy(ProxyType::Http, "http://bob:s3cr3t-pw@proxy.example:3128");
+        let text = format!("{p:?}");
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+        assert!(
+            text.contains("bob") && text.contains("proxy.example"),
+            "{text}"
+        );
     }
 
     /// A CONNECT proxy that records the request head, answers `status`,

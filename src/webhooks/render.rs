@@ -27,10 +27,19 @@ pub fn data(event: &SessionEvent) -> Result<Value, crate::qr::QrError> {
             "previousStatus": s.previous_status,
             "lastError": s.last_error,
         }),
+        // A QR past its life has no text left in the log (db::qr_log): a
+        // late delivery or a replay says so instead.
+        Some(Data::Qr(q)) if q.expired || q.qr.is_empty() => json!({
+            "qr": null,
+            "qrCode": null,
+            "expiresAt": iso_ms(q.expires_at_ms),
+            "expired": true,
+        }),
         Some(Data::Qr(q)) => json!({
             "qr": q.qr,
             "qrCode": crate::qr::data_url(&q.qr)?,
             "expiresAt": iso_ms(q.expires_at_ms),
+            "expired": false,
         }),
         Some(Data::Authenticated(a)) => json!({
             "phone": a.phone,
@@ -152,6 +161,7 @@ mod tests {
         let e = envelope(&WebhookPayload::Event(event(Data::Qr(QrRotated {
             qr: "2@abc".into(),
             expires_at_ms: 1_750_842_060_000,
+            expired: false,
         }))))
         .unwrap();
         let v: Value = serde_json::from_slice(&e.body).unwrap();
@@ -161,5 +171,22 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("data:image/png;base64,"));
+        assert_eq!(v["data"]["expired"], false);
+    }
+
+    #[test]
+    fn an_expired_qr_renders_without_its_payload() {
+        let mut qr = QrRotated {
+            qr: "2@abc".into(),
+            expires_at_ms: 1_750_842_060_000,
+            expired: false,
+        };
+        qr.expire();
+        let e = envelope(&WebhookPayload::Event(event(Data::Qr(qr)))).unwrap();
+        let v: Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(
+            v["data"],
+            json!({"qr": null, "qrCode": null, "expiresAt": "2025-06-25T09:01:00.000Z", "expired": true})
+        );
     }
 }

@@ -27,18 +27,18 @@ const LINK_WORKERS: usize = 32;
 /// Each scenario's bound.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
 
-struct Bench {
-    server: Server,
-    sim: SimProcess,
-    http: Client,
+pub(crate) struct Bench {
+    pub(crate) server: Server,
+    pub(crate) sim: SimProcess,
+    pub(crate) http: Client,
     /// (session id, phone) of every linked session, in link order.
-    linked: Vec<(String, String)>,
+    pub(crate) linked: Vec<(String, String)>,
     /// (sessions linked, RSS KiB, phase: `linked` or `restored`) after each settle.
-    curve: Vec<(usize, u64, &'static str)>,
-    report: String,
+    pub(crate) curve: Vec<(usize, u64, &'static str)>,
+    pub(crate) report: String,
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -48,7 +48,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// An error with its causes ("error sending request" alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -59,12 +59,40 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 impl Bench {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    /// A `wasup-simulator` process in `dir` and a gateway on SQLite linked to
+    /// it (admin key `ADMIN_KEY`, logs at `warn`), with `env` on top.
+    pub(crate) fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Bench {
+        let sim = SimProcess::start(&dir.join("sim"));
+        let mut all = vec![
+            ("WASUP_ADMIN_KEY", ADMIN_KEY),
+            ("WASUP_SIMULATOR_URL", sim.ws.as_str()),
+            ("RUST_LOG", "warn"),
+        ];
+        all.extend_from_slice(env);
+        let server = Server::start_with(&TestDb::Sqlite, &all);
+        Bench {
+            server,
+            sim,
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(LINK_WORKERS)
+                // Below the servers' 5 s keep-alive: a pooled connection is
+                // never reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+            linked: Vec::new(),
+            curve: Vec::new(),
+            report: String::new(),
+        }
+    }
+
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self
             .http
@@ -79,16 +107,16 @@ impl Bench {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.server.pid().expect("the gateway runs")
     }
 
-    fn overview(&self) -> Value {
+    pub(crate) fn overview(&self) -> Value {
         self.call("GET", "/api/sessions/stats/overview", None).1
     }
 
     /// Wait until the overview counts `want` ready sessions; the time it took.
-    fn wait_ready(&self, want: usize, limit: Duration) -> Result<Duration, String> {
+    pub(crate) fn wait_ready(&self, want: usize, limit: Duration) -> Result<Duration, String> {
         let started = Instant::now();
         loop {
             let o = self.overview();
@@ -111,7 +139,7 @@ impl Bench {
     }
 
     /// Create, start and link sessions until `target` are linked.
-    fn link_to(&mut self, target: usize) -> Duration {
+    pub(crate) fn link_to(&mut self, target: usize) -> Duration {
         let from = self.linked.len();
         let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((from..target).collect()));
         let done = Arc::new(Mutex::new(Vec::new()));
@@ -148,7 +176,7 @@ impl Bench {
         took
     }
 
-    fn link_one(&self, i: usize) -> Result<(String, String), String> {
+    pub(crate) fn link_one(&self, i: usize) -> Result<(String, String), String> {
         let (status, got) = self.call(
             "POST",
             "/api/sessions",
@@ -364,7 +392,7 @@ impl WrkResult {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "**pass**"
     } else {
@@ -402,30 +430,7 @@ fn sizes() -> Vec<usize> {
 fn bench_link_restore_churn_api() {
     let sizes = sizes();
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimProcess::start(&dir.path().join("sim"));
-    let server = Server::start_with(
-        &TestDb::Sqlite,
-        &[
-            ("WASUP_ADMIN_KEY", ADMIN_KEY),
-            ("WASUP_SIMULATOR_URL", &sim.ws),
-            ("RUST_LOG", "warn"),
-        ],
-    );
-    let mut b = Bench {
-        server,
-        sim,
-        http: Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(LINK_WORKERS)
-            // Below the servers' 5 s keep-alive: a pooled connection is
-            // never reused just as the server closes it.
-            .pool_idle_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap(),
-        linked: Vec::new(),
-        curve: Vec::new(),
-        report: String::new(),
-    };
+    let mut b = Bench::start(dir.path(), &[]);
     let baseline = b.settle("linked");
     let mut link_rows = String::new();
     let mut api_rows = String::new();

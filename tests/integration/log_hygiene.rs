@@ -322,7 +322,8 @@ fn lifecycle(db: &TestDb) {
     let qrs: BTreeSet<&str> = events
         .iter()
         .filter(|e| e["event"] == "session.qr")
-        .map(|e| e["data"]["qr"].as_str().unwrap())
+        // A QR delivered after its life is over carries no text (expired).
+        .filter_map(|e| e["data"]["qr"].as_str())
         .collect();
     assert!(qrs.len() >= 2, "a QR per session: {qrs:?}");
     for qr in qrs {

@@ -19,6 +19,7 @@ mod db_store;
 mod events_stream;
 mod limits;
 mod metrics;
+mod secret_exposure;
 mod server_lifecycle;
 mod session_settings;
 mod webhooks_http;
@@ -35,6 +36,7 @@ simulator_only!(
     sim_process,
     simulator_support,
     bench_scale,
+    bench_soak,
     e2e_link,
     e2e_scale,
     log_hygiene,

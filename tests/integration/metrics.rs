@@ -365,6 +365,7 @@ fn the_scrape_is_prometheus_text_and_moves_with_sessions_requests_and_webhooks()
             ("wasup_webhook_delivery_duration_seconds", "histogram"),
             ("wasup_webhook_outbox_depth", "gauge"),
             ("wasup_webhook_dead_letters", "gauge"),
+            ("wasup_webhook_outbox_corrupt_total", "counter"),
             ("wasup_http_requests_total", "counter"),
             ("wasup_http_request_duration_seconds", "histogram"),
         ] {

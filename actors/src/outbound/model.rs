@@ -100,7 +100,7 @@ impl FromStr for MessageStatus {
 }
 
 /// One stored message (either direction).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct MessageRecord {
     pub session_id: SessionId,
     /// The WhatsApp message id (wasup's choice for outbound messages).
@@ -122,6 +122,29 @@ pub struct MessageRecord {
     pub timestamp: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Debug hides the body (`crate::redact`).
+impl std::fmt::Debug for MessageRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageRecord")
+            .field("session_id", &self.session_id)
+            .field("id", &self.id)
+            .field("direction", &self.direction)
+            .field("chat_id", &self.chat_id)
+            .field("sender", &self.sender)
+            .field("kind", &self.kind)
+            .field("body", &crate::redact::Redacted)
+            .field("status", &self.status)
+            .field("error", &self.error)
+            .field("from_me", &self.from_me)
+            .field("push_name", &self.push_name)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("timestamp", &self.timestamp)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MessageRecord {

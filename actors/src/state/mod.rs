@@ -338,6 +338,7 @@ fn engine_event<R: Rng + ?Sized>(
             out.events.push(Data::Qr(QrRotated {
                 qr: code,
                 expires_at_ms: ms(expires_at),
+                expired: false,
             }));
             Action::Nothing
         }

@@ -199,7 +199,8 @@ fn full_link_emits_status_qr_authenticated_in_order() {
             status_ev(QrReady, Initializing, None),
             Data::Qr(QrRotated {
                 qr: "A".into(),
-                expires_at_ms: ms(exp)
+                expires_at_ms: ms(exp),
+                expired: false,
             })
         ]
     );
@@ -217,7 +218,8 @@ fn full_link_emits_status_qr_authenticated_in_order() {
         t.events,
         vec![Data::Qr(QrRotated {
             qr: "B".into(),
-            expires_at_ms: ms(exp)
+            expires_at_ms: ms(exp),
+            expired: false,
         })]
     );
     assert_eq!(s.status, QrReady);

@@ -49,6 +49,8 @@ pub struct WebhookOptions {
     pub poll_interval: Duration,
     /// Delivered rows and attempt logs older than this are pruned.
     pub retention: Duration,
+    /// Dead letters untouched for this long are pruned with their attempts.
+    pub dead_letter_retention: Duration,
     pub prune_interval: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -60,6 +62,7 @@ impl Default for WebhookOptions {
             max_concurrency: 32,
             poll_interval: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(600),
@@ -227,10 +230,19 @@ impl WebhookActor {
     fn prune(&mut self, ctx: &mut Context<Self>) {
         let retention = chrono::Duration::from_std(self.options.retention)
             .unwrap_or_else(|_| chrono::Duration::days(7));
-        let prune = self.store.prune(Utc::now() - retention);
+        let dead_retention = chrono::Duration::from_std(self.options.dead_letter_retention)
+            .unwrap_or_else(|_| chrono::Duration::days(30));
+        // Dead letters first, so the events they held go in the same round.
+        let prune_dead = self.store.prune_dead_letters(Utc::now() - dead_retention);
+        let store = self.store.clone();
         ctx.spawn(
             async move {
-                match prune.await {
+                match prune_dead.await {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("webhooks: pruned {n} old dead letters"),
+                    Err(e) => log::warn!("webhooks: pruning dead letters failed: {e}"),
+                }
+                match store.prune(Utc::now() - retention).await {
                     Ok(0) => {}
                     Ok(n) => log::info!("webhooks: pruned {n} old delivery rows"),
                     Err(e) => log::warn!("webhooks: pruning failed: {e}"),

@@ -72,6 +72,13 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Delete delivered rows and attempt logs older than `before` (dead
     /// letters and their attempts stay). Returns the rows deleted.
     fn prune(&self, before: DateTime<Utc>) -> StoreFuture<u64>;
+    /// Delete dead letters (with their attempts) last touched before
+    /// `before`; events no longer referenced go with the next `prune`.
+    /// Returns the dead letters deleted.
+    fn prune_dead_letters(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
+        let _ = before;
+        Box::pin(async { Ok(0) })
+    }
     /// Pending rows and dead letters, counted now (for `GET /metrics`).
     fn outbox_depth(&self) -> StoreFuture<OutboxCounts>;
 }
@@ -88,13 +95,26 @@ pub enum WebhookPayload {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookRequest {
     pub url: String,
     pub secret: String,
     pub headers: Vec<(String, String)>,
     pub attempt: u32,
     pub payload: WebhookPayload,
+}
+
+// Debug shows no header value, secret or URL credential (`crate::redact`).
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRequest")
+            .field("url", &crate::redact::MaskedUrl(&self.url))
+            .field("secret", &crate::redact::Redacted)
+            .field("headers", &crate::redact::MaskedHeaders(&self.headers))
+            .field("attempt", &self.attempt)
+            .field("payload", &self.payload)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -2,16 +2,19 @@
 //! `?status=` filter of the deliveries log, and the outbox jobs the delivery
 //! loop hands around.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::events::SessionEvent;
 use crate::model::SessionId;
+use crate::redact::{masked_url, MaskedHeaders, MaskedUrl, Redacted};
 
 pub type WebhookId = Uuid;
 
 /// A webhook as stored (the secret is kept apart: it is only ever read to sign).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookRecord {
     pub id: WebhookId,
     pub session_id: SessionId,
@@ -34,7 +37,7 @@ impl WebhookRecord {
 }
 
 /// The fields a `PATCH` sets; `None` leaves a field as it is.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookPatch {
     pub url: Option<String>,
     pub events: Option<Vec<String>>,
@@ -147,7 +150,7 @@ impl std::str::FromStr for AttemptFilter {
 }
 
 /// A due outbox row with everything needed to send it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DeliveryJob {
     pub delivery_id: String,
     pub webhook_id: WebhookId,
@@ -158,6 +161,51 @@ pub struct DeliveryJob {
     /// The number of this attempt (1-based).
     pub attempt: u32,
     pub event: SessionEvent,
+}
+
+// Debug shows no header value, secret or URL credential (`crate::redact`).
+impl fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("session_id", &self.session_id)
+            .field("url", &MaskedUrl(&self.url))
+            .field("events", &self.events)
+            .field("headers", &MaskedHeaders(&self.headers))
+            .field("active", &self.active)
+            .field("max_attempts", &self.max_attempts)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WebhookPatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookPatch")
+            .field("url", &masked_url(&self.url))
+            .field("events", &self.events)
+            .field("headers", &self.headers.as_deref().map(MaskedHeaders))
+            .field("active", &self.active)
+            .field("max_attempts", &self.max_attempts)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DeliveryJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryJob")
+            .field("delivery_id", &self.delivery_id)
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &MaskedUrl(&self.url))
+            .field("secret", &Redacted)
+            .field("headers", &MaskedHeaders(&self.headers))
+            .field("max_attempts", &self.max_attempts)
+            .field("attempt", &self.attempt)
+            .field("event", &self.event)
+            .finish()
+    }
 }
 
 /// A finished attempt, waiting to be logged with its row's new state.

@@ -103,15 +103,19 @@ pub struct SessionStatusData {
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct SessionQrData {
-    /// The raw QR text.
+    /// The raw QR text; null when `expired`.
     #[schema(example = "2@Xk3…,…")]
-    qr: String,
-    /// The QR as a PNG data URL.
+    qr: Option<String>,
+    /// The QR as a PNG data URL; null when `expired`.
     #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
-    qr_code: String,
+    qr_code: Option<String>,
     /// When this QR stops working.
     #[schema(format = DateTime, example = "2026-06-25T09:01:00.000Z")]
     expires_at: String,
+    /// The QR's life was over when this was sent (a newer QR or status
+    /// superseded it, or `expiresAt` passed): a late delivery or a replay
+    /// from the event log, without the QR.
+    expired: bool,
 }
 
 /// `data` of `session.authenticated`.
@@ -458,6 +462,7 @@ mod tests {
             event(Data::Qr(events::QrRotated {
                 qr: "2@abc".into(),
                 expires_at_ms: 1_750_842_060_000,
+                expired: false,
             })),
             event(Data::Authenticated(events::Authenticated {
                 phone: "628123456789".into(),

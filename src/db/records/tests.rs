@@ -56,6 +56,7 @@ both_backends!(
     api_keys_round_trip_and_revoke,
     api_key_hash_is_unique,
     concurrent_saves_all_commit,
+    qr_payloads_do_not_outlive_the_qr,
 );
 
 /// Now, truncated to what the database keeps (milliseconds).
@@ -151,6 +152,120 @@ fn api_key(name: &str, hash_byte: u8) -> ApiKeyRecord {
 
 // ------------------------------------------------------------------ tests
 
+fn qr(text: &str, expires_at_ms: i64) -> Data {
+    Data::Qr(QrRotated {
+        qr: text.into(),
+        expires_at_ms,
+        expired: false,
+    })
+}
+
+/// The QR texts still readable in a session's stored events, and how many
+/// stored rows hold any of `texts` in their raw bytes.
+async fn live_qrs(store: &DbStore, id: SessionId, texts: &[&str]) -> (Vec<String>, usize) {
+    let live = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.data {
+            Some(Data::Qr(q)) if !q.expired => Some(q.qr),
+            _ => None,
+        })
+        .collect();
+    let texts: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+    let raw = store
+        .db()
+        .run(move |c| {
+            Ok(session_events::table
+                .select(session_events::payload)
+                .load::<Vec<u8>>(c)?)
+        })
+        .await
+        .unwrap();
+    let holding = raw
+        .iter()
+        .filter(|p| {
+            texts
+                .iter()
+                .any(|t| p.windows(t.len()).any(|w| w == &t[..]))
+        })
+        .count();
+    (live, holding)
+}
+
+/// A QR's text stays in the log only while the QR lives: a newer event of
+/// the session (QR or status, in a later batch or the same one) blanks it,
+/// and so does the prune once it expired with nothing after it. The
+/// blanked event keeps its id, seq and expiry and says `expired`.
+async fn qr_payloads_do_not_outlive_the_qr(store: DbStore) {
+    let mut record = minimal_session("qr-life");
+    store.insert_session(record.clone()).await.unwrap();
+    let later = now().timestamp_millis() + 60_000;
+    let texts = ["2@first-qr", "2@second-qr", "2@batched-qr", "2@lapsed-qr"];
+    let save = |record: &SessionRecord, events: Vec<SessionEvent>| {
+        let (store, record) = (store.clone(), record.clone());
+        async move { store.save_session(record, events).await.unwrap() }
+    };
+
+    let mut batch = vec![transition(&mut record, SessionStatus::QrReady)];
+    record.event_seq += 1;
+    batch.push(event(&record, record.event_seq, qr(texts[0], later)));
+    save(&record, batch).await;
+    assert_eq!(
+        live_qrs(&store, record.id, &texts).await,
+        (vec![texts[0].to_string()], 1)
+    );
+
+    // A newer QR supersedes it.
+    record.event_seq += 1;
+    let second = event(&record, record.event_seq, qr(texts[1], later));
+    save(&record, vec![second]).await;
+    assert_eq!(
+        live_qrs(&store, record.id, &texts).await,
+        (vec![texts[1].to_string()], 1)
+    );
+
+    // A status change ends it; a QR followed by another event in one batch
+    // is stored blanked at once.
+    record.event_seq += 1;
+    let batched = event(&record, record.event_seq, qr(texts[2], later));
+    let status = transition(&mut record, SessionStatus::Disconnected);
+    save(&record, vec![batched.clone(), status]).await;
+    assert_eq!(live_qrs(&store, record.id, &texts).await, (vec![], 0));
+    let stored = store.events(record.id).await.unwrap();
+    let Some(Data::Qr(q)) = &stored[3].data else {
+        panic!("not a QR: {:?}", stored[3]);
+    };
+    assert_eq!(stored[3].id, batched.id);
+    assert!(q.expired && q.qr.is_empty());
+    assert_eq!(q.expires_at_ms, later);
+
+    // The last event is a QR that lapsed (the process stopped while the
+    // session waited): the prune blanks it, a live one it keeps.
+    record.event_seq += 1;
+    let past = now().timestamp_millis() - 1;
+    let lapsed = event(&record, record.event_seq, qr(texts[3], past));
+    save(&record, vec![lapsed]).await;
+    let mut other = minimal_session("qr-live");
+    store.insert_session(other.clone()).await.unwrap();
+    other.event_seq += 1;
+    let live = event(&other, other.event_seq, qr("2@other-live", later));
+    store.save_session(other.clone(), vec![live]).await.unwrap();
+    let blanked = store
+        .db()
+        .run(|c| crate::db::qr_log::expire_lapsed(c, now().timestamp_millis() + 1))
+        .await
+        .unwrap();
+    assert_eq!(blanked, 1);
+    assert_eq!(live_qrs(&store, record.id, &texts).await, (vec![], 0));
+    assert_eq!(
+        live_qrs(&store, other.id, &["2@other-live"]).await.1,
+        1,
+        "a live QR keeps its text"
+    );
+}
+
 async fn ping_answers(store: DbStore) {
     store.ping().await.unwrap();
 }
@@ -232,6 +347,7 @@ async fn save_session_writes_state_and_events_together(store: DbStore) {
         Data::Qr(QrRotated {
             qr: "2@abc,def,ghi".into(),
             expires_at_ms: now().timestamp_millis() + 60_000,
+            expired: false,
         }),
     ));
     record.desired = DesiredState::Running;
@@ -269,7 +385,12 @@ async fn save_session_writes_state_and_events_together(store: DbStore) {
         stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5, 6]
     );
-    assert_eq!(&stored[..3], &events[..]);
+    // The QR's life ended with the next event: the log keeps it blanked.
+    let mut first = events.clone();
+    if let Some(Data::Qr(q)) = &mut first[2].data {
+        q.expire();
+    }
+    assert_eq!(&stored[..3], &first[..]);
     assert_eq!(&stored[3..], &more[..]);
     assert_eq!(record.event_seq, 6);
 

@@ -256,6 +256,42 @@ async fn outbox_rows_follow_the_state_change(t: TestDatabase) {
     assert_eq!(count(&hooks, "webhooks").await, 0);
 }
 
+/// Take the head of the outbox (it must be `e`) and record its first
+/// attempt, made at `at`, as ending in `next`.
+async fn attempt_head(
+    hooks: &DbWebhookStore,
+    h: &WebhookRecord,
+    e: &SessionEvent,
+    next: AfterAttempt,
+    at: chrono::DateTime<Utc>,
+) {
+    let job = hooks
+        .due_deliveries(Utc::now(), vec![], 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.event.id, e.id);
+    let (outcome, status_code) = match next {
+        AfterAttempt::Delivered => (AttemptOutcome::Delivered, 200),
+        AfterAttempt::Dead => (AttemptOutcome::Dead, 500),
+        AfterAttempt::RetryAt(_) => (AttemptOutcome::Failed, 500),
+    };
+    let attempt = AttemptRecord {
+        event_id: e.id.clone(),
+        event_name: e.name().into(),
+        attempt: 1,
+        outcome,
+        status_code: Some(status_code),
+        error: None,
+        latency_ms: 1,
+        at,
+    };
+    hooks
+        .record_attempt(job.delivery_id, h.id, attempt, next)
+        .await
+        .unwrap();
+}
+
 async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase) {
     let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
     let (e1, e2) = (
@@ -267,31 +303,8 @@ async fn retention_prunes_delivered_rows_and_keeps_dead_letters(t: TestDatabase)
         .await
         .unwrap();
     let old = Utc::now() - Duration::days(8);
-    for (e, next, outcome) in [
-        (&e1, AfterAttempt::Delivered, AttemptOutcome::Delivered),
-        (&e2, AfterAttempt::Dead, AttemptOutcome::Dead),
-    ] {
-        let job = hooks
-            .due_deliveries(Utc::now(), vec![], 1)
-            .await
-            .unwrap()
-            .remove(0);
-        assert_eq!(job.event.id, e.id);
-        let attempt = AttemptRecord {
-            event_id: e.id.clone(),
-            event_name: e.name().into(),
-            attempt: 1,
-            outcome,
-            status_code: Some(200),
-            error: None,
-            latency_ms: 1,
-            at: old,
-        };
-        hooks
-            .record_attempt(job.delivery_id, h.id, attempt, next)
-            .await
-            .unwrap();
-    }
+    attempt_head(&hooks, &h, &e1, AfterAttempt::Delivered, old).await;
+    attempt_head(&hooks, &h, &e2, AfterAttempt::Dead, old).await;
     // Nothing is older than 30 days yet.
     assert_eq!(
         hooks.prune(Utc::now() - Duration::days(30)).await.unwrap(),
@@ -510,6 +523,95 @@ async fn concurrent_patches_of_different_fields_both_stick(t: TestDatabase) {
     ));
 }
 
+/// Dead letters untouched past their retention go, with their attempts;
+/// younger ones stay; their events go with the next `prune`.
+async fn dead_letters_age_out(t: TestDatabase) {
+    let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
+    let (e1, e2) = (
+        step(&mut session, status()),
+        step(&mut session, disconnected()),
+    );
+    store
+        .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    for (e, days) in [(&e1, 40), (&e2, 10)] {
+        let at = Utc::now() - Duration::days(days);
+        attempt_head(&hooks, &h, e, AfterAttempt::Dead, at).await;
+    }
+    assert_eq!(hooks.outbox_depth().await.unwrap().dead, 2);
+    // The usual prune keeps both; past 30 days the older one goes.
+    hooks.prune(Utc::now() - Duration::days(7)).await.unwrap();
+    assert_eq!(hooks.outbox_depth().await.unwrap().dead, 2);
+    assert_eq!(
+        hooks
+            .prune_dead_letters(Utc::now() - Duration::days(30))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(hooks.outbox_depth().await.unwrap().dead, 1);
+    let left = hooks.list_attempts(h.id, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1, "the aged-out letter's attempt went with it");
+    assert_eq!(left[0].event_id, e2.id);
+    // Its event is no longer referenced: the next prune takes it.
+    hooks
+        .prune(Utc::now() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.events_after(session.id, 0, 10).await.unwrap(),
+        vec![e2.clone()]
+    );
+}
+
+/// A stored event that no longer decodes must not block its webhook (nor
+/// fail every poll): it is dead-lettered with an error that says corrupt,
+/// counted, and the queue moves on.
+async fn a_corrupt_outbox_row_is_dead_lettered_not_retried(t: TestDatabase) {
+    let (store, hooks, mut session, h, _) = a_session_with_a_hook(&t).await;
+    let (e1, e2) = (
+        step(&mut session, status()),
+        step(&mut session, disconnected()),
+    );
+    store
+        .save_session(session.clone(), vec![e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    let bad = e1.id.clone();
+    hooks
+        .db
+        .run(move |c| {
+            diesel::update(session_events::table.find(bad))
+                .set(session_events::payload.eq(vec![0x0au8, 0x05, 0x01]))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let corrupt_before = wasup_actors::metrics::METRICS.webhook_outbox_corrupt_rows();
+
+    let first = hooks.due_deliveries(Utc::now(), vec![], 10).await;
+    assert!(first.is_ok(), "one corrupt row failed the poll: {first:?}");
+    let counts = hooks.outbox_depth().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 1));
+    let attempts = hooks
+        .list_attempts(h.id, Some(AttemptFilter::Dead), 10)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].event_id, e1.id);
+    let error = attempts[0].error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("corrupt outbox row"), "{error}");
+    assert!(wasup_actors::metrics::METRICS.webhook_outbox_corrupt_rows() > corrupt_before);
+
+    // The next poll delivers the good row behind it; the corrupt one is
+    // never handed out again.
+    let jobs = hooks.due_deliveries(Utc::now(), vec![], 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].event.id, e2.id);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -540,4 +642,6 @@ both_backends!(
     prune_keeps_many_dead_letters_history,
     secrets_and_headers_are_sealed,
     concurrent_patches_of_different_fields_both_stick,
+    dead_letters_age_out,
+    a_corrupt_outbox_row_is_dead_lettered_not_retried,
 );

@@ -84,7 +84,7 @@ impl ProtocolStore for DeviceDb {
         let sid = self.sid.clone();
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                crate::db::transaction_in(conn, |conn| {
                     each_backend!(&mut *conn, c => {
                         for row in &rows {
                             diesel::delete(ds::device_state
@@ -274,10 +274,10 @@ impl ProtocolStore for DeviceDb {
     async fn take_sent_message(&self, chat_jid: &str, message_id: &str) -> Result<Option<Vec<u8>>> {
         let (sid, kind, k, k2, k3) = self.owned(key2(SENT_MSG, chat_jid, message_id));
         // Read and delete in one transaction: only one taker gets the payload.
-        let row: Option<Row> = self
-            .db
-            .run(move |conn| {
-                each_backend!(conn, c => c.transaction(|c| {
+        let row: Option<Row> =
+            self.db
+                .run(move |conn| {
+                    crate::db::transaction_in(conn, |conn| each_backend!(conn, c => {
                     let filter = ds::session_id
                         .eq(sid.clone())
                         .and(ds::kind.eq(kind.clone()))
@@ -293,9 +293,9 @@ impl ProtocolStore for DeviceDb {
                     Ok::<_, diesel::result::Error>(if deleted == 0 { None } else { row })
                 }))
                 .map_err(DbError::from)
-            })
-            .await
-            .map_err(db_err)?;
+                })
+                .await
+                .map_err(db_err)?;
         match row {
             Some(row) => Ok(Some(self.open(&row)?)),
             None => Ok(None),
