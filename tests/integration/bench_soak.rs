@@ -374,7 +374,7 @@ fn bench_soak_mixed_traffic() {
          | lost events (seq gaps {gaps}, still pending {pending}, dead-lettered {dead}) | {lost} | 0: {} |\n\
          | stuck sessions (not `ready` within {} s after the traffic) | {stuck} | 0: {} |\n\
          | RSS, first → last minute | {} → {} | flat (≤ +25 %): {} |\n\
-         | drops / link cycles (failed) / webhook requests received | {} / {} ({}) / {deliveries} | - |",
+         | drops / link cycles (failed) / requests to the hooked sessions' webhooks (drain included) | {} / {} ({}) / {deliveries} | - |",
         verdict(errors == 0),
         verdict(no_answer == 0),
         verdict(lost == 0.0),
