@@ -37,8 +37,9 @@ pub const METRICS_SCHEME: &str = "metrics_token";
         (name = "sessions", description = "WhatsApp sessions: create, start, link (QR or pairing code), stop, log out."),
         (name = "webhooks", description = "Webhooks of a session: signed deliveries of its events, their attempts and redrive. The payloads are in the `webhooks` section."),
         (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
-        (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events, resumable by `Last-Event-ID`."),
+        (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events or WebSocket text frames, resumable by `Last-Event-ID` / `?after=`."),
         (name = "health", description = "Liveness and readiness; no key needed."),
+        (name = "dashboard", description = "The dashboard at `/` (no key for the page) and its sign-in: an API key traded for an `HttpOnly; SameSite=Strict` session cookie, which every route then accepts instead of a key (writes also need `X-CSRF-Token`)."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
         (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),
     )

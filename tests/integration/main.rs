@@ -7,6 +7,7 @@
 // Helpers.
 mod common;
 mod receiver;
+mod webdriver;
 
 // Both builds.
 mod admin_cli;
@@ -15,8 +16,10 @@ mod api_keys;
 mod api_robustness;
 mod api_sessions;
 mod bench_webhooks;
+mod dashboard_http;
 mod db_store;
 mod events_stream;
+mod events_ws;
 mod limits;
 mod metrics;
 mod server_lifecycle;
@@ -46,4 +49,6 @@ simulator_only!(
     simulator_qr,
     simulator_ws,
     webhooks_simulator,
+    dashboard_browser,
+    bench_events,
 );

@@ -1,0 +1,1 @@
+//! Benchmarks of the event stream (placeholder)
