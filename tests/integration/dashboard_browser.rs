@@ -27,7 +27,7 @@ fn sign_in(b: &Browser, key: &str) {
     let input = b.wait(20, "#api-key");
     b.clear(&input);
     b.type_text(&input, key);
-    b.click(&b.wait(5, "#sign-in-button"));
+    b.click_on(5, "#sign-in-button");
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn the_dashboard_links_a_session_in_a_real_browser() {
         let id = b.step(&format!("{label}-created"), |b| {
             let input = b.wait(10, "#create-name");
             b.type_text(&input, &name);
-            b.click(&b.wait(5, "#create-button"));
+            b.click_on(5, "#create-button");
             let row = format!("[data-session-row=\"{name}\"]");
             let el = b.wait(20, &row);
             b.attr(&el, "data-session-id").expect("the row names its session")
@@ -69,13 +69,13 @@ fn the_dashboard_links_a_session_in_a_real_browser() {
         let badge = format!("[data-badge=\"{id}\"]");
 
         b.step(&format!("{label}-started"), |b| {
-            b.click(&b.wait(10, &format!("{row} button[data-action=\"start\"]")));
+            b.click_on(10, &format!("{row} button[data-action=\"start\"]"));
             // The badge follows the stream, up to the QR.
             b.wait_text(60, &badge, |t| t == "qr_ready");
         });
 
         b.step(&format!("{label}-link-qr"), |b| {
-            b.click(&b.wait(10, &format!("{row} a[href^=\"#/link/\"]")));
+            b.click_on(10, &format!("{row} a[href^=\"#/link/\"]"));
             b.wait(30, "#qr");
             // The image shows the session's current QR (it may rotate while
             // we compare: ask again until both agree).
@@ -115,16 +115,16 @@ fn the_dashboard_links_a_session_in_a_real_browser() {
         });
 
         b.step(&format!("{label}-stopped"), |b| {
-            b.click(&b.wait(10, "a[data-nav=\"sessions\"]"));
+            b.click_on(10, "a[data-nav=\"sessions\"]");
             b.wait_text(20, &badge, |t| t == "ready");
-            b.click(&b.wait(10, &format!("{row} button[data-action=\"stop\"]")));
+            b.click_on(10, &format!("{row} button[data-action=\"stop\"]"));
             b.wait_text(60, &badge, |t| t == "disconnected");
             let (_, got) = s.call("GET", &format!("/api/sessions/{id}"), None);
             assert_eq!(got["status"], "disconnected", "{got}");
         });
 
         b.step(&format!("{label}-signed-out"), |b| {
-            b.click(&b.wait(10, "#sign-out"));
+            b.click_on(10, "#sign-out");
             b.wait(20, "#api-key");
             // The cookie's sign-in is gone on the server too.
             let status = b.run_async(
@@ -145,7 +145,7 @@ fn the_dashboard_links_a_session_in_a_real_browser() {
         });
 
         b.step(&format!("{label}-viewer-signed-out"), |b| {
-            b.click(&b.wait(10, "#sign-out"));
+            b.click_on(10, "#sign-out");
             b.wait(20, "#api-key");
         });
     }
@@ -158,7 +158,13 @@ fn every_page_renders_at_desktop_and_phone_widths() {
     let Some(mut b) = Browser::launch("pages") else {
         return;
     };
-    let s = Server::start(&TestDb::Sqlite);
+    let s = Server::start_with(
+        &TestDb::Sqlite,
+        &[
+            ("WASUP_ADMIN_KEY", ADMIN_KEY),
+            ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ],
+    );
     let id = s.create_session("page-bot");
     let (status, _) = s.call("POST", &format!("/api/sessions/{id}/start"), None);
     assert_eq!(status, 200);
@@ -166,7 +172,7 @@ fn every_page_renders_at_desktop_and_phone_widths() {
     let (status, hook) = s.call(
         "POST",
         &format!("/api/sessions/{id}/webhooks"),
-        Some(json!({"url": "https://example.com/hook"})),
+        Some(json!({"url": "http://127.0.0.1:9/hook"})),
     );
     assert_eq!(status, 201, "{hook}");
     b.goto(&s.url("/"));
@@ -194,7 +200,7 @@ fn every_page_renders_at_desktop_and_phone_widths() {
             b.goto(&s.url("/#/keys"));
             let name = b.wait(20, "#key-name");
             b.type_text(&name, &format!("made-{width}"));
-            b.click(&b.wait(5, "#key-create"));
+            b.click_on(5, "#key-create");
             let secret = b.wait_text(20, "#key-secret", |t| t.starts_with("wsp_"));
             assert_eq!(s.call_as(&secret, "GET", "/api/sessions", None).0, 200);
         });

@@ -214,6 +214,16 @@ impl Browser {
             .is_ok_and(|v| v == true)
     }
 
+    /// Click the element matching `css` once it is there and clickable
+    /// (found again on each try: the page may replace it meanwhile).
+    pub fn click_on(&self, secs: u64, css: &str) {
+        crate::common::poll(secs, &format!("click {css}"), || {
+            let el = self.find(css).ok_or("absent")?;
+            self.cmd("POST", &format!("/element/{}/click", el.0), Some(json!({})))
+                .map(|_| ())
+        })
+    }
+
     pub fn click(&self, el: &El) {
         self.cmd("POST", &format!("/element/{}/click", el.0), Some(json!({})))
             .expect("click");

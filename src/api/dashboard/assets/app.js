@@ -22,10 +22,12 @@ const state = {
 
 const $ = (sel, root) => (root || document).querySelector(sel);
 
-// h('tag.class', {attr: value, on: {click: fn}}, ...children)
+// h('tag#id.class', {attr: value, on: {click: fn}}, ...children)
 function h(spec, attrs, ...children) {
-  const [tag, ...classes] = spec.split('.');
+  const [head, ...classes] = spec.split('.');
+  const [tag, id] = head.split('#');
   const el = document.createElement(tag);
+  if (id) el.id = id;
   if (classes.length) el.className = classes.join(' ');
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
