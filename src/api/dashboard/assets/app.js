@@ -174,6 +174,7 @@ function signedIn() {
 
 function signedOut() {
   state.me = null;
+  say('');
   closeStreams();
   state.sessions.clear();
   $('#nav').hidden = true;
@@ -374,18 +375,19 @@ function sessionRow(s) {
   return h('div.srow', { dataset: { sessionRow: s.name, sessionId: s.id } },
     cell('Name', h('a', { href: '#/session/' + encodeURIComponent(s.id), text: s.name })),
     cell('Status', badge(s)),
-    cell('Phone', s.phone || '—'),
+    h('span.cell.phone', { 'data-label': 'Phone' }, s.phone || '—'),
     cell('Push name', s.pushName || '—'),
     cell('Last active', fmtTime(s.lastActive)),
-    cell('Last error', h('span.err-text', { text: s.lastError || '—' })),
+    cell('Last error', s.lastError ? h('span.err-text', { text: s.lastError }) : '—'),
     cell('Next retry', countdown(s.nextRetryAt, 'in ')),
     h('span.cell.actions', {}, actionButtons(s)),
   );
 }
 
 function actionButtons(s) {
+  // Linking needs the QR, which only an operator may read: a viewer gets no buttons.
+  if (!can('operator')) return [];
   const out = [h('a.button.quiet', { href: '#/link/' + encodeURIComponent(s.id), text: 'Link' })];
-  if (!can('operator')) return out;
   const act = (action, label, cls, confirmText) => h('button' + (cls ? '.' + cls : ''), {
     type: 'button', dataset: { action }, text: label,
     on: {
