@@ -152,7 +152,9 @@ fn the_dashboard_links_a_session_in_a_real_browser() {
 }
 
 /// Every page at 1280 and 390 px, for a person to look at (the screenshots),
-/// and the keyboard: the sign-in form works with Enter alone.
+/// the keyboard (the sign-in form works with Enter alone), and linking by
+/// pairing code: the 8-character code is shown, the phone enters it, the
+/// badge reads `ready`.
 #[test]
 fn every_page_renders_at_desktop_and_phone_widths() {
     let Some(mut b) = Browser::launch("pages") else {
@@ -205,4 +207,21 @@ fn every_page_renders_at_desktop_and_phone_widths() {
             assert_eq!(s.call_as(&secret, "GET", "/api/sessions", None).0, 200);
         });
     }
+    b.set_size(1280, 900);
+    b.step("pairing-code", |b| {
+        b.goto(&s.url(&format!("/#/link/{id}")));
+        let phone = b.wait(20, "#pair-phone");
+        b.type_text(&phone, "628444555666");
+        b.click_on(5, "#pair-submit");
+        let code = b.wait_text(30, "#pairing-code", |t| t.len() == 8);
+        // The phone enters the code shown: the page follows to ready.
+        let (status, got) = s.call(
+            "POST",
+            "/api/simulator/phones/628444555666/enter-code",
+            Some(json!({"code": code})),
+        );
+        assert_eq!(status, 200, "{got}");
+        b.wait_text(60, &format!("[data-badge=\"{id}\"]"), |t| t == "ready");
+        b.wait_text(20, "#qr-note", |t| t.contains("628444555666"));
+    });
 }
