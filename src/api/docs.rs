@@ -61,7 +61,9 @@ fn description() -> String {
 Self-hosted WhatsApp multi-session gateway.
 
 **Auth.** Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. \
-Every route needs one except health and docs. Roles: `viewer` < `operator` < `admin`; \
+Every route needs one except health, docs and the dashboard's page. The dashboard's \
+sign-in cookie (`POST /api/dashboard/session`) is accepted instead of a key; with it, \
+writes also need `X-CSRF-Token`. Roles: `viewer` < `operator` < `admin`; \
 each operation's description names the role it needs.
 
 **Errors** always have the body `{{\"statusCode\":{},\"error\":\"{}\",\"code\":\"{}\",\"message\":\"…\"}}` \

@@ -260,6 +260,17 @@ fn streams_accept_the_cookie_and_refuse_no_auth() {
             .unwrap();
         let (status, body) = answer(res);
         assert_error(status, &body, 403, "csrf_rejected");
+        // The WebSocket twin: the cookie from the page's own origin opens
+        // it; from another origin (cross-site WebSocket hijacking) it is refused.
+        let own = s.base.clone();
+        let ws = crate::events_ws::Ws::open(&s, "", &[("cookie", &cookie), ("origin", &own)]);
+        assert!(ws.is_ok(), "{}: {:?}", db.label(), ws.err());
+        let evil = crate::events_ws::Ws::open(
+            &s,
+            "",
+            &[("cookie", &cookie), ("origin", "https://evil.example")],
+        );
+        assert!(evil.is_err(), "{}", db.label());
         // The cookie trades for a ticket too (a write: it needs the token).
         let (status, body) = answer(
             with_cookie(&s, "POST", "/api/events/ticket", &cookie)
