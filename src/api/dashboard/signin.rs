@@ -165,14 +165,22 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_host = origin
         .to_str()
         .ok()
         .and_then(|o| o.split_once("://"))
         .map(|(_, rest)| rest);
-    match (origin_host, host) {
-        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+    // This server's host as the browser addressed it: the Host header, or
+    // what a reverse proxy says it forwarded (Forwarded / X-Forwarded-Host;
+    // a cross-site page cannot set those without a CORS preflight, which
+    // this server never grants).
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let info = req.connection_info();
+    let ours = |o: &str| {
+        host.is_some_and(|h| o.eq_ignore_ascii_case(h)) || o.eq_ignore_ascii_case(info.host())
+    };
+    match origin_host {
+        Some(o) if ours(o) => Ok(()),
         _ => Err(csrf_refused(
             "A request from another origin may not use the dashboard's cookie",
         )),
@@ -251,5 +259,11 @@ mod tests {
         assert!(req(&[("origin", "null")]).is_err());
         assert!(req(&[("sec-fetch-site", "cross-site")]).is_err());
         assert!(req(&[("sec-fetch-site", "same-origin")]).is_ok());
+        // Behind a proxy that rewrites Host but says what it forwarded.
+        assert!(req(&[
+            ("origin", "https://wasup.example"),
+            ("x-forwarded-host", "wasup.example")
+        ])
+        .is_ok());
     }
 }
