@@ -116,6 +116,9 @@ pub struct StreamQuery {
     after: Option<String>,
     /// A ticket from `POST /api/events/ticket`, for clients that cannot send headers.
     ticket: Option<String>,
+    /// `false`: send the stored events after the cursor, then end
+    /// (`stream.end`, reason `caught_up`) instead of following live ones.
+    follow: Option<bool>,
 }
 
 /// Which events a stream shows.
@@ -215,10 +218,11 @@ fn stream_caller(
 /// `id:` = the event id (the resume cursor), `event:` = the event name,
 /// `data:` = the webhook envelope (`id, event, timestamp, sessionId,
 /// sessionName, seq, data`). Reconnect with `Last-Event-ID` (or `?after=`) to
-/// get every event since that the log still holds, then the live ones. A
+/// get every event since that the log still holds, then the live ones
+/// (`?follow=false`: only those, then the end, reason `caught_up`). A
 /// comment line every 15 s keeps an idle stream open. The stream ends with
 /// `event: stream.end`, `data: {"reason": "slow_consumer" | "shutting_down" |
-/// "unavailable", "message": …}`. Authenticate with the key headers, the
+/// "unavailable" | "caught_up", "message": …}`. Authenticate with the key headers, the
 /// dashboard cookie or `?ticket=` (see `POST /api/events/ticket`). Streams
 /// per key are limited (`WASUP_EVENT_STREAMS_PER_KEY`, 429 past it).
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
@@ -251,7 +255,7 @@ pub async fn stream(
 /// keeps an idle socket open. The stream ends with a text frame
 /// `{"event": "stream.end", "data": {"reason", "message"}}`, then a close
 /// frame whose reason is that `reason` (1008 `slow_consumer`, 1001
-/// `shutting_down`, 1011 `unavailable`). Without a WebSocket upgrade the
+/// `shutting_down`, 1011 `unavailable`, 1000 `caught_up`). Without a WebSocket upgrade the
 /// answer is 400.
 #[utoipa::path(get, path = "/api/events/ws", tag = "events", operation_id = "streamEventsWebSocket",
     params(StreamQuery,
@@ -281,7 +285,7 @@ fn open_stream(
     let query = web::Query::<StreamQuery>::from_query(req.query_string())
         .map_err(|_| {
             ApiError::validation(
-                "Query parameters: only 'sessions', 'events', 'after' and 'ticket' are accepted",
+                "Query parameters: only 'sessions', 'events', 'after', 'ticket' and 'follow' (true or false) are accepted",
             )
         })?
         .into_inner();
@@ -309,7 +313,9 @@ fn open_stream(
             retry_after_secs: 5,
         })
     })?;
-    Ok(EventStream::new(permit, events.log.clone(), filter, cursor))
+    let mut stream = EventStream::new(permit, events.log.clone(), filter, cursor);
+    stream.follow = query.follow.unwrap_or(true);
+    Ok(stream)
 }
 
 /// A single-use stream ticket.
@@ -392,6 +398,8 @@ pub struct EventStream {
     out: VecDeque<Item>,
     heartbeat: tokio::time::Interval,
     ended: bool,
+    /// false: end once the log is replayed (`?follow=false`).
+    follow: bool,
 }
 
 impl EventStream {
@@ -413,6 +421,7 @@ impl EventStream {
             out: VecDeque::new(),
             heartbeat,
             ended: false,
+            follow: true,
         }
     }
 
@@ -431,6 +440,13 @@ impl EventStream {
             }
             if let Some(cursor) = self.cursor.clone() {
                 self.catch_up(cursor).await;
+                continue;
+            }
+            if !self.follow {
+                self.end(Item::end(
+                    "caught_up",
+                    "Every stored event after the cursor was sent (follow=false)",
+                ));
                 continue;
             }
             tokio::select! {

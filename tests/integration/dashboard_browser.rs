@@ -168,15 +168,30 @@ fn every_page_renders_at_desktop_and_phone_widths() {
         ],
     );
     let id = s.create_session("page-bot");
-    let (status, _) = s.call("POST", &format!("/api/sessions/{id}/start"), None);
-    assert_eq!(status, 200);
-    s.wait_session(&id, 60, |v| v["status"] == "qr_ready");
+    // A webhook whose receiver is down and that tries once: the session's
+    // first events become dead letters, which the detail page offers to redrive.
     let (status, hook) = s.call(
         "POST",
         &format!("/api/sessions/{id}/webhooks"),
-        Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        Some(json!({"url": "http://127.0.0.1:9/hook", "maxAttempts": 1})),
     );
     assert_eq!(status, 201, "{hook}");
+    let wid = hook["id"].as_str().unwrap().to_string();
+    let (status, _) = s.call("POST", &format!("/api/sessions/{id}/start"), None);
+    assert_eq!(status, 200);
+    s.wait_session(&id, 60, |v| v["status"] == "qr_ready");
+    poll(60, "a dead letter", || {
+        let (_, dead) = s.call(
+            "GET",
+            &format!("/api/sessions/{id}/webhooks/{wid}/deliveries?status=dead"),
+            None,
+        );
+        if dead.as_array().is_some_and(|a| !a.is_empty()) {
+            Ok(())
+        } else {
+            Err(dead.to_string())
+        }
+    });
     b.goto(&s.url("/"));
     b.step("sign-in-keyboard", |b| {
         let input = b.wait(20, "#api-key");
@@ -196,7 +211,11 @@ fn every_page_renders_at_desktop_and_phone_widths() {
         b.step(&format!("detail-{width}"), |b| {
             b.goto(&s.url(&format!("/#/session/{id}")));
             b.wait_text(30, "#timeline", |t| t.contains("qr_ready"));
-            b.wait(10, &format!("[data-webhook=\"{}\"]", hook["id"].as_str().unwrap()));
+            b.wait(10, &format!("[data-webhook=\"{wid}\"]"));
+            if width == 1280 {
+                b.click_on(20, "button[data-redrive]");
+                b.wait_text(20, "#live", |t| t.contains("Queued again"));
+            }
         });
         b.step(&format!("keys-{width}"), |b| {
             b.goto(&s.url("/#/keys"));

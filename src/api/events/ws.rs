@@ -32,6 +32,7 @@ fn close_code(reason: &str) -> CloseCode {
     match reason {
         "slow_consumer" => CloseCode::Policy,
         "shutting_down" => CloseCode::Away,
+        "caught_up" => CloseCode::Normal,
         _ => CloseCode::Error,
     }
 }

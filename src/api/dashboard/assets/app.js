@@ -15,9 +15,9 @@ const state = {
   sessions: new Map(),
   overview: null,
   stream: null,
-  pageStream: null,
   filter: { text: '', status: '' },
   qr: null, // { sessionId, expiresAt }
+  timeline: null, // { sessionId, entries: Map(event id → {seq, li}) }
 };
 
 const $ = (sel, root) => (root || document).querySelector(sel);
@@ -200,12 +200,11 @@ function openStream() {
 
 function closeStreams() {
   if (state.stream) state.stream.close();
-  if (state.pageStream) state.pageStream.close();
   state.stream = null;
-  state.pageStream = null;
 }
 
 function onEvent(env) {
+  addTimeline(env);
   const s = state.sessions.get(env.sessionId);
   if (env.event === 'session.status' && s) {
     s.status = env.data.status;
@@ -271,8 +270,8 @@ function routeArgs() { return routeParts().slice(1); }
 
 function route() {
   if (!state.me) return;
-  if (state.pageStream) { state.pageStream.close(); state.pageStream = null; }
   state.qr = null;
+  state.timeline = null;
   const page = currentPage();
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === page) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
@@ -520,10 +519,18 @@ async function sessionPage(id) {
   renderSessionFacts(s);
   renderMessages(messages);
   renderHooks(s, hooks);
-  // The whole log of this session, then live: the timeline.
-  const es = new EventSource('/api/events?sessions=' + encodeURIComponent(s.id) + '&after=evt_00000000000000000000000000000000');
-  for (const name of EVENT_NAMES) es.addEventListener(name, (m) => addTimeline(JSON.parse(m.data)));
-  state.pageStream = es;
+  // The timeline: the session's stored log, read once (follow=false: the
+  // stream ends when it is sent, so it holds no stream open); live events
+  // then come from the page's one stream (onEvent).
+  state.timeline = { sessionId: s.id, entries: new Map() };
+  const res = await fetch('/api/events?follow=false&after=evt_00000000000000000000000000000000&sessions='
+    + encodeURIComponent(s.id), { credentials: 'same-origin' });
+  if (!res.ok) { $('#timeline').replaceChildren(h('li.error', { text: 'The event log: HTTP ' + res.status })); return; }
+  for (const block of (await res.text()).split('\n\n')) {
+    const data = block.split('\n').find((l) => l.startsWith('data: '));
+    const name = block.split('\n').find((l) => l.startsWith('event: '));
+    if (data && name && name !== 'event: stream.end') addTimeline(JSON.parse(data.slice(6)));
+  }
 }
 
 function renderSessionFacts(s) {
@@ -540,7 +547,8 @@ function renderSessionFacts(s) {
 
 function addTimeline(env) {
   const list = $('#timeline');
-  if (!list) return;
+  const t = state.timeline;
+  if (!list || !t || t.sessionId !== env.sessionId || t.entries.has(env.id)) return;
   const d = env.data || {};
   let text = env.event;
   if (env.event === 'session.status') text = (d.previousStatus || '?') + ' → ' + d.status + (d.lastError ? ' (' + d.lastError + ')' : '');
@@ -548,9 +556,11 @@ function addTimeline(env) {
   else if (env.event === 'session.authenticated') text = 'authenticated as +' + d.phone + (d.pushName ? ' (' + d.pushName + ')' : '');
   else if (env.event === 'session.qr') text = 'new QR, expires ' + fmtTime(d.expiresAt);
   else if (env.event.startsWith('message.')) text = env.event + ' ' + (d.chatId || '');
-  list.prepend(h('li', {}, h('time', { datetime: env.timestamp, text: fmtTime(env.timestamp) }), ' ',
-    h('span.ev', { text: '#' + env.seq + ' ' + text })));
-  while (list.children.length > 200) list.lastChild.remove();
+  t.entries.set(env.id, { seq: env.seq, li: h('li', {}, h('time', { datetime: env.timestamp, text: fmtTime(env.timestamp) }), ' ',
+    h('span.ev', { text: '#' + env.seq + ' ' + text })) });
+  // Newest first, by seq (live events may arrive while the log is read).
+  const shown = [...t.entries.values()].sort((a, b) => b.seq - a.seq).slice(0, 200);
+  list.replaceChildren(...shown.map((e) => e.li));
 }
 
 function renderMessages(messages) {
