@@ -170,8 +170,10 @@ async fn serve(
     let auth_failures = web::Data::new(crate::api::auth_limit::AuthFailures::new(
         config.limits.auth_failures_per_minute,
     ));
+    let sign_ins = web::Data::new(crate::api::dashboard::signin::SignIns::default());
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(sign_ins.clone())
             .app_data(state.clone())
             .app_data(auth_failures.clone())
             .app_data(BodyLimit(limit))

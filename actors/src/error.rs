@@ -64,6 +64,8 @@ error_codes! {
     ScopeForbidden => 403, "scope_forbidden", "a key limited to some sessions asked for what only an unlimited key may do";
     ApiKeyNotFound => 404, "api_key_not_found", "no API key has this id";
     InvalidStreamTicket => 401, "invalid_stream_ticket", "the event-stream ticket is unknown, used or expired";
+    DashboardSessionInvalid => 401, "dashboard_session_invalid", "the dashboard's sign-in cookie is unknown, signed out or expired; sign in again";
+    CsrfRejected => 403, "csrf_rejected", "a write signed in by the dashboard's cookie came without its CSRF token or from another origin";
     MissingMetricsToken => 401, "missing_metrics_token", "`WASUP_METRICS_TOKEN` is set and no bearer token was sent";
     InvalidMetricsToken => 401, "invalid_metrics_token", "the bearer token is not `WASUP_METRICS_TOKEN`";
     // Sessions.

@@ -136,22 +136,39 @@ impl KeyRing {
             .ok_or(AuthError::Missing)?;
         let keys = self.by_hash.read();
         let key = keys.get(&hash_key(secret)).ok_or(AuthError::Invalid)?;
-        if key.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if key.expires_at.is_some_and(|at| at <= now) {
-            return Err(AuthError::Expired);
-        }
-        Ok(Caller {
-            key_id: key.id,
-            role: key.role,
-            scope: key
-                .allowed_sessions
-                .as_ref()
-                .filter(|ids| !ids.is_empty())
-                .map(|ids| ids.iter().copied().collect()),
-        })
+        caller_of_key(key, now)
     }
+
+    /// Who is calling as the key `id` (a dashboard sign-in remembers the
+    /// key's id, never its secret), as of `now`: revocation and expiry
+    /// count at once.
+    pub fn caller_by_id(&self, id: ApiKeyId, now: DateTime<Utc>) -> Result<Caller, AuthError> {
+        let keys = self.by_hash.read();
+        let key = keys
+            .values()
+            .find(|k| k.id == id)
+            .ok_or(AuthError::Invalid)?;
+        caller_of_key(key, now)
+    }
+}
+
+/// The caller a key makes, unless it is revoked or expired at `now`.
+fn caller_of_key(key: &ApiKeyRecord, now: DateTime<Utc>) -> Result<Caller, AuthError> {
+    if key.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if key.expires_at.is_some_and(|at| at <= now) {
+        return Err(AuthError::Expired);
+    }
+    Ok(Caller {
+        key_id: key.id,
+        role: key.role,
+        scope: key
+            .allowed_sessions
+            .as_ref()
+            .filter(|ids| !ids.is_empty())
+            .map(|ids| ids.iter().copied().collect()),
+    })
 }
 
 #[cfg(test)]

@@ -39,9 +39,9 @@ impl FromRequest for Auth {
     }
 }
 
-/// The caller of a request, from its `X-API-Key`/bearer key (the one place
-/// a dashboard sign-in cookie would be read when no key is sent). Failed
-/// attempts count against the client address's limit.
+/// The caller of a request, from its `X-API-Key`/bearer key or, when no key
+/// is sent, the dashboard's sign-in cookie (the one place either is read).
+/// Failed key attempts count against the client address's limit.
 pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -50,6 +50,14 @@ pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<Option<AuthFailures>>>()
         .and_then(|l| l.as_ref().as_ref());
     let peer = req.peer_addr().map(|addr| addr.ip());
+    // No key sent: the dashboard's sign-in cookie, if any (its own checks:
+    // same origin, CSRF token on writes; see dashboard/signin.rs).
+    if presented_key(req).is_none() {
+        let sign_ins = req.app_data::<web::Data<super::dashboard::signin::SignIns>>();
+        if let Some(found) = sign_ins.and_then(|s| s.caller(req, &state.keys)) {
+            return found;
+        }
+    }
     super::auth_limit::authenticate(limiter, peer, || {
         state.keys.authenticate(presented_key(req), Utc::now())
     })

@@ -38,8 +38,9 @@ pub const METRICS_SCHEME: &str = "metrics_token";
         (name = "messages", description = "Messages of a session: send text through a durable, paced queue, read stored messages and their status, check a number."),
         (name = "webhooks", description = "Webhooks of a session: signed deliveries of its events, their attempts and redrive. The payloads are in the `webhooks` section."),
         (name = "api-keys", description = "API keys and their roles (viewer < operator < admin)."),
-        (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events, resumable by `Last-Event-ID`."),
+        (name = "events", description = "The live event stream: the webhook envelope per event, as Server-Sent Events or WebSocket text frames, resumable by `Last-Event-ID` / `?after=`."),
         (name = "health", description = "Liveness and readiness; no key needed."),
+        (name = "dashboard", description = "The dashboard at `/` (no key for the page) and its sign-in: an API key traded for an `HttpOnly; SameSite=Strict` session cookie, which every route then accepts instead of a key (writes also need `X-CSRF-Token`)."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
         (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),
     )
@@ -61,7 +62,9 @@ fn description() -> String {
 Self-hosted WhatsApp multi-session gateway.
 
 **Auth.** Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. \
-Every route needs one except health and docs. Roles: `viewer` < `operator` < `admin`; \
+Every route needs one except health, docs and the dashboard's page. The dashboard's \
+sign-in cookie (`POST /api/dashboard/session`) is accepted instead of a key; with it, \
+writes also need `X-CSRF-Token`. Roles: `viewer` < `operator` < `admin`; \
 each operation's description names the role it needs.
 
 **Errors** always have the body `{{\"statusCode\":{},\"error\":\"{}\",\"code\":\"{}\",\"message\":\"…\"}}` \

@@ -19,13 +19,14 @@
 //! behind (`slow_consumer`), the server shuts down (`shutting_down`) or the
 //! log cannot be read (`unavailable`).
 
+mod sse;
+mod ws;
+
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
-use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -115,6 +116,9 @@ pub struct StreamQuery {
     after: Option<String>,
     /// A ticket from `POST /api/events/ticket`, for clients that cannot send headers.
     ticket: Option<String>,
+    /// `false`: send the stored events after the cursor, then end
+    /// (`stream.end`, reason `caught_up`) instead of following live ones.
+    follow: Option<bool>,
 }
 
 /// Which events a stream shows.
@@ -214,10 +218,11 @@ fn stream_caller(
 /// `id:` = the event id (the resume cursor), `event:` = the event name,
 /// `data:` = the webhook envelope (`id, event, timestamp, sessionId,
 /// sessionName, seq, data`). Reconnect with `Last-Event-ID` (or `?after=`) to
-/// get every event since that the log still holds, then the live ones. A
+/// get every event since that the log still holds, then the live ones
+/// (`?follow=false`: only those, then the end, reason `caught_up`). A
 /// comment line every 15 s keeps an idle stream open. The stream ends with
 /// `event: stream.end`, `data: {"reason": "slow_consumer" | "shutting_down" |
-/// "unavailable", "message": …}`. Authenticate with the key headers, the
+/// "unavailable" | "caught_up", "message": …}`. Authenticate with the key headers, the
 /// dashboard cookie or `?ticket=` (see `POST /api/events/ticket`). Streams
 /// per key are limited (`WASUP_EVENT_STREAMS_PER_KEY`, 429 past it).
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
@@ -232,14 +237,59 @@ pub async fn stream(
     events: web::Data<EventsState>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let stream = open_stream(&req, &events, &state)?;
+    let body = sse::body(stream);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
+}
+
+/// Stream events over a WebSocket
+///
+/// Any role. The WebSocket twin of `GET /api/events`: the same query, auth
+/// (key headers, the dashboard cookie from the same origin, or `?ticket=`),
+/// resume (`?after=` or `Last-Event-ID`) and per-key limit. Each event is
+/// one text frame holding its webhook envelope; a ping frame every 15 s
+/// keeps an idle socket open. The stream ends with a text frame
+/// `{"event": "stream.end", "data": {"reason", "message"}}`, then a close
+/// frame whose reason is that `reason` (1008 `slow_consumer`, 1001
+/// `shutting_down`, 1011 `unavailable`, 1000 `caught_up`). Without a WebSocket upgrade the
+/// answer is 400.
+#[utoipa::path(get, path = "/api/events/ws", tag = "events", operation_id = "streamEventsWebSocket",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+    )
+)]
+pub async fn websocket(
+    req: HttpRequest,
+    payload: web::Payload,
+    events: web::Data<EventsState>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let stream = open_stream(&req, &events, &state)?;
+    ws::upgrade(&req, payload, stream)
+}
+
+/// Everything both transports check before a stream opens: the query, the
+/// caller, the cursor and the per-key limit. Errors answer in the contract's
+/// shape, before any stream byte.
+fn open_stream(
+    req: &HttpRequest,
+    events: &EventsState,
+    state: &AppState,
+) -> Result<EventStream, ApiError> {
     let query = web::Query::<StreamQuery>::from_query(req.query_string())
         .map_err(|_| {
             ApiError::validation(
-                "Query parameters: only 'sessions', 'events', 'after' and 'ticket' are accepted",
+                "Query parameters: only 'sessions', 'events', 'after', 'ticket' and 'follow' (true or false) are accepted",
             )
         })?
         .into_inner();
-    let caller = stream_caller(&req, &events, &query)?;
+    let caller = stream_caller(req, events, &query)?;
     if state.is_draining() {
         return Err(WebError::ShuttingDown.into());
     }
@@ -263,12 +313,9 @@ pub async fn stream(
             retry_after_secs: 5,
         })
     })?;
-    let body = EventStream::new(permit, events.log.clone(), filter, cursor).into_stream();
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(body))
+    let mut stream = EventStream::new(permit, events.log.clone(), filter, cursor);
+    stream.follow = query.follow.unwrap_or(true);
+    Ok(stream)
 }
 
 /// A single-use stream ticket.
@@ -304,18 +351,55 @@ pub async fn ticket(
     }))
 }
 
-/// One stream's state: catching up from the log (while `cursor` is set),
-/// then following the hub.
-struct EventStream {
+/// What a stream hands its transport, in order.
+pub enum Item {
+    /// One event: its id (the resume cursor), name and webhook envelope (compact JSON).
+    Event {
+        id: String,
+        name: String,
+        body: Vec<u8>,
+    },
+    /// Nothing happened for `HEARTBEAT`.
+    Heartbeat,
+    /// The last item: why the stream ends.
+    End {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Item {
+    fn end(reason: &'static str, message: &str) -> Item {
+        Item::End {
+            reason,
+            message: message.to_string(),
+        }
+    }
+
+    /// The `stream.end` message's data.
+    pub fn end_data(reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({"reason": reason, "message": message})
+    }
+}
+
+const SHUTTING_DOWN: &str = "The server is shutting down; reconnect with Last-Event-ID to resume";
+
+/// One stream's state, shared by both transports (`sse`, `ws`): catching
+/// up from the log (while `cursor` is set), then following the hub.
+/// `next_item` is cancel-safe (the WebSocket pump selects on it): nothing
+/// is taken from the state before an await completes.
+pub struct EventStream {
     permit: StreamPermit,
     log: EventLog,
     filter: Filter,
     cursor: Option<String>,
     /// Per session id, the highest `seq` sent.
     sent: HashMap<String, u64>,
-    out: VecDeque<Bytes>,
+    out: VecDeque<Item>,
     heartbeat: tokio::time::Interval,
     ended: bool,
+    /// false: end once the log is replayed (`?follow=false`).
+    follow: bool,
 }
 
 impl EventStream {
@@ -328,82 +412,78 @@ impl EventStream {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut out = VecDeque::new();
-        // The headers and this line go out at once: the client knows it is
-        // connected before the first event.
-        out.push_back(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
         EventStream {
             permit,
             log,
             filter,
             cursor,
             sent: HashMap::new(),
-            out,
+            out: VecDeque::new(),
             heartbeat,
             ended: false,
+            follow: true,
         }
     }
 
-    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-        futures::stream::unfold(self, |mut s| async move {
-            let chunk = s.next_chunk().await?;
-            Some((Ok(chunk), s))
-        })
-    }
-
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next item; None after the `End` item.
+    pub async fn next_item(&mut self) -> Option<Item> {
         loop {
-            if let Some(chunk) = self.out.pop_front() {
-                return Some(chunk);
+            if let Some(item) = self.out.pop_front() {
+                return Some(item);
             }
             if self.ended {
                 return None;
             }
             if *self.permit.closing.borrow() {
-                self.end(
-                    "shutting_down",
-                    "The server is shutting down; reconnect with Last-Event-ID to resume",
-                );
+                self.end(Item::end("shutting_down", SHUTTING_DOWN));
                 continue;
             }
-            if let Some(cursor) = self.cursor.take() {
+            if let Some(cursor) = self.cursor.clone() {
                 self.catch_up(cursor).await;
+                continue;
+            }
+            if !self.follow {
+                self.end(Item::end(
+                    "caught_up",
+                    "Every stored event after the cursor was sent (follow=false)",
+                ));
                 continue;
             }
             tokio::select! {
                 received = self.permit.live.recv() => match received {
                     Ok(event) => self.offer(&event),
-                    Err(RecvError::Lagged(missed)) => self.end(
+                    Err(RecvError::Lagged(missed)) => self.end(Item::end(
                         "slow_consumer",
                         &format!("This stream fell {missed} events behind and was cut off; reconnect with Last-Event-ID to resume from the log"),
-                    ),
-                    Err(RecvError::Closed) => self.end("shutting_down", "The server is shutting down; reconnect with Last-Event-ID to resume"),
+                    )),
+                    Err(RecvError::Closed) => self.end(Item::end("shutting_down", SHUTTING_DOWN)),
                 },
-                _ = self.permit.closing.changed() => {
-                    self.end("shutting_down", "The server is shutting down; reconnect with Last-Event-ID to resume");
-                }
-                _ = self.heartbeat.tick() => self.out.push_back(Bytes::from_static(b": heartbeat\n\n")),
+                _ = self.permit.closing.changed() => self.end(Item::end("shutting_down", SHUTTING_DOWN)),
+                _ = self.heartbeat.tick() => self.out.push_back(Item::Heartbeat),
             }
         }
     }
 
-    /// One page of the log after `cursor`; sets the next cursor while pages are full.
+    /// One page of the log after `cursor`; the next cursor while pages are full.
     async fn catch_up(&mut self, cursor: String) {
         match self.log.after(cursor, PAGE).await {
             Ok(page) => {
-                if page.len() == PAGE {
-                    self.cursor = page.last().map(|e| e.id.clone());
-                }
+                self.cursor = if page.len() == PAGE {
+                    page.last().map(|e| e.id.clone())
+                } else {
+                    None
+                };
                 for event in &page {
                     self.offer(event);
                 }
             }
             Err(err) => {
                 log::warn!("event stream: cannot read the event log: {err}");
-                self.end(
+                self.cursor = None;
+                self.end(Item::end(
                     "unavailable",
                     "The event log cannot be read right now; reconnect with Last-Event-ID shortly",
-                );
+                ));
             }
         }
     }
@@ -418,26 +498,17 @@ impl EventStream {
         }
         *last = event.seq;
         match crate::webhooks::render::envelope(&WebhookPayload::Event(event.clone())) {
-            Ok(envelope) => {
-                let mut chunk = Vec::with_capacity(envelope.body.len() + 96);
-                chunk.extend_from_slice(b"id: ");
-                chunk.extend_from_slice(envelope.id.as_bytes());
-                chunk.extend_from_slice(b"\nevent: ");
-                chunk.extend_from_slice(envelope.event.as_bytes());
-                chunk.extend_from_slice(b"\ndata: ");
-                // Compact JSON has no newline, so one `data:` line holds it.
-                chunk.extend_from_slice(&envelope.body);
-                chunk.extend_from_slice(b"\n\n");
-                self.out.push_back(Bytes::from(chunk));
-            }
+            Ok(envelope) => self.out.push_back(Item::Event {
+                id: envelope.id,
+                name: envelope.event,
+                body: envelope.body,
+            }),
             Err(err) => log::warn!("event stream: event {} not rendered: {err}", event.id),
         }
     }
 
-    fn end(&mut self, reason: &str, message: &str) {
-        let data = serde_json::json!({"reason": reason, "message": message});
-        self.out
-            .push_back(Bytes::from(format!("event: stream.end\ndata: {data}\n\n")));
+    fn end(&mut self, item: Item) {
+        self.out.push_back(item);
         self.ended = true;
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod auth_limit;
+pub mod dashboard;
 pub mod docs;
 pub mod error;
 pub mod events;

@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{docs, events, health, keys, messages, sessions, settings, webhooks};
+use super::{dashboard, docs, events, health, keys, messages, sessions, settings, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -82,6 +82,13 @@ table! {
     keys::validate => [KEY];
     events::stream => [&[ValidationFailed, InvalidStreamTicket], KEY, &[SessionNotInScope, TooManyRequests], UNAVAILABLE];
     events::ticket => [KEY];
+    events::websocket => [&[ValidationFailed, InvalidStreamTicket], KEY, &[SessionNotInScope, TooManyRequests], UNAVAILABLE];
+    dashboard::page => [];
+    dashboard::script => [];
+    dashboard::style => [];
+    dashboard::sign_in => [BODY, KEY, &[CsrfRejected]];
+    dashboard::who_am_i => [KEY];
+    dashboard::sign_out => [&[CsrfRejected]];
     crate::metrics::scrape => [&[MissingMetricsToken, InvalidMetricsToken]];
     docs::ui => [];
     docs::json => [];

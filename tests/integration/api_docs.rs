@@ -214,7 +214,12 @@ fn document_is_consistent() {
             let id = op["operationId"].as_str().expect("operationId");
             assert!(operation_ids.insert(id), "operationId {id} twice");
             assert!(op["tags"][0].is_string(), "{method} {path} has a tag");
-            let open = path.starts_with("/api/health") || path.starts_with("/api/docs");
+            // The dashboard's page and assets, and signing out, need no key.
+            let dashboard = path == "/"
+                || path.starts_with("/dashboard/")
+                || (path == "/api/dashboard/session" && method == "delete");
+            let open =
+                path.starts_with("/api/health") || path.starts_with("/api/docs") || dashboard;
             let security = op["security"].as_array();
             if path == "/metrics" {
                 // Open, or the metrics token: never an API key.

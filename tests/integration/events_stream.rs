@@ -400,6 +400,34 @@ mod simulator {
         }
     }
 
+    /// `?follow=false`: the stored events after the cursor, then the end.
+    #[test]
+    fn a_finite_stream_sends_the_log_and_ends() {
+        for db in backends() {
+            let s = Server::start(&db);
+            let id = s.create_session("finite");
+            start(&s, &id);
+            s.wait_session(&id, 60, |b| b["status"] == "qr_ready");
+            let zero = "evt_00000000000000000000000000000000";
+            let q = format!("?sessions=finite&follow=false&after={zero}");
+            let stream = Sse::open(&s, &q, &[("X-API-Key", ADMIN_KEY)]).unwrap();
+            let got = stream.until(30, |m| m.event == "stream.end");
+            let (end, events) = got.split_last().unwrap();
+            assert_eq!(end.data["reason"], "caught_up", "{}", db.label());
+            let seqs: Vec<u64> = events
+                .iter()
+                .map(|m| m.data["seq"].as_u64().unwrap())
+                .collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+            assert!(events.iter().any(|m| m.event == "session.qr"));
+            assert!(stream.next(5).is_none(), "nothing after the end");
+            let (status, body) = Sse::open(&s, "?follow=maybe", &[("X-API-Key", ADMIN_KEY)])
+                .err()
+                .unwrap();
+            assert_error(status, &body, 400, "validation_failed");
+        }
+    }
+
     #[test]
     fn sigterm_ends_every_stream_with_a_last_message() {
         for db in backends() {

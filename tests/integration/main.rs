@@ -7,6 +7,7 @@
 // Helpers.
 mod common;
 mod receiver;
+mod webdriver;
 
 // Both builds.
 mod admin_cli;
@@ -15,8 +16,10 @@ mod api_keys;
 mod api_robustness;
 mod api_sessions;
 mod bench_webhooks;
+mod dashboard_http;
 mod db_store;
 mod events_stream;
+mod events_ws;
 mod limits;
 mod metrics;
 mod secret_exposure;
@@ -51,4 +54,6 @@ simulator_only!(
     webhooks_simulator,
     messages_e2e,
     bench_messages,
+    dashboard_browser,
+    bench_events,
 );

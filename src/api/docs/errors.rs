@@ -20,12 +20,15 @@ use ErrorCode::*;
 
 /// No usable API key.
 /// `TooManyRequests`: the address presented too many invalid keys (auth_limit.rs).
+/// The last two: the dashboard's cookie instead of a key (dashboard/signin.rs).
 pub const KEY: &[ErrorCode] = &[
     MissingApiKey,
     InvalidApiKey,
     ApiKeyRevoked,
     ApiKeyExpired,
     TooManyRequests,
+    DashboardSessionInvalid,
+    CsrfRejected,
 ];
 /// A route on one session: the key may not reach it, or it does not exist.
 pub const SESSION: &[ErrorCode] = &[SessionNotInScope, SessionNotFound];
@@ -82,6 +85,7 @@ fn samples() -> Vec<ApiError> {
         ApiError::metrics_token(false),
         ApiError::metrics_token(true),
     ]);
+    samples.extend(crate::api::dashboard::signin::error_samples());
     #[cfg(feature = "simulator")]
     samples.push(ApiError::no_embedded_simulator());
     samples
