@@ -41,6 +41,7 @@ pub const METRICS_SCHEME: &str = "metrics_token";
         (name = "health", description = "Liveness and readiness; no key needed."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
         (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),
+        (name = "cluster", description = "Cluster mode: the nodes sharing one PostgreSQL, the sessions each owns, and draining a node."),
     )
 )]
 struct ApiDoc;

@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{docs, events, health, keys, sessions, webhooks};
+use super::{cluster, docs, events, health, keys, sessions, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -73,6 +73,8 @@ table! {
     keys::validate => [KEY];
     events::stream => [&[ValidationFailed, InvalidStreamTicket], KEY, &[SessionNotInScope, TooManyRequests], UNAVAILABLE];
     events::ticket => [KEY];
+    cluster::nodes => [KEY, UNAVAILABLE];
+    cluster::drain => [&[ValidationFailed], KEY, ROLE, &[ScopeForbidden, NodeNotFound], UNAVAILABLE];
     crate::metrics::scrape => [&[MissingMetricsToken, InvalidMetricsToken]];
     docs::ui => [];
     docs::json => [];

@@ -15,6 +15,7 @@ mod api_keys;
 mod api_robustness;
 mod api_sessions;
 mod bench_webhooks;
+mod cluster;
 mod db_store;
 mod events_stream;
 mod limits;
@@ -34,6 +35,7 @@ simulator_only!(
     sim_process,
     simulator_support,
     bench_scale,
+    cluster_failover,
     e2e_link,
     e2e_scale,
     log_hygiene,
