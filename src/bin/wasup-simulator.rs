@@ -14,6 +14,7 @@
 //! | `POST /unban` | `{"phone","device"}` | `{"ok":true}` |
 //! | `POST /send-text` | `{"from","to","text"}` | `{"id"}` (a contact writes to every device of `to`) |
 //! | `GET /sent` | | messages linked clients sent `[{from_phone, from_device, to, id, enc_count}]` |
+//! | `GET /overlaps` | | logins of a device while another connection of it was open: `{total, devices: [{phone, device, overlaps}]}` |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status.
 
@@ -148,6 +149,10 @@ async fn sent(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::Ok().json(sim.sent_messages())
 }
 
+async fn overlaps() -> HttpResponse {
+    HttpResponse::Ok().json(wasup::simulator::overlap::snapshot())
+}
+
 async fn unban(sim: web::Data<Simulator>, req: web::Json<DevReq>) -> HttpResponse {
     match sim.unban(&req.phone, req.device) {
         Ok(()) => ok(),
@@ -189,6 +194,7 @@ async fn main() -> std::io::Result<()> {
             .route("/unban", web::post().to(unban))
             .route("/send-text", web::post().to(send_text))
             .route("/sent", web::get().to(sent))
+            .route("/overlaps", web::get().to(overlaps))
     })
     .workers(1)
     .bind(args.control)?

@@ -401,5 +401,31 @@ pub fn set_draining(conn: &mut DbConn, node_id: &str) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
+/// How long a node holds a webhook delivery it claimed before another node
+/// may try it (longer than a delivery's 10 s timeout). The attempt's outcome
+/// overwrites it (delivered, dead, or the next retry time).
+pub const WEBHOOK_CLAIM_MS: i64 = 60_000;
+
+/// Cluster mode's `due_heads`: the due head of each webhook's queue, each
+/// claimed by exactly one node. The heads are locked `FOR UPDATE SKIP
+/// LOCKED` (a head another node is claiming is skipped, not waited for) and
+/// their `next_attempt_at` pushed `WEBHOOK_CLAIM_MS` ahead, in one statement:
+/// no other node finds them due until the claim lapses (a node that died
+/// mid-delivery), and since only a webhook's head is ever claimed, the next
+/// event of a webhook waits for the head's outcome: per-webhook order holds.
+pub(crate) fn claim_due_heads(
+    conn: &mut DbConn,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<super::webhooks::DueRow>, DbError> {
+    Ok(diesel::sql_query(format!(
+        "WITH heads AS ({heads}),          claimed AS (SELECT d.id FROM webhook_deliveries d            WHERE d.id IN (SELECT id FROM heads) FOR UPDATE SKIP LOCKED)          UPDATE webhook_deliveries w SET next_attempt_at = $1 + {WEBHOOK_CLAIM_MS}          FROM claimed WHERE w.id = claimed.id AND w.status = 'pending' AND w.next_attempt_at <= $1          RETURNING w.id AS id, w.webhook_id AS webhook_id, w.event_id AS event_id, w.attempts AS attempts",
+        heads = super::webhooks::DUE_HEADS
+    ))
+    .bind::<BigInt, _>(now)
+    .bind::<BigInt, _>(limit)
+    .load(pg(conn)?)?)
+}
+
 #[cfg(test)]
 mod tests;

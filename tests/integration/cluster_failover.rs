@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use wasup::db::testing::TestDatabase;
 
 use crate::common::*;
+use crate::receiver::Receiver;
 use crate::sim_process::SimProcess;
 
 const MASTER_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
@@ -30,6 +31,7 @@ fn node(db: &TestDb, sim: &SimProcess, id: &str, capacity: Option<&str>) -> Serv
         ("WASUP_NODE_URL", url.as_str()),
         ("WASUP_NODE_ID", id),
         ("WASUP_LEASE_TTL_MS", TTL_MS),
+        ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
     ];
     if let Some(c) = capacity {
         env.push(("WASUP_NODE_CAPACITY", c));
@@ -121,6 +123,15 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
     // Sessions created and started through one node spread over the nodes
     // with room.
     let ids: Vec<String> = (0..9).map(|i| a.create_session(&format!("clu-{i}"))).collect();
+    let rx = Receiver::ok();
+    for id in &ids {
+        let (status, got) = a.call(
+            "POST",
+            &format!("/api/sessions/{id}/webhooks"),
+            Some(json!({"url": rx.url()})),
+        );
+        assert_eq!(status, 201, "{got}");
+    }
     for id in &ids {
         let (status, got) = a.call("POST", &format!("/api/sessions/{id}/start"), None);
         assert_eq!(status, 200, "{got}");
@@ -187,6 +198,29 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
         .unwrap_or(Value::Null);
     assert_eq!(drained["draining"], true, "{listed}");
     assert_eq!(drained["sessionCount"], 0, "{listed}");
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len());
+
+    // Every accepted event was delivered, once per id, in seq order per
+    // session (deliveries are claimed by one node each).
+    a.wait_no_pending_deliveries(120);
+    let bodies = rx.bodies();
+    let mut event_ids = HashSet::new();
+    let mut seqs: HashMap<String, Vec<u64>> = HashMap::new();
+    for body in &bodies {
+        assert!(event_ids.insert(body["id"].as_str().unwrap().to_string()), "twice: {body}");
+        seqs.entry(body["sessionId"].as_str().unwrap().to_string())
+            .or_default()
+            .push(body["seq"].as_u64().unwrap());
+    }
+    for id in &ids {
+        let mut got = seqs.remove(id).unwrap_or_default();
+        got.sort_unstable();
+        let want: Vec<u64> = (1..=got.len() as u64).collect();
+        assert!(got.len() > 3 && got == want, "{id}: seqs {got:?}");
+    }
+    // The shared simulator never saw two connections of one device at once.
+    let overlaps: Value = reqwest::blocking::get(format!("{}/overlaps", sim.control))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(overlaps["total"], 0, "{overlaps}");
 }
