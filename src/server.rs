@@ -157,13 +157,16 @@ async fn serve(
             ..Default::default()
         },
     );
-    let metrics = web::Data::new(crate::metrics::Metrics::new(
-        config.metrics_token.as_deref(),
-        gateway.registry.clone(),
-        webhooks.clone(),
-        started.0,
-        started.1,
-    ));
+    let metrics = web::Data::new(
+        crate::metrics::Metrics::new(
+            config.metrics_token.as_deref(),
+            gateway.registry.clone(),
+            webhooks.clone(),
+            started.0,
+            started.1,
+        )
+        .with_cluster(cluster.clone()),
+    );
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {

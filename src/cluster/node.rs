@@ -147,6 +147,75 @@ impl ClusterNode {
         !self.is_draining() && (self.owned() as u64) < u64::from(self.inner.config.capacity)
     }
 
+    /// This node's gauges and counters for `/metrics`; the one label is the
+    /// node id (one value per process, never a session).
+    pub fn encode_metrics(&self, enc: &mut wasup_actors::metrics::TextEncoder) {
+        let node = [("node", self.node_id())];
+        let c = &self.inner.counters;
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "wasup_cluster_sessions_owned",
+                "Sessions whose lease this node holds.",
+                self.owned() as u64,
+            ),
+            (
+                "wasup_cluster_node_capacity",
+                "Sessions this node may run (WASUP_NODE_CAPACITY).",
+                u64::from(self.inner.config.capacity),
+            ),
+            (
+                "wasup_cluster_draining",
+                "1 while this node hands its sessions over.",
+                u64::from(self.is_draining()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            enc.family(name, "gauge", help);
+            enc.sample(name, &node, value);
+        }
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "wasup_cluster_lease_renewals_total",
+                "Successful heartbeat and lease renewal rounds.",
+                &c.renewals,
+            ),
+            (
+                "wasup_cluster_lease_renewal_failures_total",
+                "Renewal rounds that failed or timed out.",
+                &c.renewal_failures,
+            ),
+            (
+                "wasup_cluster_lease_claims_total",
+                "Session leases this node claimed.",
+                &c.claims,
+            ),
+            (
+                "wasup_cluster_lease_releases_total",
+                "Session leases this node gave up.",
+                &c.releases,
+            ),
+            (
+                "wasup_cluster_leases_lost_total",
+                "Leases that expired or were taken (their engines were stopped).",
+                &c.lost,
+            ),
+            (
+                "wasup_cluster_self_fenced_total",
+                "Times this node stopped all its engines for want of a renewal.",
+                &c.self_fenced,
+            ),
+            (
+                "wasup_cluster_lease_statements_total",
+                "Statements the lease loop sent to the database (its traffic).",
+                &c.statements,
+            ),
+        ];
+        for (name, help, value) in counters {
+            enc.family(name, "counter", help);
+            enc.sample(name, &node, value.load(Ordering::Relaxed));
+        }
+    }
+
     /// Run the lease loop and the sync loop (in the current actix system).
     pub fn start(&self) {
         let node = self.clone();

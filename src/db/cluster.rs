@@ -404,7 +404,7 @@ pub fn set_draining(conn: &mut DbConn, node_id: &str) -> Result<bool, DbError> {
 /// How long a node holds a webhook delivery it claimed before another node
 /// may try it (longer than a delivery's 10 s timeout). The attempt's outcome
 /// overwrites it (delivered, dead, or the next retry time).
-pub const WEBHOOK_CLAIM_MS: i64 = 60_000;
+pub const WEBHOOK_CLAIM_MS: i64 = 30_000;
 
 /// Cluster mode's `due_heads`: the due head of each webhook's queue, each
 /// claimed by exactly one node. The heads are locked `FOR UPDATE SKIP
