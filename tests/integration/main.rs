@@ -34,6 +34,7 @@ macro_rules! simulator_only {
 simulator_only!(
     sim_process,
     simulator_support,
+    bench_cluster,
     bench_scale,
     cluster_failover,
     e2e_link,
