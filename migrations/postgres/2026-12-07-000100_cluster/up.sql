@@ -1,6 +1,6 @@
 -- Cluster mode (src/cluster, src/db/cluster.rs): the nodes and one lease per
 -- session a node owns. PostgreSQL only (cluster mode refuses SQLite), so
--- migrations/sqlite has no twin. Times are BIGINT milliseconds of the
+-- migrations/sqlite has an empty twin (schema parity). Times are BIGINT milliseconds of the
 -- DATABASE's clock (every comparison happens in SQL, so node clocks never
 -- have to agree).
 
