@@ -118,6 +118,9 @@ pub struct Settings {
     #[cfg(feature = "simulator")]
     #[arg(long, env = "WASUP_SIMULATOR_URL")]
     pub simulator_url: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: crate::cluster::settings::ClusterSettings,
 }
 
 /// Settings after validation.
@@ -144,6 +147,10 @@ pub struct Config {
     pub http_workers: usize,
     #[cfg(feature = "simulator")]
     pub simulator_url: Option<String>,
+    /// Cluster mode (None: a single node).
+    pub cluster: Option<crate::cluster::settings::ClusterConfig>,
+    /// This node's id (`X-Wasup-Node`): the cluster's, else host name and port.
+    pub node_id: String,
 }
 
 /// A setting that cannot be used; the message names it.
@@ -255,6 +262,14 @@ impl Settings {
                 return Err(invalid("WASUP_SIMULATOR_URL", "must be a ws:// URL"));
             }
         }
+        let cluster = self.cluster.validate(
+            bind.port(),
+            crate::db::Backend::of_url(&database_url) == crate::db::Backend::Postgres,
+        )?;
+        let node_id = cluster.as_ref().map_or_else(
+            || crate::cluster::settings::default_node_id(bind.port()),
+            |c| c.node_id.clone(),
+        );
         Ok(Config {
             bind,
             data_dir: self.data_dir,
@@ -277,6 +292,8 @@ impl Settings {
             http_workers: self.http_workers,
             #[cfg(feature = "simulator")]
             simulator_url: self.simulator_url,
+            cluster,
+            node_id,
         })
     }
 }

@@ -30,6 +30,7 @@ dirty_decay_ms:1000,muzzy_decay_ms:0,tcache_max:4096,tcache_nslots_small_max:16,
 tcache_nslots_large:4\0";
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod db;

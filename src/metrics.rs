@@ -41,9 +41,17 @@ pub struct Metrics {
     http: HttpMetrics,
     started_at: SystemTime,
     started: Instant,
+    /// Cluster mode: this node's gauges and lease counters.
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl Metrics {
+    /// Cluster mode: add this node's gauges (`wasup_cluster_*`).
+    pub fn with_cluster(mut self, node: Option<crate::cluster::ClusterNode>) -> Self {
+        self.cluster = node;
+        self
+    }
+
     pub fn new(
         token: Option<&str>,
         registry: Arc<SessionRegistry>,
@@ -58,6 +66,7 @@ impl Metrics {
             http: HttpMetrics::default(),
             started_at,
             started,
+            cluster: None,
         }
     }
 
@@ -154,6 +163,9 @@ impl Metrics {
         enc.sample("wasup_engines_running", &[], running);
 
         METRICS.encode(&mut enc);
+        if let Some(node) = &self.cluster {
+            node.encode_metrics(&mut enc);
+        }
 
         match actix_web::rt::time::timeout(OUTBOX_TIMEOUT, self.webhooks.send(OutboxDepth)).await {
             Ok(Ok(Ok(OutboxCounts { pending, dead }))) => {

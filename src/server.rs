@@ -22,6 +22,8 @@ use crate::webhooks::HttpSender;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sessions get to close cleanly before the process exits anyway.
 const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a cluster node may take to hand its sessions over on SIGTERM.
+const CLUSTER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -41,6 +43,8 @@ enum StartError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Lock(#[from] crate::cluster::lock::LockError),
 }
 
 pub fn run(config: Config) -> ExitCode {
@@ -66,6 +70,8 @@ async fn serve(
 ) -> Result<(), StartError> {
     crate::crypto::create_private_dir(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    // One process per data dir, held until the process ends.
+    let _lock = crate::cluster::lock::DataDirLock::acquire(&config.data_dir)?;
     let master_key = crate::crypto::load_or_create_master_key(&config.data_dir, config.master_key)
         .map_err(|e| StartError::MasterKey(e.to_string()))?;
     let secrets = Arc::new(crate::crypto::SecretBox::new(&master_key));
@@ -75,6 +81,15 @@ async fn serve(
         .await
         .map_err(|e| StartError::Engine(e.to_string()))??;
     log::info!("database ready ({:?})", db.backend());
+    // Cluster mode: every session-scoped write is fenced by this node's leases.
+    let fence = config
+        .cluster
+        .as_ref()
+        .map(|c| Arc::new(crate::db::cluster::Fence::new(c.node_id.clone())));
+    let db = match &fence {
+        Some(fence) => db.with_fence(fence.clone()),
+        None => db,
+    };
     let outbox = Arc::new(wasup_actors::webhook::WorkSignal::new());
     let hub =
         crate::events_hub::EventHub::new(config.event_stream_buffer, config.event_streams_per_key);
@@ -103,6 +118,8 @@ async fn serve(
         engine.clone(),
         wasup_actors::SupervisorOptions {
             restore_concurrency: config.restore_concurrency,
+            // Cluster mode: a node starts only the sessions it claims.
+            restore_at_boot: config.cluster.is_none(),
             ..Default::default()
         },
     )
@@ -122,6 +139,26 @@ async fn serve(
             ..Default::default()
         },
     );
+    let cluster = match (&config.cluster, &fence) {
+        (Some(c), Some(fence)) => Some(
+            crate::cluster::ClusterNode::register(
+                c.clone(),
+                db.clone(),
+                fence.clone(),
+                gateway.supervisor.clone(),
+                gateway.registry.clone(),
+                gateway.keys.clone(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let cluster_info = web::Data::new(crate::cluster::forward::ClusterInfo::new(
+        config.node_id.clone(),
+        cluster.clone(),
+        gateway.registry.clone(),
+    ));
+    let node_header = (crate::cluster::forward::NODE_HEADER, config.node_id.clone());
     if config.webhook_allow_private {
         log::warn!(
             "WASUP_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach private and loopback addresses"
@@ -141,13 +178,16 @@ async fn serve(
             ..Default::default()
         },
     );
-    let metrics = web::Data::new(crate::metrics::Metrics::new(
-        config.metrics_token.as_deref(),
-        gateway.registry.clone(),
-        webhooks.clone(),
-        started.0,
-        started.1,
-    ));
+    let metrics = web::Data::new(
+        crate::metrics::Metrics::new(
+            config.metrics_token.as_deref(),
+            gateway.registry.clone(),
+            webhooks.clone(),
+            started.0,
+            started.1,
+        )
+        .with_cluster(cluster.clone()),
+    );
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
@@ -179,7 +219,10 @@ async fn serve(
             .app_data(BodyLimit(limit))
             .app_data(metrics.clone())
             .app_data(events.clone())
+            .app_data(cluster_info.clone())
+            .wrap(middleware::from_fn(crate::cluster::forward::forward))
             .wrap(middleware::from_fn(api::request_log))
+            .wrap(middleware::DefaultHeaders::new().add(node_header.clone()))
             .configure(api::routes)
     })
     .disable_signals()
@@ -198,11 +241,23 @@ async fn serve(
     // Under systemd (Type=notify): ready once migrated and listening.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog(gateway.web.clone());
+    if let Some(node) = &cluster {
+        node.start();
+    }
 
     actix_web::rt::spawn(async move {
         stop_signal.await;
         log::info!("stop signal received: draining requests, closing sessions");
         draining.store(true, Ordering::Relaxed);
+        // Cluster mode: hand every session over to the other nodes first.
+        if let Some(node) = &cluster {
+            if tokio::time::timeout(CLUSTER_DRAIN_TIMEOUT, node.drain())
+                .await
+                .is_err()
+            {
+                log::warn!("cluster: drain did not finish within {CLUSTER_DRAIN_TIMEOUT:?}");
+            }
+        }
         // Event streams end now with a last message, instead of holding the
         // drain open until its timeout.
         hub.close();

@@ -92,6 +92,9 @@ error_codes! {
     // The gateway.
     ServiceUnavailable => 503, "service_unavailable", "the database or an actor is unavailable; retry shortly";
     ShuttingDown => 503, "shutting_down", "the server is shutting down";
+    // Cluster mode (src/cluster).
+    OwnerUnavailable => 503, "owner_unavailable", "the node that owns the session did not answer (or no node has room for it); retry after `Retry-After` seconds";
+    NodeNotFound => 404, "node_not_found", "no cluster node has this id";
     // The simulator's control routes (simulator builds).
     SimulatorNotEmbedded => 404, "simulator_not_embedded", "the gateway uses a separate simulator process";
     SimulatorUnavailable => 503, "simulator_unavailable", "the simulator's storage failed";

@@ -41,10 +41,13 @@ pub async fn start_system(
         });
     }
     let keys = Arc::new(KeyRing::new(keys));
+    let restore_at_boot = options.restore_at_boot;
     let supervisor =
         SessionSupervisor::new(store.clone(), engine, registry.clone(), options).start();
     let web = WebActor::new(store, registry.clone(), keys.clone(), supervisor.clone()).start();
-    supervisor.do_send(Restore);
+    if restore_at_boot {
+        supervisor.do_send(Restore);
+    }
     Ok(Gateway {
         web,
         supervisor,

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The database could not be reached or failed; the message is for logs only.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Cluster mode: another node owns the session now (a newer lease
+    /// generation); nothing was written. The writer must stop its engine.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Durable records. Every call runs off the caller's thread (the adapter

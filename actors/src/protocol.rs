@@ -34,6 +34,9 @@ pub struct SupervisorOptions {
     /// Each boot-restore start waits a random delay up to this, so the
     /// sessions sharing a wave do not dial at the same instant.
     pub restore_jitter: Duration,
+    /// Restore every running session at boot (single node). Cluster mode
+    /// turns it off: a node starts only the sessions it claimed.
+    pub restore_at_boot: bool,
 }
 
 impl Default for SupervisorOptions {
@@ -45,6 +48,7 @@ impl Default for SupervisorOptions {
             stop_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
             restore_jitter: Duration::from_millis(20),
+            restore_at_boot: true,
         }
     }
 }
@@ -88,6 +92,9 @@ pub enum SessionRequest {
     /// Change the session's settings; never its status (only the state
     /// machine writes a status).
     Settings(SettingsChange),
+    /// Cluster mode: another node owns the session now. Abort the engine,
+    /// write nothing, end without a restart.
+    Fenced,
 }
 
 /// A change of a session's settings, applied by its actor to its own record.

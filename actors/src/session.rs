@@ -103,6 +103,9 @@ pub struct SessionActor {
     start_cause: StartCause,
     deleted: bool,
     ended: bool,
+    /// Cluster mode: another node owns the session now; write nothing more,
+    /// end without a restart.
+    fenced: bool,
     _guard: DeathGuard,
 }
 
@@ -173,6 +176,7 @@ impl SessionActor {
             start_cause: StartCause::Start,
             deleted: false,
             ended: false,
+            fenced: false,
             _guard: DeathGuard {
                 reports: reports.clone(),
                 id: view.record.id,
@@ -296,6 +300,13 @@ impl SessionActor {
                         Ok(())
                     }
                     Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
+                    Err(StoreError::Fenced(why)) => {
+                        log::warn!("session {}: fenced ({why}); stopping its engine", act.id);
+                        act.fence();
+                        Err(WebError::Unavailable(
+                            "Another node owns this session now; try again".to_string(),
+                        ))
+                    }
                     Err(err) => {
                         log::error!("session {}: saving its state failed: {err}", act.id);
                         Err(unavailable())
@@ -481,6 +492,14 @@ impl SessionActor {
             .boxed_local()
     }
 
+    /// Another node owns the session: abort the engine (a clean close would
+    /// still talk to WhatsApp), drop what is unsaved, end without a restart.
+    fn fence(&mut self) {
+        self.fenced = true;
+        self.abort_engine();
+        self.unsaved.clear();
+    }
+
     fn abort_engine(&mut self) {
         // RunningEngine::drop aborts.
         self.engine = None;
@@ -551,6 +570,10 @@ impl SessionActor {
                     .boxed_local();
             }
             SessionRequest::Settings(change) => return self.change_settings(change),
+            SessionRequest::Fenced => {
+                self.fence();
+                return fut::ready(Ok(self.view())).boxed_local();
+            }
             SessionRequest::Shutdown => {
                 if self.engine.is_none() {
                     return fut::ready(Ok(self.view())).boxed_local();
@@ -785,7 +808,7 @@ impl Handler<MaybeEnd> for SessionActor {
         if self.engine.is_some() || self.ended {
             return;
         }
-        if !self.unsaved.is_empty() && !self.deleted {
+        if !self.unsaved.is_empty() && !self.deleted && !self.fenced {
             // One more try to persist what the store refused before.
             let fut = self.commit(Input::Flush).map(|c, act, ctx| {
                 if c.saved.is_err() {
@@ -803,7 +826,7 @@ impl Handler<MaybeEnd> for SessionActor {
         }
         self.ended = true;
         self.free_restore_slot();
-        let retry = if self.deleted {
+        let retry = if self.deleted || self.fenced {
             None
         } else {
             self.state.retry_in(Utc::now())

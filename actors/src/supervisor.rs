@@ -25,6 +25,9 @@ use crate::registry::SessionRegistry;
 use crate::session::SessionActor;
 use crate::state::{recover_delay, restored_at_boot, PairingUnavailable};
 
+/// Cluster mode's hooks (claimed sessions, fencing, drain).
+pub mod cluster;
+
 /// A command for one session (resolved id). Replies with the session's view
 /// after the command (for `Delete`: the last view before removal).
 #[derive(Message, Clone, Debug)]

@@ -43,6 +43,7 @@ pub const METRICS_SCHEME: &str = "metrics_token";
         (name = "dashboard", description = "The dashboard at `/` (no key for the page) and its sign-in: an API key traded for an `HttpOnly; SameSite=Strict` session cookie, which every route then accepts instead of a key (writes also need `X-CSRF-Token`)."),
         (name = "docs", description = "This document and Swagger UI; no key needed."),
         (name = "metrics", description = "Prometheus metrics, outside `/api`; an optional token of their own."),
+        (name = "cluster", description = "Cluster mode: the nodes sharing one PostgreSQL, the sessions each owns, and draining a node."),
     )
 )]
 struct ApiDoc;

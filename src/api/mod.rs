@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod auth_limit;
+pub mod cluster;
 pub mod dashboard;
 pub mod docs;
 pub mod error;

@@ -15,7 +15,7 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{dashboard, docs, events, health, keys, messages, sessions, settings, webhooks};
+use super::{cluster, dashboard, docs, events, health, keys, messages, sessions, settings, webhooks};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the
@@ -89,6 +89,8 @@ table! {
     dashboard::sign_in => [BODY, KEY, &[CsrfRejected]];
     dashboard::who_am_i => [KEY];
     dashboard::sign_out => [&[CsrfRejected]];
+    cluster::nodes => [KEY, UNAVAILABLE];
+    cluster::drain => [&[ValidationFailed], KEY, ROLE, &[ScopeForbidden, NodeNotFound], UNAVAILABLE];
     crate::metrics::scrape => [&[MissingMetricsToken, InvalidMetricsToken]];
     docs::ui => [];
     docs::json => [];

@@ -17,6 +17,7 @@
 //! | `GET /phones/{phone}/inbox` | | what the phone received, decrypted: `{"messages":[{id, from, fromDevice, to, text, receivedAtMs, read}], "duplicates": n}` |
 //! | `POST /phones/{phone}/read` | `{"ids"?}` | `{"read": n}` (read receipts to the senders) |
 //! | `POST /phones/{phone}/registered` | `{"registered": bool}` | `{"ok":true}` |
+//! | `GET /overlaps` | | logins of a device while another connection of it was open: `{total, devices: [{phone, device, overlaps}]}` |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status.
 
@@ -190,6 +191,10 @@ async fn registered(
     }
 }
 
+async fn overlaps() -> HttpResponse {
+    HttpResponse::Ok().json(wasup::simulator::overlap::snapshot())
+}
+
 async fn unban(sim: web::Data<Simulator>, req: web::Json<DevReq>) -> HttpResponse {
     match sim.unban(&req.phone, req.device) {
         Ok(()) => ok(),
@@ -234,6 +239,7 @@ async fn main() -> std::io::Result<()> {
             .route("/phones/{phone}/inbox", web::get().to(inbox))
             .route("/phones/{phone}/read", web::post().to(read))
             .route("/phones/{phone}/registered", web::post().to(registered))
+            .route("/overlaps", web::get().to(overlaps))
     })
     .workers(1)
     .bind(args.control)?

@@ -56,6 +56,10 @@ pub enum DbError {
     /// The caller handed in data that breaks an invariant; nothing was written.
     #[error("invalid write: {0}")]
     Invalid(String),
+    /// Cluster mode: a newer owner holds the session's lease; nothing was
+    /// written (see `cluster::check_fence`).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl DbError {
@@ -135,6 +139,8 @@ pub type Pool = r2d2::Pool<ConnectionManager>;
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    /// Cluster mode: the leases this node holds (`cluster::check_fence`).
+    fence: Option<std::sync::Arc<cluster::Fence>>,
 }
 
 impl Db {
@@ -177,11 +183,25 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            fence: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Cluster mode: fence the session-scoped writes with this node's leases.
+    pub fn with_fence(mut self, fence: std::sync::Arc<cluster::Fence>) -> Db {
+        self.fence = Some(fence);
+        self
+    }
+
+    pub fn fence(&self) -> Option<&cluster::Fence> {
+        self.fence.as_deref()
     }
 
     /// Run `work` with a pooled connection on the blocking pool.
@@ -238,6 +258,8 @@ where
         },
     }
 }
+/// Cluster mode: nodes, session leases and the fencing check.
+pub mod cluster;
 /// The session event log across sessions, by cursor (the event stream).
 pub mod event_log;
 /// Messages (outbound queue, inbound, receipts); `DbMessageStore`

@@ -52,6 +52,8 @@ impl From<DbError> for StoreError {
             StoreError::NotFound
         } else if let DbError::Invalid(msg) = err {
             StoreError::Conflict(msg)
+        } else if let DbError::Fenced(msg) = err {
+            StoreError::Fenced(msg)
         } else {
             StoreError::Unavailable(err.to_string())
         }
@@ -187,7 +189,18 @@ impl Store for DbStore {
         // log does not hold.
         let publish = (!events.is_empty()).then(|| self.hub.clone()).flatten();
         let record = self.sealed(record);
-        let save = self.call_in_transaction(move |c| save_session_in(c, &record, &events));
+        // Cluster mode: only the session's owner writes (the lease's generation).
+        let db = self.db.clone();
+        let save = self.call_in_transaction(move |c| {
+            // A session that should run is written by its owner only.
+            let id = record.id.to_string();
+            if record.desired == DesiredState::Running {
+                db.check_owner(c, &id)?;
+            } else {
+                db.check_fence(c, &id)?;
+            }
+            save_session_in(c, &record, &events)
+        });
         Box::pin(async move {
             let stored = save.await?;
             if let Some(signal) = wake {
@@ -201,7 +214,11 @@ impl Store for DbStore {
     }
 
     fn delete_session(&self, id: SessionId) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.call_in_transaction(move |c| delete_session(c, id))
+        let db = self.db.clone();
+        self.call_in_transaction(move |c| {
+            db.check_fence(c, &id.to_string())?;
+            delete_session(c, id)
+        })
     }
 
     fn load_api_keys(&self) -> BoxFuture<'static, Result<Vec<ApiKeyRecord>, StoreError>> {

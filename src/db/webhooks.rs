@@ -241,7 +241,7 @@ fn load_row(conn: &mut DbConn, id: &str) -> Result<WebhookRow, DbError> {
 }
 
 #[derive(QueryableByName)]
-struct DueRow {
+pub(crate) struct DueRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
     id: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -258,7 +258,7 @@ struct DueRow {
 /// is due, oldest due first. Driven by the webhooks table, so a poll costs
 /// one index probe per webhook however long the queues are (a receiver that
 /// was down for an hour leaves a long backlog that must not slow every poll).
-const DUE_HEADS: &str = "\
+pub(crate) const DUE_HEADS: &str = "\
     SELECT d.id AS id, d.webhook_id AS webhook_id, d.event_id AS event_id, \
         d.event_name AS event_name, d.attempts AS attempts \
     FROM webhooks w \
@@ -290,12 +290,18 @@ fn due_deliveries(
     now: DateTime<Utc>,
     busy: &[WebhookId],
     limit: usize,
+    cluster: bool,
 ) -> Result<Vec<DeliveryJob>, DbError> {
     // Busy webhooks are skipped here rather than in SQL: at most
     // `busy.len()` extra rows, and no statement with a variable bind count.
     let busy: HashSet<String> = busy.iter().map(Uuid::to_string).collect();
     let want = i64::try_from(limit + busy.len()).unwrap_or(i64::MAX);
-    let heads: Vec<DueRow> = due_heads(conn, to_ms(now), want)?
+    // Cluster mode: each head is claimed by one node (FOR UPDATE SKIP LOCKED).
+    let heads = match cluster {
+        true => super::cluster::claim_due_heads(conn, to_ms(now), want)?,
+        false => due_heads(conn, to_ms(now), want)?,
+    };
+    let heads: Vec<DueRow> = heads
         .into_iter()
         .filter(|h| !busy.contains(&h.webhook_id))
         .take(limit)
@@ -686,7 +692,8 @@ impl WebhookStore for DbWebhookStore {
         busy: Vec<WebhookId>,
         limit: usize,
     ) -> StoreFuture<Vec<DeliveryJob>> {
-        self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit))
+        let cluster = self.db.fence().is_some();
+        self.call(move |c, boxed| due_deliveries(c, boxed, now, &busy, limit, cluster))
     }
 
     fn record_attempts(&self, done: Vec<AttemptDone>) -> StoreFuture<()> {

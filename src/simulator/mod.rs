@@ -45,6 +45,8 @@
 mod conn;
 mod contacts;
 mod inbox;
+/// Connections of one device that overlapped in time (cluster tests).
+pub mod overlap;
 mod phone;
 mod state;
 mod transport;

@@ -16,6 +16,7 @@ mod api_keys;
 mod api_robustness;
 mod api_sessions;
 mod bench_webhooks;
+mod cluster;
 mod dashboard_http;
 mod db_store;
 mod events_stream;
@@ -38,8 +39,10 @@ macro_rules! simulator_only {
 simulator_only!(
     sim_process,
     simulator_support,
+    bench_cluster,
     bench_scale,
     bench_soak,
+    cluster_failover,
     e2e_link,
     e2e_scale,
     log_hygiene,

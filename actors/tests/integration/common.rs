@@ -346,6 +346,7 @@ pub fn fast_options() -> SupervisorOptions {
         stop_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(2),
         restore_jitter: Duration::from_millis(5),
+        ..SupervisorOptions::default()
     }
 }
 

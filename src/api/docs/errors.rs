@@ -45,7 +45,7 @@ pub const BODY: &[ErrorCode] = &[
     PayloadTooLarge,
 ];
 /// Anything that reaches the actors.
-pub const UNAVAILABLE: &[ErrorCode] = &[ServiceUnavailable, ShuttingDown];
+pub const UNAVAILABLE: &[ErrorCode] = &[ServiceUnavailable, ShuttingDown, OwnerUnavailable];
 
 /// An error of each code, as the gateway would answer it (the examples).
 fn samples() -> Vec<ApiError> {
@@ -86,6 +86,11 @@ fn samples() -> Vec<ApiError> {
         ApiError::metrics_token(true),
     ]);
     samples.extend(crate::api::dashboard::signin::error_samples());
+    samples.push(ApiError::owner_unavailable(
+        "The node that owns this session (http://10.0.0.2:2785) did not answer; retry shortly",
+        15,
+    ));
+    samples.push(ApiError::node_not_found("node-b"));
     #[cfg(feature = "simulator")]
     samples.push(ApiError::no_embedded_simulator());
     samples
@@ -140,7 +145,10 @@ fn response(codes: &[ErrorCode], samples: &[ApiError]) -> Response {
         ))
     });
     let mut builder = ResponseBuilder::new();
-    if codes.iter().any(|c| c.status() == 429) {
+    if codes
+        .iter()
+        .any(|c| c.status() == 429 || *c == OwnerUnavailable)
+    {
         builder = builder.header(
             "Retry-After",
             HeaderBuilder::new()

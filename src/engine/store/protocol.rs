@@ -81,10 +81,11 @@ impl ProtocolStore for DeviceDb {
             .collect::<Result<Vec<_>>>()?;
         // A LID maps to one phone number: drop its rows under other numbers,
         // in the same transaction as the write.
-        let sid = self.sid.clone();
+        let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
             .run(move |conn| {
                 crate::db::transaction_in(conn, |conn| {
+                    db.check_owner(conn, &sid)?;
                     each_backend!(&mut *conn, c => {
                         for row in &rows {
                             diesel::delete(ds::device_state
@@ -95,9 +96,8 @@ impl ProtocolStore for DeviceDb {
                                 .execute(c)?;
                         }
                     });
-                    upsert_rows(conn, &rows)
+                    upsert_rows(conn, &rows).map_err(DbError::from)
                 })
-                .map_err(DbError::from)
             })
             .await
             .map_err(db_err)

@@ -197,8 +197,15 @@ impl DeviceDb {
         if rows.is_empty() {
             return Ok(());
         }
+        // Cluster mode: only the session's owner writes (the lease's generation).
+        let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
-            .run(move |conn| upsert_rows(conn, &rows).map_err(DbError::from))
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    db.check_owner(conn, &sid)?;
+                    upsert_rows(conn, &rows).map_err(DbError::from)
+                })
+            })
             .await
             .map_err(db_err)
     }
@@ -279,13 +286,16 @@ impl DeviceDb {
 
     /// Delete the rows of a kind that pass `filter`; returns how many.
     pub(super) async fn delete_rows(&self, kind: &'static str, filter: Filter) -> Result<usize> {
-        let sid = self.sid.clone();
+        let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
             .run(move |conn| {
-                each_backend!(conn, c => {
-                    narrowed!(diesel::delete(ds::device_state), sid, kind, &filter)
-                        .execute(c)
-                        .map_err(DbError::from)
+                conn.transaction(|conn| {
+                    db.check_fence(conn, &sid)?;
+                    each_backend!(conn, c => {
+                        narrowed!(diesel::delete(ds::device_state), sid, kind, &filter)
+                            .execute(c)
+                            .map_err(DbError::from)
+                    })
                 })
             })
             .await

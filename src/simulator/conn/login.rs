@@ -67,7 +67,9 @@ impl Conn {
         }
         // Like the real server: a new login of the same device replaces the
         // older connection (another process holding the same credentials).
-        for old in self.inner.live_conns(&key) {
+        let older = self.inner.live_conns(&key);
+        crate::simulator::overlap::saw(&key, older.len());
+        for old in older {
             let _ = old.send(ConnCmd::Fault {
                 nodes: vec![NodeBuilder::new("stream:error")
                     .children([NodeBuilder::new("conflict")
