@@ -136,6 +136,10 @@ async fn serve(
         gateway.registry.clone(),
         wasup_actors::outbound::OutboundOptions {
             retention: config.message_retention,
+            rescan: config
+                .cluster
+                .is_some()
+                .then_some(std::time::Duration::from_secs(2)),
             ..Default::default()
         },
     );

@@ -15,7 +15,9 @@ use wasup_actors::ErrorCode;
 use super::docs::errors::{BODY, KEY, ROLE, SESSION, UNAVAILABLE, WEBHOOK};
 use super::docs::{API_KEY_SCHEME, BEARER_SCHEME};
 use super::error::ApiError;
-use super::{cluster, dashboard, docs, events, health, keys, messages, sessions, settings, webhooks};
+use super::{
+    cluster, dashboard, docs, events, health, keys, messages, sessions, settings, webhooks,
+};
 use ErrorCode::*;
 
 /// Builds `table()`: per row, a one-path OpenAPI document derived from the

@@ -94,6 +94,14 @@ fn command_target(method: &Method, path: &str) -> Option<(String, bool)> {
         (&Method::POST, ["", "api", "sessions", id, "messages", ..]) => {
             Some((id.to_string(), false))
         }
+        // Cancelling a pending message races the owner's queue; a number
+        // check needs the owner's engine.
+        (&Method::DELETE, ["", "api", "sessions", id, "messages", _]) => {
+            Some((id.to_string(), false))
+        }
+        (&Method::GET, ["", "api", "sessions", id, "contacts", "check", _]) => {
+            Some((id.to_string(), false))
+        }
         (&Method::POST, ["", "api", "simulator", "sessions", id, "scan" | "faults"]) => {
             Some((id.to_string(), false))
         }

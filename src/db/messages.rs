@@ -624,10 +624,13 @@ impl MessageStore for DbMessageStore {
         id: String,
         update: StatusUpdate,
     ) -> StoreFuture<bool> {
+        let db = self.db.clone();
         self.write(move |c, _| {
             if !lock_session(c, session_id)? {
                 return Ok((false, Vec::new()));
             }
+            // Cluster mode: only the session's owner moves its messages on.
+            db.check_owner(c, &session_id.to_string())?;
             let events = set_status(c, session_id, &id, &update)?;
             Ok((!events.is_empty(), events))
         })
@@ -639,10 +642,12 @@ impl MessageStore for DbMessageStore {
         ids: Vec<String>,
         update: StatusUpdate,
     ) -> StoreFuture<usize> {
+        let db = self.db.clone();
         self.write(move |c, _| {
             if !lock_session(c, session_id)? {
                 return Ok((0, Vec::new()));
             }
+            db.check_owner(c, &session_id.to_string())?;
             let mut changed = 0;
             let mut events = Vec::new();
             for id in &ids {
@@ -655,10 +660,12 @@ impl MessageStore for DbMessageStore {
     }
 
     fn store_inbound(&self, message: MessageRecord) -> StoreFuture<bool> {
+        let db = self.db.clone();
         self.write(move |c, boxed| {
             if !lock_session(c, message.session_id)? {
                 return Ok((false, Vec::new()));
             }
+            db.check_owner(c, &message.session_id.to_string())?;
             let event = store_inbound(c, boxed, &message)?;
             Ok((event.is_some(), event.into_iter().collect()))
         })

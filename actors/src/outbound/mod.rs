@@ -47,6 +47,11 @@ pub struct OutboundOptions {
     /// Messages older than this are deleted (WASUP_MESSAGE_RETENTION_DAYS).
     pub retention: Duration,
     pub prune_interval: Duration,
+    /// Cluster mode: how often the pending queue is read again, so that a
+    /// node that took a session over also takes over its pending messages.
+    /// `None` on a single node (every pending row is found at start or
+    /// accepted here).
+    pub rescan: Option<Duration>,
 }
 
 impl Default for OutboundOptions {
@@ -57,6 +62,7 @@ impl Default for OutboundOptions {
             engine_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
+            rescan: None,
         }
     }
 }
@@ -181,6 +187,23 @@ impl OutboundActor {
         self.lanes.entry(id).or_default();
     }
 
+    /// Give every session with a pending message a lane.
+    fn find_pending(&mut self, ctx: &mut Context<Self>) {
+        let pending = self.store.sessions_with_pending();
+        ctx.spawn(pending.into_actor(self).map(|res, act, _| match res {
+            Ok(ids) => {
+                let new = ids.iter().filter(|id| !act.lanes.contains_key(id)).count();
+                if new > 0 {
+                    log::info!("messages: {new} more sessions have pending messages");
+                }
+                for id in ids {
+                    act.wake(id);
+                }
+            }
+            Err(err) => log::error!("messages: could not read the pending queue: {err}"),
+        }));
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let due: Vec<SessionId> = self
@@ -248,6 +271,10 @@ impl OutboundActor {
             .map(move |res, act, ctx| match res {
                 Ok((_, Some((head, messenger)))) => act.send(id, head, messenger, pacing, ctx),
                 Ok((turn, None)) => act.finish_turn(id, turn, pacing),
+                // Another node owns the session: its queue is that node's.
+                Err(crate::ports::StoreError::Fenced(_)) => {
+                    act.lanes.remove(&id);
+                }
                 Err(err) => {
                     log::error!("session {id}: outbound queue: the store failed: {err}");
                     act.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing);
@@ -436,18 +463,10 @@ impl Actor for OutboundActor {
             .into_actor(self),
         );
         // Sessions with messages left pending by the last run.
-        let pending = self.store.sessions_with_pending();
-        ctx.spawn(pending.into_actor(self).map(|res, act, _| match res {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    log::info!("messages: {} sessions have pending messages", ids.len());
-                }
-                for id in ids {
-                    act.wake(id);
-                }
-            }
-            Err(err) => log::error!("messages: could not read the pending queue: {err}"),
-        }));
+        self.find_pending(ctx);
+        if let Some(every) = self.options.rescan {
+            ctx.run_interval(every, |act, ctx| act.find_pending(ctx));
+        }
         ctx.run_interval(self.options.tick, |act, ctx| act.tick(ctx));
         ctx.run_interval(self.options.prune_interval, |act, ctx| act.prune(ctx));
         self.prune(ctx);
