@@ -257,6 +257,16 @@ fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
         let kept = send(&s, &session, friend, "sent after the outage");
         let dropped = send(&s, &session, friend, "never sent");
         assert_eq!(message(&s, &session, &kept)["status"], "pending");
+        // Another phone writes while the session is away: drained at the
+        // login. (Another one: a phone that wrote to a session first cannot
+        // yet decrypt that session's reply in the simulator.)
+        let (status, body) = s.call(
+            "POST",
+            "/api/simulator/phones/15552100023/messages",
+            Some(json!({"to": session, "text": "while you were away"})),
+        );
+        assert_eq!(status, 201, "{body}");
+        let offline = body["messageId"].as_str().unwrap().to_string();
         let (status, _) = s.call(
             "DELETE",
             &format!("/api/sessions/{session}/messages/{dropped}"),
@@ -282,6 +292,21 @@ fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
             None,
         );
         assert_error(status, &body, 409, "message_not_pending");
+        let inbound = poll(60, "the drained inbound message", || {
+            let (_, list) = s.call(
+                "GET",
+                &format!("/api/sessions/{session}/messages?direction=in"),
+                None,
+            );
+            match list.as_array().map(Vec::len) {
+                Some(1) => Ok(list),
+                _ => Err(list.to_string()),
+            }
+        });
+        assert_eq!(
+            (&inbound[0]["id"], &inbound[0]["body"]),
+            (&json!(offline), &json!("while you were away"))
+        );
     }
 }
 
