@@ -236,6 +236,20 @@ fn an_inbound_message_is_a_signed_message_received_webhook() {
         );
         s.wait_no_pending_deliveries(30);
         assert_eq!(rx.count(), 1, "delivered once");
+
+        // The event stream replays it from the log, body opened, with the
+        // webhook filter rules (`message.*`).
+        let sse = crate::events_stream::Sse::open(
+            &s,
+            "?events=message.*&after=evt_00000000000000000000000000000000",
+            &[("X-API-Key", ADMIN_KEY)],
+        )
+        .expect("stream");
+        let got = sse.until(30, |m| m.event == "message.received");
+        let last = &got.last().unwrap().data;
+        assert_eq!(last["data"]["id"], id);
+        assert_eq!(last["data"]["body"], "is my order ready?");
+        assert!(got.iter().all(|m| m.event.starts_with("message.")));
     }
 }
 
