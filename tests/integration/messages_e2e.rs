@@ -325,6 +325,47 @@ fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
 }
 
 #[test]
+fn a_message_waiting_past_queue_ttl_fails_with_the_reason() {
+    for db in backends() {
+        let s = Server::start_with(
+            &db,
+            &[
+                ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ],
+        );
+        let config = json!({"sending": {"minDelayMs": 0, "maxDelayMs": 0, "typing": false,
+                                        "queueTtlSeconds": 1},
+                            "reconnectBaseDelay": 1000});
+        let session = link(&s, "impatient", "15552100101", config);
+        let rx = Receiver::ok();
+        let secret = hook(&s, &session, &rx, json!(["message.*"]));
+        let (status, body) = s.call(
+            "POST",
+            &format!("/api/simulator/sessions/{session}/faults"),
+            Some(json!({"kind": "outage", "durationMs": 5000})),
+        );
+        assert_eq!(status, 200, "{body}");
+        s.wait_session(&session, 30, |b| b["status"] != "ready");
+        let id = send(&s, &session, "15552100102", "too late");
+        let m = wait_status(&s, &session, &id, "failed");
+        assert!(
+            m["error"].as_str().unwrap().contains("queueTtlSeconds"),
+            "{}: {m}",
+            db.label()
+        );
+        let got = rx.wait(30, "message.failed", |r| !r.is_empty());
+        got[0].assert_signed_by(&secret);
+        assert_eq!(got[0].json()["event"], "message.failed");
+        assert_eq!(got[0].json()["data"]["messageId"], id);
+        // Never sent, even once the session is back.
+        s.wait_session(&session, 60, |b| b["status"] == "ready");
+        assert_eq!(message(&s, &session, &id)["status"], "failed");
+        assert!(inbox(&s, "15552100102").0.is_empty());
+    }
+}
+
+#[test]
 fn pacing_spaces_the_phones_receive_times() {
     for db in backends() {
         let s = Server::start(&db);
