@@ -236,6 +236,20 @@ fn an_inbound_message_is_a_signed_message_received_webhook() {
         );
         s.wait_no_pending_deliveries(30);
         assert_eq!(rx.count(), 1, "delivered once");
+
+        // The event stream replays it from the log, body opened, with the
+        // webhook filter rules (`message.*`).
+        let sse = crate::events_stream::Sse::open(
+            &s,
+            "?events=message.*&after=evt_00000000000000000000000000000000",
+            &[("X-API-Key", ADMIN_KEY)],
+        )
+        .expect("stream");
+        let got = sse.until(30, |m| m.event == "message.received");
+        let last = &got.last().unwrap().data;
+        assert_eq!(last["data"]["id"], id);
+        assert_eq!(last["data"]["body"], "is my order ready?");
+        assert!(got.iter().all(|m| m.event.starts_with("message.")));
     }
 }
 
@@ -257,6 +271,16 @@ fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
         let kept = send(&s, &session, friend, "sent after the outage");
         let dropped = send(&s, &session, friend, "never sent");
         assert_eq!(message(&s, &session, &kept)["status"], "pending");
+        // Another phone writes while the session is away: drained at the
+        // login. (Another one: a phone that wrote to a session first cannot
+        // yet decrypt that session's reply in the simulator.)
+        let (status, body) = s.call(
+            "POST",
+            "/api/simulator/phones/15552100023/messages",
+            Some(json!({"to": session, "text": "while you were away"})),
+        );
+        assert_eq!(status, 201, "{body}");
+        let offline = body["messageId"].as_str().unwrap().to_string();
         let (status, _) = s.call(
             "DELETE",
             &format!("/api/sessions/{session}/messages/{dropped}"),
@@ -282,6 +306,62 @@ fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
             None,
         );
         assert_error(status, &body, 409, "message_not_pending");
+        let inbound = poll(60, "the drained inbound message", || {
+            let (_, list) = s.call(
+                "GET",
+                &format!("/api/sessions/{session}/messages?direction=in"),
+                None,
+            );
+            match list.as_array().map(Vec::len) {
+                Some(1) => Ok(list),
+                _ => Err(list.to_string()),
+            }
+        });
+        assert_eq!(
+            (&inbound[0]["id"], &inbound[0]["body"]),
+            (&json!(offline), &json!("while you were away"))
+        );
+    }
+}
+
+#[test]
+fn a_message_waiting_past_queue_ttl_fails_with_the_reason() {
+    for db in backends() {
+        let s = Server::start_with(
+            &db,
+            &[
+                ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ],
+        );
+        let config = json!({"sending": {"minDelayMs": 0, "maxDelayMs": 0, "typing": false,
+                                        "queueTtlSeconds": 1},
+                            "reconnectBaseDelay": 1000});
+        let session = link(&s, "impatient", "15552100101", config);
+        let rx = Receiver::ok();
+        let secret = hook(&s, &session, &rx, json!(["message.*"]));
+        let (status, body) = s.call(
+            "POST",
+            &format!("/api/simulator/sessions/{session}/faults"),
+            Some(json!({"kind": "outage", "durationMs": 5000})),
+        );
+        assert_eq!(status, 200, "{body}");
+        s.wait_session(&session, 30, |b| b["status"] != "ready");
+        let id = send(&s, &session, "15552100102", "too late");
+        let m = wait_status(&s, &session, &id, "failed");
+        assert!(
+            m["error"].as_str().unwrap().contains("queueTtlSeconds"),
+            "{}: {m}",
+            db.label()
+        );
+        let got = rx.wait(30, "message.failed", |r| !r.is_empty());
+        got[0].assert_signed_by(&secret);
+        assert_eq!(got[0].json()["event"], "message.failed");
+        assert_eq!(got[0].json()["data"]["messageId"], id);
+        // Never sent, even once the session is back.
+        s.wait_session(&session, 60, |b| b["status"] == "ready");
+        assert_eq!(message(&s, &session, &id)["status"], "failed");
+        assert!(inbox(&s, "15552100102").0.is_empty());
     }
 }
 

@@ -534,3 +534,41 @@ pub fn start_messaging(
     engine.attach_inbound(addr.clone().recipient());
     addr
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing(per_minute: u32, per_day: u32) -> Pacing {
+        Pacing {
+            per_minute,
+            per_day,
+            ..Pacing::DEFAULT
+        }
+    }
+
+    #[test]
+    fn rate_windows_hold_excess_until_the_oldest_send_leaves_them() {
+        let t0 = Instant::now();
+        let mut lane = Lane::default();
+        assert_eq!(lane.rate_wait(t0, &pacing(2, 0)), None, "nothing sent yet");
+        lane.recent.push_back(t0);
+        lane.recent.push_back(t0 + Duration::from_secs(10));
+        let now = t0 + Duration::from_secs(20);
+        // Two sends in the last minute with perMinute 2: wait for the first to age out.
+        assert_eq!(lane.rate_wait(now, &pacing(2, 0)), Some(t0 + MINUTE));
+        assert_eq!(lane.rate_wait(now, &pacing(3, 0)), None);
+        // 0 means no limit; the day window counts the same sends.
+        assert_eq!(lane.rate_wait(now, &pacing(0, 0)), None);
+        assert_eq!(lane.rate_wait(now, &pacing(0, 2)), Some(t0 + DAY));
+        // After the minute, only the day window can hold it.
+        let later = t0 + Duration::from_secs(75);
+        assert_eq!(lane.rate_wait(later, &pacing(2, 0)), None);
+    }
+
+    #[test]
+    fn typing_scales_with_the_text_and_is_capped() {
+        assert_eq!(typing_time("hi"), Duration::from_millis(60));
+        assert_eq!(typing_time(&"x".repeat(1000)), Duration::from_secs(3));
+    }
+}
