@@ -176,3 +176,75 @@ async fn is_on_whatsapp_and_a_send_to_an_unregistered_number() {
     assert!(sim.phone_messages(gone).is_empty());
     c.shutdown().await;
 }
+
+/// Texts of an event with their `is_offline` flag.
+fn texts_offline(e: &Event) -> Option<Vec<(String, bool)>> {
+    match e {
+        Event::Messages(b) => {
+            let v: Vec<(String, bool)> = b
+                .messages
+                .iter()
+                .filter_map(|m| Some((m.message.conversation.clone()?, m.info.is_offline)))
+                .collect();
+            (!v.is_empty()).then_some(v)
+        }
+        _ => None,
+    }
+}
+
+/// A phone writing while the device is away (the `drop` and `outage`
+/// faults): the server holds the messages and delivers each once at the
+/// next login, marked offline, then ends the offline delivery with its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_away_arrive_once_as_offline_messages() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280005";
+    let friend = "15551289994";
+    let (mut c, d) = linked_client(&sim, me, "Kim").await;
+    sim.send_text(friend, me, "before").unwrap();
+    assert_eq!(
+        c.wait_for(20, texts_offline).await,
+        vec![("before".to_string(), false)]
+    );
+
+    // Outage: two messages wait for the reconnect.
+    sim.fault(
+        Target::device(me, d.device),
+        FaultKind::Outage(Duration::from_secs(2)),
+    )
+    .unwrap();
+    c.wait_for(10, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .await;
+    sim.send_text(friend, me, "away 1").unwrap();
+    sim.send_text(friend, me, "away 2").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(c.wait_for(60, texts_offline).await);
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("away 1".to_string(), true),
+            ("away 2".to_string(), true)
+        ]
+    );
+    let count = c
+        .wait_for(20, |e| match e {
+            Event::OfflineSyncCompleted(o) => Some(o.count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(count, 2);
+
+    // Drop: the connection closes; what is sent meanwhile is not lost.
+    sim.fault(Target::device(me, d.device), FaultKind::Drop)
+        .unwrap();
+    c.wait_for(10, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .await;
+    sim.send_text(friend, me, "after the drop").unwrap();
+    let got = c.wait_for(60, texts_offline).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "after the drop");
+    c.shutdown().await;
+}

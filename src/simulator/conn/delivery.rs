@@ -50,23 +50,34 @@ impl Conn {
         }
     }
 
-    /// Sends the messages queued for this device while it was away.
-    pub(super) async fn deliver_queued(&mut self) {
+    /// Sends the messages queued for this device while it was away, marked
+    /// `offline="1"` as WhatsApp marks its offline delivery; returns how
+    /// many were sent (the count of the `<ib><offline count/>` that ends it).
+    pub(super) async fn deliver_queued(&mut self) -> usize {
         let queued = self
             .login
             .as_ref()
             .and_then(|k| self.inner.offline.lock().remove(k))
             .unwrap_or_default();
+        let mut sent = 0;
         for m in queued {
-            self.deliver(m).await;
+            if self.deliver_marked(m, true).await {
+                sent += 1;
+            }
         }
+        sent
     }
 
-    /// Encrypts and sends a queued inbound message; without the device's
+    /// Encrypts and sends an inbound message live; without the device's
     /// prekey bundle it stays queued for the next login.
     pub(super) async fn deliver(&mut self, m: QueuedMsg) {
+        self.deliver_marked(m, false).await;
+    }
+
+    /// `deliver`, as an offline delivery or not; true when it was sent.
+    async fn deliver_marked(&mut self, m: QueuedMsg, offline: bool) -> bool {
         let Some(key) = self.login.clone() else {
-            return;
+            return false;
         };
         let taken = {
             let mut b = self.inner.bundles.lock();
@@ -77,13 +88,13 @@ impl Conn {
         };
         let Some((bundle, pre_key)) = taken else {
             self.inner.offline.lock().entry(key).or_default().push(m);
-            return;
+            return false;
         };
         let sender = {
             let st = self.inner.state.lock();
             st.accounts.get(&m.from).map(|a| a.identity.clone())
         };
-        let Some(sender) = sender else { return };
+        let Some(sender) = sender else { return false };
         let plain = wa::Message {
             conversation: Some(m.text.clone()),
             ..Default::default()
@@ -92,9 +103,17 @@ impl Conn {
         match phone::encrypt_from_phone(&sender, &key.0, key.1, &bundle, pre_key, &plain).await {
             Ok(ct) => {
                 let t = m.t.to_string();
-                self.send(&pkmsg(&m.from, m.id, t, ("notify", m.notify), ct));
+                let mut node = pkmsg(&m.from, m.id, t, ("notify", m.notify), ct);
+                if offline {
+                    node.attrs.insert("offline", "1");
+                }
+                self.send(&node);
+                true
             }
-            Err(e) => log::warn!("simulator: cannot encrypt to {key:?}: {e}"),
+            Err(e) => {
+                log::warn!("simulator: cannot encrypt to {key:?}: {e}");
+                false
+            }
         }
     }
 }

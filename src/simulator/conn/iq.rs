@@ -24,10 +24,14 @@ impl Conn {
             ("passive", _) => {
                 self.send(&result(&id, vec![]));
                 if first_tag == "active" {
-                    self.deliver_queued().await;
+                    // What arrived while the device was away, then the
+                    // marker that ends the offline delivery.
+                    let count = self.deliver_queued().await;
                     let ib = NodeBuilder::new("ib")
                         .attr("from", SERVER)
-                        .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                        .children([NodeBuilder::new("offline")
+                            .attr("count", count.to_string())
+                            .build()])
                         .build();
                     self.send(&ib);
                 }
@@ -53,7 +57,7 @@ impl Conn {
                 self.send(&result(&id, vec![]));
                 self.maybe_share_app_state_key().await;
                 // Messages that waited for this device's bundle.
-                self.deliver_queued().await;
+                let _ = self.deliver_queued().await;
             }
             ("encrypt", "key") => {
                 let resp = self.key_bundles(first.as_ref());
