@@ -226,8 +226,9 @@ impl FromStr for ProxyType {
     }
 }
 
-/// A session as stored in the database: the source of truth.
-#[derive(Clone, Debug, PartialEq)]
+/// A session as stored in the database: the source of truth. Its `Debug`
+/// masks the proxy password.
+#[derive(Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub name: String,
@@ -251,6 +252,30 @@ pub struct SessionRecord {
     /// The API key that created the session (`WASUP_MAX_SESSIONS_PER_KEY`
     /// counts by it); None for sessions created before it was recorded.
     pub created_by: Option<ApiKeyId>,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = self.proxy_url.as_deref().map(crate::web::mask_proxy_url);
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("proxy_url", &masked)
+            .field("proxy_type", &self.proxy_type)
+            .field("desired", &self.desired)
+            .field("status", &self.status)
+            .field("last_error", &self.last_error)
+            .field("phone", &self.phone)
+            .field("push_name", &self.push_name)
+            .field("connected_at", &self.connected_at)
+            .field("last_active", &self.last_active)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("event_seq", &self.event_seq)
+            .field("created_by", &self.created_by)
+            .finish()
+    }
 }
 
 impl SessionRecord {

@@ -58,10 +58,20 @@ pub trait Store: Send + Sync + 'static {
 
 // ---------------------------------------------------------------- Engine
 
-#[derive(Clone, Debug, PartialEq)]
+/// A session's proxy; `Debug` masks the password.
+#[derive(Clone, PartialEq)]
 pub struct ProxySpec {
     pub url: String,
     pub kind: ProxyType,
+}
+
+impl std::fmt::Debug for ProxySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySpec")
+            .field("url", &crate::web::mask_proxy_url(&self.url))
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// What the engine needs to start one session.
