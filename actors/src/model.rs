@@ -272,7 +272,8 @@ impl std::fmt::Debug for SessionRecord {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("event_seq", &self.event_seq)
-            .finish_non_exhaustive()
+            .field("created_by", &self.created_by)
+            .finish()
     }
 }
 

@@ -98,7 +98,8 @@ pub enum SessionRequest {
 }
 
 /// A change of a session's settings, applied by its actor to its own record.
-#[derive(Clone, Debug, PartialEq)]
+/// `Debug` masks a proxy password.
+#[derive(Clone, PartialEq)]
 pub enum SettingsChange {
     /// Merge a partial config (checked against the current one).
     Config(crate::web::ConfigPatch),
@@ -108,6 +109,19 @@ pub enum SettingsChange {
         url: Option<String>,
         kind: Option<ProxyType>,
     },
+}
+
+impl std::fmt::Debug for SettingsChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingsChange::Config(patch) => f.debug_tuple("Config").field(patch).finish(),
+            SettingsChange::Proxy { url, kind } => f
+                .debug_struct("Proxy")
+                .field("url", &url.as_deref().map(crate::web::mask_proxy_url))
+                .field("kind", kind)
+                .finish(),
+        }
+    }
 }
 
 /// Ask the session's engine for a pairing code for `phone`.

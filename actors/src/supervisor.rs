@@ -264,23 +264,44 @@ impl Handler<Command> for SessionSupervisor {
 }
 
 impl Handler<ChangeSettings> for SessionSupervisor {
-    type Result = ResponseFuture<Result<SessionView, WebError>>;
+    type Result = ResponseActFuture<Self, Result<SessionView, WebError>>;
 
     fn handle(&mut self, msg: ChangeSettings, ctx: &mut Context<Self>) -> Self::Result {
         if self.draining {
-            return Box::pin(async { Err(WebError::ShuttingDown) });
+            return Box::pin(fut::ready(Err(WebError::ShuttingDown)));
         }
-        let Some((addr, _)) = self.actor(msg.id, ctx) else {
-            return Box::pin(async move { Err(WebError::unknown_session_id(msg.id)) });
+        let id = msg.id;
+        let Some((addr, incarnation)) = self.actor(id, ctx) else {
+            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
         };
-        let send = addr.send(SessionRequest::Settings(msg.change));
-        Box::pin(async move {
-            send.await.unwrap_or_else(|_| {
-                Err(WebError::Unavailable(
-                    "The session is restarting; try again".to_string(),
-                ))
-            })
-        })
+        let request = SessionRequest::Settings(msg.change);
+        Box::pin(
+            addr.send(request.clone())
+                .into_actor(self)
+                .then(move |res, act, ctx| match res {
+                    Ok(reply) => fut::ready(reply).boxed_local(),
+                    // The actor ended before it read the change (an idle
+                    // session's actor ends after each request): its
+                    // successor takes it, as for a `Command`.
+                    Err(_) => {
+                        act.forget_actor(id, incarnation);
+                        match act.actor(id, ctx) {
+                            Some((addr, _)) => addr
+                                .send(request)
+                                .into_actor(act)
+                                .map(|res, _, _| {
+                                    res.unwrap_or_else(|_| {
+                                        Err(WebError::Unavailable(
+                                            "The session is restarting; try again".to_string(),
+                                        ))
+                                    })
+                                })
+                                .boxed_local(),
+                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
+                        }
+                    }
+                }),
+        )
     }
 }
 

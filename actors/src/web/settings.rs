@@ -209,7 +209,8 @@ impl EffectiveConfig {
 }
 
 /// `PATCH /api/sessions/:id/proxy`: `proxyUrl` is required (`null` clears).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+/// `Debug` masks the password.
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyPatch {
@@ -220,6 +221,19 @@ pub struct ProxyPatch {
     /// When given, it must match the URL's scheme.
     #[serde(default)]
     pub proxy_type: Option<ProxyType>,
+}
+
+impl std::fmt::Debug for ProxyPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self
+            .proxy_url
+            .as_ref()
+            .map(|u| u.as_deref().map(super::mask_proxy_url));
+        f.debug_struct("ProxyPatch")
+            .field("proxy_url", &url)
+            .field("proxy_type", &self.proxy_type)
+            .finish()
+    }
 }
 
 /// What may be shown of a session's proxy: never the password, nor the user.
@@ -337,6 +351,35 @@ mod tests {
             }
         }
         assert!(serde_json::from_value::<ConfigPatch>(serde_json::json!({"nope": 1})).is_err());
+    }
+
+    #[test]
+    fn debug_masks_proxy_passwords() {
+        let url = "socks5://alice:s3cret@proxy.example:1080".to_string();
+        let mut record =
+            crate::model::SessionRecord::new(uuid::Uuid::new_v4(), "x".into(), chrono::Utc::now());
+        record.proxy_url = Some(url.clone());
+        let spec = crate::ports::ProxySpec {
+            url: url.clone(),
+            kind: ProxyType::Socks5,
+        };
+        let patch = ProxyPatch {
+            proxy_url: Some(Some(url.clone())),
+            proxy_type: None,
+        };
+        let change = crate::protocol::SettingsChange::Proxy {
+            url: Some(url),
+            kind: None,
+        };
+        for shown in [
+            format!("{record:?}"),
+            format!("{spec:?}"),
+            format!("{patch:?}"),
+            format!("{change:?}"),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("proxy.example"), "{shown}");
+        }
     }
 
     #[test]

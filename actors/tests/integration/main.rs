@@ -3,6 +3,7 @@
 
 mod common;
 
+mod settings;
 mod supervision;
 mod web;
 mod webhooks;
