@@ -6,12 +6,14 @@
 //! authenticates the caller as usual) plus `X-Wasup-Forwarded: <this node>`;
 //! a request carrying that header is never forwarded again. Every answer
 //! carries `X-Wasup-Node` (the node that served it; a forwarded answer keeps
-//! the owner's). An owner that does not answer within `CONNECT_TIMEOUT` gives
+//! the owner's). An owner that cannot be reached within `CONNECT_TIMEOUT` (or, reached,
+//! does not answer within `ANSWER_TIMEOUT`) gives
 //! 503 `owner_unavailable` with `Retry-After` (the lease TTL: by then another
 //! node owns the session).
 //!
-//! A start or restart of a session nobody owns is claimed by this node when
-//! it has room, else forwarded to the live node with the most room, else 503.
+//! A start or restart of a session nobody owns goes to the live node with
+//! room that owns the fewest sessions (this one on a tie), which claims it
+//! before it starts it; no node with room: 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +36,11 @@ pub const NODE_HEADER: &str = "x-wasup-node";
 pub const HOP_HEADER: &str = "x-wasup-forwarded";
 /// How long a forward may take to reach the owner.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the owner may take to answer (a pairing code waits on WhatsApp).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long the owner may take to answer a command (a paused owner accepts
+/// the connection and never answers: this bounds the wait)…
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// …and a pairing code, which waits on WhatsApp (the engine's own limit is 60 s).
+const PAIRING_ANSWER_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// What the cluster routes and the forwarding need (registered as app data
 /// in both modes).
@@ -54,7 +59,6 @@ impl ClusterInfo {
     ) -> ClusterInfo {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(ANSWER_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client with default TLS");
@@ -272,9 +276,15 @@ async fn relay(
         Ok(b) => b,
         Err(_) => web::Bytes::new(),
     };
+    let timeout = if parts.path_and_query.contains("/pairing-code") {
+        PAIRING_ANSWER_TIMEOUT
+    } else {
+        ANSWER_TIMEOUT
+    };
     let mut out = info
         .http
         .request(parts.method, format!("{url}{}", parts.path_and_query))
+        .timeout(timeout)
         .header(HOP_HEADER, info.node_id.as_str())
         .body(body);
     for (name, value) in parts.headers {

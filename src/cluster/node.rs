@@ -5,6 +5,8 @@
 //!    two thirds of the TTL ago, every engine of this node is aborted and its
 //!    leases forgotten, before any other node may claim them (a lease lives
 //!    a full TTL from the database's clock, which is later than the send).
+//!    The same check also runs every quarter of a renewal period on its own,
+//!    so a renewal that hangs until its timeout cannot delay it.
 //! 2. **Heartbeat and renewal**: one statement each. A lease missing from
 //!    the renewal's answer expired or was taken: its engine is aborted.
 //! 3. **Releases**: a held lease whose session has no work here any more
@@ -220,6 +222,16 @@ impl ClusterNode {
     pub fn start(&self) {
         let node = self.clone();
         actix_web::rt::spawn(async move { node.lease_loop().await });
+        // The self-fencing check runs on its own short period, so a renewal
+        // that hangs until its timeout cannot delay it.
+        let node = self.clone();
+        actix_web::rt::spawn(async move {
+            let period = node.inner.config.renew_every() / 4;
+            loop {
+                tokio::time::sleep(period).await;
+                node.self_fence_if_stale();
+            }
+        });
         let node = self.clone();
         actix_web::rt::spawn(async move {
             loop {
@@ -239,9 +251,10 @@ impl ClusterNode {
         }
     }
 
-    async fn tick(&self, leftover_ticks: &mut u32) {
+    /// Stop every engine of this node when the last successful renewal was
+    /// sent more than two thirds of the TTL ago.
+    fn self_fence_if_stale(&self) {
         let inner = &self.inner;
-        // 1. Self-fencing, before anything else (also right after a pause).
         let since = inner.last_renewal.lock().elapsed();
         if since > inner.config.fence_after() && inner.fence.count() > 0 {
             let lost = inner.fence.clear();
@@ -252,6 +265,12 @@ impl ClusterNode {
             inner.counters.self_fenced.fetch_add(1, Ordering::Relaxed);
             self.fence_local(lost.into_iter().map(|(s, _)| s).collect());
         }
+    }
+
+    async fn tick(&self, leftover_ticks: &mut u32) {
+        let inner = &self.inner;
+        // 1. Self-fencing, before anything else (also right after a pause).
+        self.self_fence_if_stale();
         // 2. Heartbeat and renewal.
         let sent = Instant::now();
         let (id, ttl) = (inner.config.node_id.clone(), self.ttl_ms());

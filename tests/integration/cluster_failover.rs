@@ -303,4 +303,10 @@ fn a_paused_node_fences_itself_and_writes_nothing_after_it_resumes() {
         let want: Vec<u64> = (1..=got.len() as u64).collect();
         assert!(got == want, "{id}: seqs {got:?}");
     }
+
+    // SIGTERM drains: node-b hands every session over before it exits, and
+    // node-a (running again) brings them back ready.
+    let mut b = b;
+    assert_eq!(b.stop(), Some(0), "clean exit on SIGTERM");
+    wait_all_ready_on(&a, &ids, &["node-a"], 90);
 }
