@@ -466,10 +466,8 @@ fn an_unregistered_number_ends_failed_with_a_reason() {
     }
 }
 
-// The simulator answers usync by `jid`, and `is_on_whatsapp` asks by
-// `<contact>` number: every check comes back empty until the simulator
-// answers that form (helper "sim", src/simulator/conn/iq.rs).
-#[ignore = "the simulator does not answer usync by <contact> number yet"]
+// `is_on_whatsapp` asks usync by `<contact>` number; the simulator answers
+// a virtual phone `in` and an unregistered number `out`.
 #[test]
 fn check_number_says_whether_a_number_is_on_whatsapp() {
     for db in backends() {
