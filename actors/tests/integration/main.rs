@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cluster;
 mod supervision;
 mod web;
 mod webhooks;
