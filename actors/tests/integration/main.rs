@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cluster;
 mod settings;
 mod supervision;
 mod web;
