@@ -1,7 +1,8 @@
 //! Any node answers any request. Reads answer from this node's registry
 //! (refreshed from the database, `node.rs`). A command for a session
 //! (start, restart, stop, force-kill, logout, delete, QR, pairing code,
-//! messages, the embedded simulator's scan and faults) goes one hop to the
+//! messages, number checks, settings, the embedded simulator's scan and
+//! faults) goes one hop to the
 //! node that owns the session, with the caller's own headers (so the owner
 //! authenticates the caller as usual) plus `X-Wasup-Forwarded: <this node>`;
 //! a request carrying that header is never forwarded again. Every answer
@@ -104,6 +105,10 @@ fn command_target(method: &Method, path: &str) -> Option<(String, bool)> {
             Some((id.to_string(), false))
         }
         (&Method::GET, ["", "api", "sessions", id, "contacts", "check", _]) => {
+            Some((id.to_string(), false))
+        }
+        // Settings are applied by the session's own actor, on its owner.
+        (&Method::PATCH, ["", "api", "sessions", id, "config" | "proxy"]) => {
             Some((id.to_string(), false))
         }
         (&Method::POST, ["", "api", "simulator", "sessions", id, "scan" | "faults"]) => {

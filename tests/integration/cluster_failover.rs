@@ -3,8 +3,8 @@
 //! WhatsApp. Sessions spread across the nodes; any node forwards a command to
 //! the owner (`X-Wasup-Node` says which); `kill -9` of a node: a command for
 //! its sessions gets 503 `owner_unavailable` until its leases lapse, then the
-//! others bring its sessions back `ready`; a drain moves every session of a
-//! node away. PostgreSQL only: skipped with a note without
+//! others bring its sessions back `ready` and send the messages it had
+//! accepted, each once; a drain moves every session of a node away. PostgreSQL only: skipped with a note without
 //! `WASUP_TEST_DATABASE_URL`.
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +18,8 @@ use crate::sim_process::SimProcess;
 
 const MASTER_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
 const TTL_MS: &str = "4000";
+/// The phone the sessions write to.
+const FRIEND: &str = "628119999001";
 
 fn node(db: &TestDb, sim: &SimProcess, id: &str, capacity: Option<&str>) -> Server {
     let port = free_port();
@@ -170,6 +172,26 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
     // 503 owner_unavailable; then the others bring them back ready.
     let victims: Vec<String> = owners(&a).remove("node-b").unwrap();
     assert!(!victims.is_empty());
+    // Messages accepted for node-b's sessions, paced so that most are still
+    // queued when it dies: the survivors send them, each once, under its id.
+    let mut accepted = HashSet::new();
+    for id in &victims {
+        let (status, got) = a.call(
+            "PATCH",
+            &format!("/api/sessions/{id}/config"),
+            Some(json!({"sending": {"minDelayMs": 400, "maxDelayMs": 400, "typing": false}})),
+        );
+        assert_eq!(status, 200, "{got}");
+        for n in 0..3 {
+            let (status, got) = a.call(
+                "POST",
+                &format!("/api/sessions/{id}/messages/send-text"),
+                Some(json!({"chatId": format!("{FRIEND}@c.us"), "text": format!("{id} #{n}")})),
+            );
+            assert_eq!(status, 201, "{got}");
+            accepted.insert(got["messageId"].as_str().unwrap().to_string());
+        }
+    }
     unsafe { libc::kill(b.pid().unwrap() as i32, libc::SIGKILL) };
     let res = a
         .req("POST", &format!("/api/sessions/{}/stop", victims[0]), Some(ADMIN_KEY))
@@ -183,6 +205,29 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
     let owned = owners(&a);
     assert_eq!(owned.get("node-zero").map(Vec::len), Some(0), "{owned:?}");
     b.stop();
+    // Every accepted message reaches the phone, once per id (a message on
+    // the wire when node-b died may be sent again under the same id: the
+    // phone keeps one).
+    let received = poll(120, "every accepted message at the phone", || {
+        let inbox: Value = reqwest::blocking::get(format!("{}/phones/{FRIEND}/inbox", sim.control))
+            .map_err(|e| e.to_string())?
+            .json()
+            .map_err(|e| e.to_string())?;
+        let got: Vec<String> = inbox["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+        if accepted.iter().all(|id| got.contains(id)) {
+            Ok(got)
+        } else {
+            Err(format!("{} of {} arrived", got.len(), accepted.len()))
+        }
+    });
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), received.len(), "one copy per id: {received:?}");
+    assert_eq!(unique.len(), accepted.len(), "only what was accepted: {received:?}");
 
     // Drain node-c: every session moves to node-a and is ready again.
     let (status, got) = a.call("POST", "/api/cluster/nodes/node-c/drain", None);
