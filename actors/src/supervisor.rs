@@ -155,6 +155,45 @@ impl SessionSupervisor {
         Some((addr, incarnation))
     }
 
+    /// Hand `request` to the session's actor (started when it has none) and
+    /// answer its reply. An actor that ended (or died) before it read the
+    /// request (an idle session's actor ends after each request) is
+    /// forgotten, and its successor, started from the registry, takes it.
+    fn ask_session(
+        &mut self,
+        id: SessionId,
+        request: SessionRequest,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<SessionView, WebError>> {
+        let Some((addr, incarnation)) = self.actor(id, ctx) else {
+            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
+        };
+        Box::pin(
+            addr.send(request.clone())
+                .into_actor(self)
+                .then(move |res, act, ctx| match res {
+                    Ok(reply) => fut::ready(reply).boxed_local(),
+                    Err(_) => {
+                        act.forget_actor(id, incarnation);
+                        match act.actor(id, ctx) {
+                            Some((addr, _)) => addr
+                                .send(request)
+                                .into_actor(act)
+                                .map(|res, _, _| {
+                                    res.unwrap_or_else(|_| {
+                                        Err(WebError::Unavailable(
+                                            "The session is restarting; try again".to_string(),
+                                        ))
+                                    })
+                                })
+                                .boxed_local(),
+                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
+                        }
+                    }
+                }),
+        )
+    }
+
     fn forget_actor(&mut self, id: SessionId, incarnation: u64) -> bool {
         if self
             .actors
@@ -230,36 +269,7 @@ impl Handler<Command> for SessionSupervisor {
         // Any command supersedes a pending restart.
         self.cancel_retry(id, ctx);
         self.restore_queue.retain(|q| *q != id);
-        let Some((addr, incarnation)) = self.actor(id, ctx) else {
-            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
-        };
-        let request = SessionRequest::Command(msg.command);
-        Box::pin(
-            addr.send(request.clone())
-                .into_actor(self)
-                .then(move |res, act, ctx| match res {
-                    Ok(reply) => fut::ready(reply).boxed_local(),
-                    // The actor ended (or died) before it read the command: its
-                    // successor starts from the registry and takes the command.
-                    Err(_) => {
-                        act.forget_actor(id, incarnation);
-                        match act.actor(id, ctx) {
-                            Some((addr, _)) => addr
-                                .send(request)
-                                .into_actor(act)
-                                .map(|res, _, _| {
-                                    res.unwrap_or_else(|_| {
-                                        Err(WebError::Unavailable(
-                                            "The session is restarting; try again".to_string(),
-                                        ))
-                                    })
-                                })
-                                .boxed_local(),
-                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
-                        }
-                    }
-                }),
-        )
+        self.ask_session(id, SessionRequest::Command(msg.command), ctx)
     }
 }
 
@@ -271,37 +281,7 @@ impl Handler<ChangeSettings> for SessionSupervisor {
             return Box::pin(fut::ready(Err(WebError::ShuttingDown)));
         }
         let id = msg.id;
-        let Some((addr, incarnation)) = self.actor(id, ctx) else {
-            return Box::pin(fut::ready(Err(WebError::unknown_session_id(id))));
-        };
-        let request = SessionRequest::Settings(msg.change);
-        Box::pin(
-            addr.send(request.clone())
-                .into_actor(self)
-                .then(move |res, act, ctx| match res {
-                    Ok(reply) => fut::ready(reply).boxed_local(),
-                    // The actor ended before it read the change (an idle
-                    // session's actor ends after each request): its
-                    // successor takes it, as for a `Command`.
-                    Err(_) => {
-                        act.forget_actor(id, incarnation);
-                        match act.actor(id, ctx) {
-                            Some((addr, _)) => addr
-                                .send(request)
-                                .into_actor(act)
-                                .map(|res, _, _| {
-                                    res.unwrap_or_else(|_| {
-                                        Err(WebError::Unavailable(
-                                            "The session is restarting; try again".to_string(),
-                                        ))
-                                    })
-                                })
-                                .boxed_local(),
-                            None => fut::ready(Err(WebError::unknown_session_id(id))).boxed_local(),
-                        }
-                    }
-                }),
-        )
+        self.ask_session(id, SessionRequest::Settings(msg.change), ctx)
     }
 }
 
