@@ -419,7 +419,7 @@ pub(crate) fn claim_due_heads(
     limit: i64,
 ) -> Result<Vec<super::webhooks::DueRow>, DbError> {
     Ok(diesel::sql_query(format!(
-        "WITH heads AS ({heads}),          claimed AS (SELECT d.id FROM webhook_deliveries d            WHERE d.id IN (SELECT id FROM heads) FOR UPDATE SKIP LOCKED)          UPDATE webhook_deliveries w SET next_attempt_at = $1 + {WEBHOOK_CLAIM_MS}          FROM claimed WHERE w.id = claimed.id AND w.status = 'pending' AND w.next_attempt_at <= $1          RETURNING w.id AS id, w.webhook_id AS webhook_id, w.event_id AS event_id, w.attempts AS attempts",
+        "WITH heads AS ({heads}),          claimed AS (SELECT d.id FROM webhook_deliveries d            WHERE d.id IN (SELECT id FROM heads) FOR UPDATE SKIP LOCKED)          UPDATE webhook_deliveries w SET next_attempt_at = $1 + {WEBHOOK_CLAIM_MS}          FROM claimed WHERE w.id = claimed.id AND w.status = 'pending' AND w.next_attempt_at <= $1          RETURNING w.id AS id, w.webhook_id AS webhook_id, w.event_id AS event_id, w.event_name AS event_name, w.attempts AS attempts",
         heads = super::webhooks::DUE_HEADS
     ))
     .bind::<BigInt, _>(now)
