@@ -140,7 +140,7 @@ pub struct ListQuery {
 
 /// The `{messageId}` of a message route (after its session's `{id}`).
 #[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct MessagePath {
     /// WhatsApp message id

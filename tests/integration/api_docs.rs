@@ -177,6 +177,28 @@ fn document_is_consistent() {
         assert!(doc.pointer(pointer).is_some(), "dangling reference {r}");
     }
 
+    // Every `{name}` in a path is declared as that operation's path
+    // parameter, under the same name (clients and fuzzers build URLs from it).
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let in_path: BTreeSet<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split('}').next())
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(declared, in_path, "{method} {path}: path parameters");
+        }
+    }
+
     // The error body is the contract's: four required fields.
     let error = &doc["components"]["schemas"]["ErrorBody"];
     let props = error["properties"]
