@@ -22,6 +22,8 @@ fn bench_signed_webhook_deliveries() {
         &[
             ("WASUP_ADMIN_KEY", ADMIN_KEY),
             ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            // 100 webhooks per session, past the default limit of 10.
+            ("WASUP_MAX_WEBHOOKS_PER_SESSION", "100"),
             ("RUST_LOG", "warn"),
         ],
     );
