@@ -50,7 +50,17 @@ async fn claimed_sessions_start_and_a_fenced_one_stops_without_a_write_or_a_rest
         .await
         .unwrap()
         .contains(&id));
-    let saves = h.store.saves.lock().len();
+    // A save the session began before the fence may still land: count
+    // from a quiet moment (no save for 100 ms).
+    let mut saves = h.store.saves.lock().len();
+    loop {
+        tokio::time::sleep(ms(100)).await;
+        let now = h.store.saves.lock().len();
+        if now == saves {
+            break;
+        }
+        saves = now;
+    }
 
     h.gw.supervisor.send(Fence(vec![id])).await.unwrap();
     let mut left = 2500;
