@@ -7,15 +7,48 @@
 //! every stream when the server shuts down.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use wasup_actors::events::SessionEvent;
 use wasup_actors::model::ApiKeyId;
+use wasup_actors::webhook::WebhookPayload;
+
+use crate::webhooks::render::{self, Envelope};
+
+/// An event as the hub fans it out: its webhook envelope is rendered once,
+/// by the first stream that shows it (a QR event renders an image), and
+/// shared by every other stream.
+pub struct LiveEvent {
+    pub event: SessionEvent,
+    envelope: OnceLock<Option<Envelope>>,
+}
+
+impl LiveEvent {
+    fn new(event: SessionEvent) -> LiveEvent {
+        LiveEvent {
+            event,
+            envelope: OnceLock::new(),
+        }
+    }
+
+    /// The envelope, or None (logged once) when it cannot be rendered.
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.envelope
+            .get_or_init(|| {
+                render::envelope(&WebhookPayload::Event(self.event.clone()))
+                    .map_err(|err| {
+                        log::warn!("event stream: event {} not rendered: {err}", self.event.id)
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
+}
 
 pub struct EventHub {
-    tx: broadcast::Sender<Arc<SessionEvent>>,
+    tx: broadcast::Sender<Arc<LiveEvent>>,
     open: Mutex<HashMap<ApiKeyId, usize>>,
     max_per_key: usize,
     closing: watch::Sender<bool>,
@@ -26,7 +59,7 @@ pub struct EventHub {
 pub struct StreamPermit {
     hub: Arc<EventHub>,
     key: ApiKeyId,
-    pub live: broadcast::Receiver<Arc<SessionEvent>>,
+    pub live: broadcast::Receiver<Arc<LiveEvent>>,
     pub closing: watch::Receiver<bool>,
 }
 
@@ -54,7 +87,7 @@ impl EventHub {
     pub fn publish(&self, events: &[SessionEvent]) {
         for event in events {
             // No receiver is not an error: nobody is watching.
-            let _ = self.tx.send(Arc::new(event.clone()));
+            let _ = self.tx.send(Arc::new(LiveEvent::new(event.clone())));
         }
     }
 

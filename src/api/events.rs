@@ -41,7 +41,8 @@ use super::auth::{caller_of, Auth};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::event_log::EventLog;
-use crate::events_hub::{EventHub, StreamPermit};
+use crate::events_hub::{EventHub, LiveEvent, StreamPermit};
+use crate::webhooks::render::Envelope;
 
 /// How often an idle stream sends a comment line, so proxies keep it open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -451,7 +452,7 @@ impl EventStream {
             }
             tokio::select! {
                 received = self.permit.live.recv() => match received {
-                    Ok(event) => self.offer(&event),
+                    Ok(live) => self.offer_live(&live),
                     Err(RecvError::Lagged(missed)) => self.end(Item::end(
                         "slow_consumer",
                         &format!("This stream fell {missed} events behind and was cut off; reconnect with Last-Event-ID to resume from the log"),
@@ -488,23 +489,45 @@ impl EventStream {
         }
     }
 
+    /// A live event: rendered once for every stream (`LiveEvent`).
+    fn offer_live(&mut self, live: &LiveEvent) {
+        if self.wants(&live.event) {
+            if let Some(envelope) = live.envelope() {
+                self.push(envelope.clone());
+            }
+        }
+    }
+
+    /// An event read from the log (catching up): rendered for this stream.
     fn offer(&mut self, event: &SessionEvent) {
+        if self.wants(event) {
+            match crate::webhooks::render::envelope(&WebhookPayload::Event(event.clone())) {
+                Ok(envelope) => self.push(envelope),
+                Err(err) => log::warn!("event stream: event {} not rendered: {err}", event.id),
+            }
+        }
+    }
+
+    /// Whether this stream shows `event`: its filter, and never a session's
+    /// `seq` twice (marks it sent).
+    fn wants(&mut self, event: &SessionEvent) -> bool {
         if !self.filter.matches(event) {
-            return;
+            return false;
         }
         let last = self.sent.entry(event.session_id.clone()).or_insert(0);
         if event.seq <= *last {
-            return;
+            return false;
         }
         *last = event.seq;
-        match crate::webhooks::render::envelope(&WebhookPayload::Event(event.clone())) {
-            Ok(envelope) => self.out.push_back(Item::Event {
-                id: envelope.id,
-                name: envelope.event,
-                body: envelope.body,
-            }),
-            Err(err) => log::warn!("event stream: event {} not rendered: {err}", event.id),
-        }
+        true
+    }
+
+    fn push(&mut self, envelope: Envelope) {
+        self.out.push_back(Item::Event {
+            id: envelope.id,
+            name: envelope.event,
+            body: envelope.body,
+        });
     }
 
     fn end(&mut self, item: Item) {

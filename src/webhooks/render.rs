@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use wasup_actors::events::{session_event::Data, SessionEvent};
 use wasup_actors::webhook::WebhookPayload;
 
+#[derive(Clone)]
 pub struct Envelope {
     /// The event id: `webhook-id`, stable across retries.
     pub id: String,
