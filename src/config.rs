@@ -87,7 +87,7 @@ pub struct Settings {
     pub dead_letter_retention_days: u64,
 
     /// Webhook deliveries in flight at once (each webhook has at most one).
-    #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "WASUP_WEBHOOK_CONCURRENCY", default_value_t = 128)]
     pub webhook_concurrency: usize,
 
     /// Bearer token required by GET /metrics (`Authorization: Bearer <token>`);

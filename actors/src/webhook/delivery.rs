@@ -41,6 +41,9 @@ pub fn retry_delay(
 #[rtype(result = "()")]
 pub struct Wake;
 
+/// The longest a freed slot waits for the next poll (see `refill`).
+const REFILL_DELAY: Duration = Duration::from_millis(25);
+
 #[derive(Clone, Debug)]
 pub struct WebhookOptions {
     /// Deliveries in flight at once, over all webhooks (each webhook has at most one).
@@ -59,7 +62,7 @@ pub struct WebhookOptions {
 impl Default for WebhookOptions {
     fn default() -> Self {
         WebhookOptions {
-            max_concurrency: 32,
+            max_concurrency: 128,
             poll_interval: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
@@ -82,6 +85,8 @@ pub struct WebhookActor {
     finished: Vec<AttemptDone>,
     flushing: bool,
     polling: bool,
+    /// A delayed refill poll is scheduled.
+    refill_due: bool,
     poll_again: bool,
     /// Permits for `POST …/test` sends, which run beside the outbox loop's
     /// `max_concurrency`: without a bound, callers could hold any number of
@@ -90,6 +95,24 @@ pub struct WebhookActor {
 }
 
 impl WebhookActor {
+    /// After a commit freed some webhooks: poll only once half the slots
+    /// are free. A poll costs one index probe per webhook however few rows
+    /// it returns, so refilling one slot at a time would spend the database
+    /// on polls (the interval and new events still poll at once).
+    /// Otherwise the next poll comes within `REFILL_DELAY`, so a webhook
+    /// with a backlog is not held up by slow receivers filling the slots.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.busy.len() <= self.options.max_concurrency / 2 {
+            self.poll(ctx);
+        } else if !self.refill_due {
+            self.refill_due = true;
+            ctx.run_later(REFILL_DELAY, |act, ctx| {
+                act.refill_due = false;
+                act.poll(ctx);
+            });
+        }
+    }
+
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if self.polling {
             self.poll_again = true;
@@ -210,7 +233,7 @@ impl WebhookActor {
                         act.busy.remove(hook);
                     }
                     act.flush(ctx);
-                    act.poll(ctx);
+                    act.refill(ctx);
                 }
                 Err(e) => {
                     // The rows stay pending and are sent again: at least once.
@@ -300,6 +323,7 @@ pub fn start_webhooks(
         finished: Vec::new(),
         flushing: false,
         polling: false,
+        refill_due: false,
         poll_again: false,
         test_sends: Arc::new(tokio::sync::Semaphore::new(MAX_TEST_SENDS)),
     }
