@@ -50,6 +50,9 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database task was cancelled")]
     Cancelled,
+    /// A group commit failed: this write was in the group, so it is not stored.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
     /// A stored row that does not parse (unknown status, bad JSON, …).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -141,6 +144,25 @@ pub struct Db {
     backend: Backend,
     /// Cluster mode: the leases this node holds (`cluster::check_fence`).
     fence: Option<std::sync::Arc<cluster::Fence>>,
+    /// SQLite: the one write lock, taken in this process (see [`WriteGate`]).
+    writer: WriteGate,
+}
+
+/// SQLite lets one transaction write at a time, and a writer that finds the
+/// lock taken polls for it, sleeping 1–100 ms between tries (the busy
+/// handler): under load the lock sits idle between a commit and the next
+/// sleeper's wake-up, and commits per second collapse. The gateway is the
+/// only process on its database file (the data-dir lock), so its write
+/// transactions queue on this in-process lock instead and each starts the
+/// moment the previous one ends. [`Db::run`] hands it to the blocking
+/// thread; [`transaction_in`] holds it from `BEGIN IMMEDIATE` to the end.
+/// Reentrant, so a nested call fails in SQLite as before instead of hanging.
+#[derive(Clone, Default)]
+struct WriteGate(std::sync::Arc<parking_lot::ReentrantMutex<()>>);
+
+thread_local! {
+    /// The gate of the `Db` whose work this blocking thread is running.
+    static WRITE_GATE: std::cell::RefCell<Option<WriteGate>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Db {
@@ -187,6 +209,7 @@ impl Db {
             pool,
             backend,
             fence: None,
+            writer: WriteGate::default(),
         })
     }
 
@@ -211,9 +234,13 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let gate = (self.backend == Backend::Sqlite).then(|| self.writer.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
-            work(&mut conn)
+            WRITE_GATE.with(|g| *g.borrow_mut() = gate);
+            let result = work(&mut conn);
+            WRITE_GATE.with(|g| g.borrow_mut().take());
+            result
         })
         .await
         .map_err(|_| DbError::Cancelled)?
@@ -241,6 +268,8 @@ where
     E: From<diesel::result::Error>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let gate = WRITE_GATE.with(|g| g.borrow().clone());
+    let _writing = gate.as_ref().map(|g| g.0.lock());
     match conn {
         DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         DbConn::Postgres(_) => <DbConn as TransactionManager<DbConn>>::begin_transaction(conn)?,

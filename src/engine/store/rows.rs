@@ -201,7 +201,7 @@ impl DeviceDb {
         let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                crate::db::transaction_in(conn, |conn| {
                     db.check_owner(conn, &sid)?;
                     upsert_rows(conn, &rows).map_err(DbError::from)
                 })
@@ -289,7 +289,7 @@ impl DeviceDb {
         let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                crate::db::transaction_in(conn, |conn| {
                     db.check_fence(conn, &sid)?;
                     each_backend!(conn, c => {
                         narrowed!(diesel::delete(ds::device_state), sid, kind, &filter)
