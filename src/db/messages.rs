@@ -35,6 +35,9 @@ use super::{Db, DbConn, DbError};
 use crate::crypto::SecretBox;
 use crate::events_hub::EventHub;
 
+mod group_commit;
+use group_commit::GroupCommit;
+
 fn body_aad(session_id: &str, id: &str) -> Vec<u8> {
     format!("wasup/message/{session_id}/{id}/body").into_bytes()
 }
@@ -262,6 +265,9 @@ fn by_key(conn: &mut DbConn, session_id: &str, key: &str) -> Result<Option<Messa
         .optional()?)
 }
 
+/// Store one accepted message. Runs inside a group's transaction
+/// (`group_commit`): the insert has its own savepoint, so a unique violation
+/// undoes only it (PostgreSQL would otherwise refuse the rest of the group).
 fn accept(conn: &mut DbConn, boxed: &SecretBox, m: &MessageRecord) -> Result<Accepted, DbError> {
     let sid = m.session_id.to_string();
     if let Some(key) = &m.idempotency_key {
@@ -270,11 +276,12 @@ fn accept(conn: &mut DbConn, boxed: &SecretBox, m: &MessageRecord) -> Result<Acc
         }
     }
     let row = MessageRow::seal(m, boxed);
-    match diesel::insert_into(messages::table)
-        .values(&row)
-        .execute(conn)
-        .map_err(DbError::from)
-    {
+    match conn.transaction(|c| {
+        diesel::insert_into(messages::table)
+            .values(&row)
+            .execute(c)
+            .map_err(DbError::from)
+    }) {
         Ok(_) => Ok(Accepted::New(m.clone())),
         // Two requests with one key at once: the other one won.
         Err(e) if e.is_unique_violation() && m.idempotency_key.is_some() => {
@@ -513,6 +520,8 @@ pub struct DbMessageStore {
     outbox: Option<Arc<WorkSignal>>,
     /// Told the events of every commit, for the live event stream.
     hub: Option<Arc<EventHub>>,
+    /// Started by the first accept, on the runtime that runs it.
+    accepts: Arc<std::sync::OnceLock<GroupCommit>>,
 }
 
 impl DbMessageStore {
@@ -522,6 +531,7 @@ impl DbMessageStore {
             secrets,
             outbox: None,
             hub: None,
+            accepts: Arc::default(),
         }
     }
 
@@ -579,7 +589,12 @@ impl DbMessageStore {
 
 impl MessageStore for DbMessageStore {
     fn accept(&self, message: MessageRecord) -> StoreFuture<Accepted> {
-        self.call(move |c, boxed| accept(c, boxed, &message))
+        let accepts = self.accepts.clone();
+        let (db, secrets) = (self.db.clone(), self.secrets.clone());
+        Box::pin(async move {
+            let group = accepts.get_or_init(|| GroupCommit::start(db, secrets));
+            Ok(group.accept(message).await?)
+        })
     }
 
     fn by_idempotency_key(

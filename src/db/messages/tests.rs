@@ -423,6 +423,42 @@ async fn retention_prunes_old_messages_but_not_pending(t: TestDatabase) {
     assert!(f.msgs.sessions_with_pending().await.unwrap().is_empty());
 }
 
+/// Accepts that arrive together are committed as one group: every request
+/// gets its own answer, a key used twice in one group stores one message,
+/// and every new message is stored once.
+async fn concurrent_accepts_are_grouped_and_each_answered(t: TestDatabase) {
+    let f = fixture(&t, &[]).await;
+    let base = Utc::now().timestamp_millis();
+    let sends: Vec<MessageRecord> = (0..120)
+        .map(|i| {
+            // Every tenth request reuses one key.
+            let key = (i % 10 == 0).then_some("same-key");
+            outbound(&f, &format!("text {i}"), key, base + i)
+        })
+        .collect();
+    let answers = futures::future::join_all(sends.iter().map(|m| f.msgs.accept(m.clone()))).await;
+    let mut new = 0;
+    let mut replayed = Vec::new();
+    for answer in answers {
+        match answer.unwrap() {
+            Accepted::New(_) => new += 1,
+            Accepted::Replayed(m) => replayed.push(m.id),
+        }
+    }
+    // 108 without a key, plus the first of the 12 with it.
+    assert_eq!(new, 109);
+    assert_eq!(replayed.len(), 11);
+    let first_keyed = replayed[0].clone();
+    assert!(replayed.iter().all(|id| *id == first_keyed));
+    let stored: i64 = f
+        .store
+        .db()
+        .run(|c| Ok(messages::table.count().get_result(c)?))
+        .await
+        .unwrap();
+    assert_eq!(stored, 109);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -453,4 +489,5 @@ both_backends!(
     session_and_message_events_share_one_sequence,
     inbound_is_stored_once_and_sealed,
     retention_prunes_old_messages_but_not_pending,
+    concurrent_accepts_are_grouped_and_each_answered,
 );
