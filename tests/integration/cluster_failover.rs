@@ -230,9 +230,36 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
     assert_eq!(unique.len(), accepted.len(), "only what was accepted: {received:?}");
 
     // Drain node-c: every session moves to node-a and is ready again.
+    let moved = owners(&a).remove("node-c").unwrap_or_default();
+    a.wait_no_pending_deliveries(120);
+    let before_drain = rx.bodies().len();
     let (status, got) = a.call("POST", "/api/cluster/nodes/node-c/drain", None);
     assert_eq!(status, 202, "{got}");
     wait_all_ready_on(&a, &ids, &["node-a"], 90);
+    // No gap longer than one reconnect: a moved session comes back `ready`
+    // once, from its stored credentials (no QR, no failure on the way).
+    a.wait_no_pending_deliveries(120);
+    for id in &moved {
+        let after: Vec<Value> = rx.bodies()[before_drain..]
+            .iter()
+            .filter(|b| b["sessionId"] == id.as_str())
+            .cloned()
+            .collect();
+        let statuses: Vec<&str> = after
+            .iter()
+            .filter(|b| b["event"] == "session.status")
+            .filter_map(|b| b["data"]["status"].as_str())
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == "ready").count(),
+            1,
+            "{id} after the drain: {statuses:?}"
+        );
+        assert!(
+            !statuses.iter().any(|s| *s == "qr_ready" || *s == "failed"),
+            "{id} after the drain: {statuses:?}"
+        );
+    }
     let (_, listed) = c.call("GET", "/api/cluster/nodes", None);
     let drained = listed["nodes"]
         .as_array()
