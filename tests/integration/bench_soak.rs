@@ -37,6 +37,7 @@ use serde_json::{json, Value};
 
 use crate::bench_scale::{mib, rss_kib, verdict, Bench};
 use crate::receiver::Receiver;
+use crate::common::ADMIN_KEY;
 
 /// Linked sessions that get a webhook (at most all of them).
 const HOOKED: usize = 50;
@@ -333,6 +334,31 @@ fn bench_soak_mixed_traffic() {
     });
     let ready = b.overview()["ready"].as_u64().unwrap_or(0);
     let stuck = n.saturating_sub(ready);
+    // Which ones, and why: the report names them.
+    let mut stuck_detail = String::new();
+    if stuck > 0 {
+        let list: Value = b
+            .http
+            .get(b.server.url("/api/sessions"))
+            .header("X-API-Key", ADMIN_KEY)
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        for v in list.as_array().into_iter().flatten() {
+            if v["status"] != "ready" {
+                let line = format!(
+                    "- `{}`: status `{}`, lastError {}, nextRetryAt {}, desiredState {}\n",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["status"].as_str().unwrap_or("?"),
+                    v["lastError"],
+                    v["nextRetryAt"],
+                    v["desiredState"],
+                );
+                eprint!("stuck: {line}");
+                stuck_detail.push_str(&line);
+            }
+        }
+    }
     wait_until(SETTLE_LIMIT, || {
         scrape(&b, "wasup_webhook_outbox_depth") == Some(0.0)
     });
@@ -388,6 +414,9 @@ fn bench_soak_mixed_traffic() {
         counters.link_failures.load(Relaxed),
     )
     .unwrap();
+    if !stuck_detail.is_empty() {
+        writeln!(r, "\nNot `ready` at the end:\n\n{stuck_detail}").unwrap();
+    }
     println!("{r}");
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-soak.md");
     std::fs::write(&out, &r).unwrap();
