@@ -436,7 +436,7 @@ fn bench_link_restore_churn_api() {
     let mut api_rows = String::new();
     let mut lifecycle_rows = String::new();
     let mut last_point: Option<(usize, u64)> = None;
-    let mut under_2gib = None;
+    let mut under_1gib = None;
     let mut overview_p50 = Vec::new();
     let lifecycle_at = sizes.iter().copied().filter(|&n| n <= 1000).max();
     let largest = sizes.iter().copied().max().unwrap_or(0);
@@ -470,11 +470,11 @@ fn bench_link_restore_churn_api() {
             link_time.as_secs_f64(),
             mib(kib),
             mem,
-            verdict(marginal <= 200.0),
+            verdict(marginal <= 100.0),
         )
         .unwrap();
         if n >= 10_000 {
-            under_2gib = Some((n, kib));
+            under_1gib = Some((n, kib));
         }
 
         if n == 100 || n == largest {
@@ -565,7 +565,7 @@ fn bench_link_restore_churn_api() {
     let r = &mut b.report;
     writeln!(
         r,
-        "### Link scale and memory (goal ≤ 200 KiB per linked idle session)\n"
+        "### Link scale and memory (goal ≤ 100 KiB per linked idle session)\n"
     )
     .unwrap();
     writeln!(
@@ -584,12 +584,12 @@ fn bench_link_restore_churn_api() {
     .unwrap();
     writeln!(r, "|---|---|---|---|---|---|---|").unwrap();
     r.push_str(&link_rows);
-    if let Some((n, kib)) = under_2gib {
+    if let Some((n, kib)) = under_1gib {
         writeln!(
             r,
-            "\n{n} linked sessions in {} RSS: under 2 GiB {}",
+            "\n{n} linked sessions in {} RSS: under 1 GiB {}",
             mib(kib),
-            verdict(kib < 2 * 1024 * 1024)
+            verdict(kib < 1024 * 1024)
         )
         .unwrap();
     }
