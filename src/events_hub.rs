@@ -26,7 +26,7 @@ pub struct LiveEvent {
 }
 
 impl LiveEvent {
-    fn new(event: SessionEvent) -> LiveEvent {
+    pub fn new(event: SessionEvent) -> LiveEvent {
         LiveEvent {
             event,
             envelope: OnceLock::new(),

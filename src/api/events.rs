@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use wasup_actors::events::SessionEvent;
-use wasup_actors::webhook::{validate_events, wants, WebhookPayload};
+use wasup_actors::webhook::{validate_events, wants};
 use wasup_actors::{Caller, ErrorCode, WebError};
 
 use super::auth::{caller_of, Auth};
@@ -500,12 +500,7 @@ impl EventStream {
 
     /// An event read from the log (catching up): rendered for this stream.
     fn offer(&mut self, event: &SessionEvent) {
-        if self.wants(event) {
-            match crate::webhooks::render::envelope(&WebhookPayload::Event(event.clone())) {
-                Ok(envelope) => self.push(envelope),
-                Err(err) => log::warn!("event stream: event {} not rendered: {err}", event.id),
-            }
-        }
+        self.offer_live(&LiveEvent::new(event.clone()));
     }
 
     /// Whether this stream shows `event`: its filter, and never a session's

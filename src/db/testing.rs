@@ -193,3 +193,34 @@ mod tests {
         assert_eq!(with_database("postgres://h/", "x"), "postgres://h/x");
     }
 }
+
+/// Unit tests of a store on both backends: every `async fn(TestDatabase)`
+/// named runs once on a fresh SQLite file (`sqlite::name`) and once on a
+/// fresh PostgreSQL database (`postgres::name`, skipped with a note unless
+/// `WASUP_TEST_DATABASE_URL` is set).
+#[cfg(test)]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::db::testing::TestDatabase::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(t) = crate::db::testing::TestDatabase::postgres(stringify!($name)) else {
+                        return;
+                    };
+                    super::$name(t).await;
+                }
+            )*
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use both_backends;

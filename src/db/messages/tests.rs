@@ -15,7 +15,7 @@ use super::{open_event, DbMessageStore};
 use crate::crypto::SecretBox;
 use crate::db::records::DbStore;
 use crate::db::schema::{messages, session_events, webhook_deliveries};
-use crate::db::testing::TestDatabase;
+use crate::db::testing::{both_backends, TestDatabase};
 use crate::db::webhooks::DbWebhookStore;
 
 struct Fixture {
@@ -457,30 +457,6 @@ async fn concurrent_accepts_are_grouped_and_each_answered(t: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(stored, 109);
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(crate::db::testing::TestDatabase::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(t) = crate::db::testing::TestDatabase::postgres(stringify!($name)) else {
-                        return;
-                    };
-                    super::$name(t).await;
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(

@@ -15,7 +15,7 @@ use super::DbWebhookStore;
 use crate::crypto::SecretBox;
 use crate::db::records::DbStore;
 use crate::db::schema::{session_events, webhook_attempts, webhook_deliveries, webhooks};
-use crate::db::testing::TestDatabase;
+use crate::db::testing::{both_backends, TestDatabase};
 
 fn stores(t: &TestDatabase) -> (DbStore, DbWebhookStore) {
     let db = t.open();
@@ -610,30 +610,6 @@ async fn a_corrupt_outbox_row_is_dead_lettered_not_retried(t: TestDatabase) {
     let jobs = hooks.due_deliveries(Utc::now(), vec![], 10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].event.id, e2.id);
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(crate::db::testing::TestDatabase::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(t) = crate::db::testing::TestDatabase::postgres(stringify!($name)) else {
-                        return;
-                    };
-                    super::$name(t).await;
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(
