@@ -172,28 +172,6 @@ pub fn with_database(url: &str, name: &str) -> String {
     format!("{base}/{name}{query}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn with_database_replaces_or_adds_the_path() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
-            "postgresql://u:p@h/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://h:5432", "x"),
-            "postgres://h:5432/x"
-        );
-        assert_eq!(with_database("postgres://h/", "x"), "postgres://h/x");
-    }
-}
-
 /// Unit tests of a store on both backends: every `async fn(TestDatabase)`
 /// named runs once on a fresh SQLite file (`sqlite::name`) and once on a
 /// fresh PostgreSQL database (`postgres::name`, skipped with a note unless
@@ -224,3 +202,25 @@ macro_rules! both_backends {
 }
 #[cfg(test)]
 pub(crate) use both_backends;
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_replaces_or_adds_the_path() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "x"),
+            "postgres://h:5432/x"
+        );
+        assert_eq!(with_database("postgres://h/", "x"), "postgres://h/x");
+    }
+}
