@@ -242,22 +242,33 @@ pub trait Engine: Send + Sync + 'static {
 
 /// What a logged-in client does for the outbound queue and the contact check.
 pub trait Messenger: Send + Sync {
-    /// Send `text` to `chat` (a JID) under the message id `id` (chosen by
-    /// wasup, so a resend is the same message). Ok once WhatsApp took it.
-    /// `NotReady`: try again later; `Failed`: this message cannot go.
+    /// Send an outbound message's text (with its mentions and quote) to its
+    /// chat under its id (chosen by wasup, so a resend is the same message).
+    /// Ok once WhatsApp took it. `NotReady`: try again later; `Failed`: this
+    /// message cannot go.
     fn send_text(
         &self,
-        chat: String,
-        id: String,
-        text: String,
+        message: &crate::outbound::MessageRecord,
     ) -> BoxFuture<'static, Result<(), EngineError>>;
     /// Show (`true`) or clear "composing…" in `chat`.
     fn composing(&self, chat: String, on: bool) -> BoxFuture<'static, Result<(), EngineError>>;
+    /// Decline an incoming call (`InboundEvent::Call`).
+    fn reject_call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), EngineError>>;
     /// Is `phone` (digits) on WhatsApp? Its JID when it is.
     fn is_on_whatsapp(
         &self,
         phone: String,
     ) -> BoxFuture<'static, Result<Option<String>, EngineError>>;
+}
+
+/// A call offer as the engine saw it: enough to decline it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// Who rings (a JID), the target of a reject.
+    pub from: String,
+    /// Who started the call (a JID).
+    pub creator: String,
 }
 
 /// An inbound message or a receipt, from a session's client.
@@ -267,6 +278,9 @@ pub enum InboundEvent {
     /// A message in a chat: another person's, or the account's own sent
     /// from its phone (`from_me`).
     Message(crate::outbound::MessageRecord),
+    /// Someone is calling the account (an offer, not a replay from the
+    /// offline queue: that call is over).
+    Call(IncomingCall),
     /// The recipient's phone got (or read) our messages.
     Receipt {
         ids: Vec<String>,

@@ -286,7 +286,9 @@ mod tests {
 
     #[test]
     fn message_records_debug_without_the_body() {
-        use crate::outbound::{Direction, MessageRecord, MessageStatus};
+        use crate::outbound::{
+            Direction, MessageContext, MessageRecord, MessageStatus, QuotedMessage,
+        };
         let now = chrono::Utc::now();
         let record = MessageRecord {
             session_id: uuid::Uuid::nil(),
@@ -301,6 +303,16 @@ mod tests {
             from_me: true,
             push_name: None,
             idempotency_key: None,
+            // The quoted text is a body too.
+            context: MessageContext {
+                mentions: vec![],
+                quoted: Some(QuotedMessage {
+                    id: "q".into(),
+                    chat_id: "1@s.whatsapp.net".into(),
+                    author: None,
+                    body: SECRET.into(),
+                }),
+            },
             timestamp: now,
             created_at: now,
             updated_at: now,

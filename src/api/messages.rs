@@ -29,13 +29,16 @@ pub struct SendTextRequest {
     /// 1–4096 characters.
     #[schema(example = "Hello from wasup")]
     text: String,
-    /// Accepted for OpenWA compatibility; not applied yet.
+    /// Contacts the text mentions (`<digits>@c.us`, `<digits>@lid` or
+    /// digits; at most 1024). WhatsApp highlights them where the text has
+    /// `@<digits>`.
     #[serde(default)]
-    #[allow(dead_code)]
+    #[schema(example = json!(["628123456789@c.us"]))]
     mentions: Option<Vec<String>>,
-    /// Accepted for OpenWA compatibility; not applied yet.
+    /// A stored message of this session (either direction) to reply to: the
+    /// recipient sees it quoted above the text.
     #[serde(default)]
-    #[allow(dead_code)]
+    #[schema(example = "3EB0019A2B3C4D5E6F708191")]
     quoted_message_id: Option<String>,
 }
 
@@ -81,6 +84,11 @@ pub struct MessageBody {
     /// The author in a group, or the sender of an inbound message.
     author: Option<String>,
     push_name: Option<String>,
+    /// Contacts the text mentions.
+    #[schema(example = json!(["628123456789@c.us"]))]
+    mentioned_ids: Vec<String>,
+    /// The message this one replies to.
+    quoted_message_id: Option<String>,
     /// WhatsApp's time (inbound) or the acceptance time, epoch seconds.
     timestamp: i64,
     #[schema(format = DateTime, example = "2026-06-25T09:00:00.000Z")]
@@ -103,6 +111,8 @@ impl From<&MessageRecord> for MessageBody {
             from_me: m.from_me,
             author: m.sender.as_deref().map(openwa_id),
             push_name: m.push_name.clone(),
+            mentioned_ids: m.context.mentions.iter().map(|j| openwa_id(j)).collect(),
+            quoted_message_id: m.context.quoted.as_ref().map(|q| q.id.clone()),
             timestamp: m.timestamp.timestamp(),
             created_at: iso(m.created_at),
             updated_at: iso(m.updated_at),
@@ -194,6 +204,8 @@ pub async fn send_text(
             session: id.into_inner(),
             chat_id: body.chat_id,
             text: body.text,
+            mentions: body.mentions.unwrap_or_default(),
+            quoted_message_id: body.quoted_message_id,
             idempotency_key,
         })
         .await??;

@@ -111,6 +111,12 @@ table! {
     #[cfg(feature = "simulator")]
     super::simulator::phone_send => [BODY, KEY, SESSION, ROLE, &[PhoneNotFound, SimulatorNotEmbedded, SessionNotConnected], UNAVAILABLE];
     #[cfg(feature = "simulator")]
+    super::simulator::account_send => [BODY, KEY, SESSION, ROLE, &[PhoneNotFound, SimulatorNotEmbedded, SessionNotConnected], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_call => [BODY, KEY, SESSION, ROLE, &[PhoneNotFound, SimulatorNotEmbedded, SessionNotConnected], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
+    super::simulator::phone_calls => [&[ValidationFailed], KEY, &[SimulatorNotEmbedded], UNAVAILABLE];
+    #[cfg(feature = "simulator")]
     super::simulator::phone_messages => [&[ValidationFailed], KEY, &[SimulatorNotEmbedded], UNAVAILABLE];
     #[cfg(feature = "simulator")]
     super::simulator::phone_read => [BODY, KEY, ROLE, &[SimulatorNotEmbedded], UNAVAILABLE];

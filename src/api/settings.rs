@@ -29,7 +29,7 @@ pub struct ConfigBody {
     /// Base delay of the exponential backoff, ms (1000–300000).
     #[schema(example = 5000)]
     reconnect_base_delay: u64,
-    /// Reject incoming calls (stored; call handling reads it).
+    /// Decline incoming calls (read at each call, no reconnect needed).
     auto_reject_calls: bool,
     sending: SendingBody,
     /// Your own JSON, as given; null when none.

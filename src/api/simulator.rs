@@ -279,6 +279,9 @@ pub struct PhoneSendRequest {
     /// 1–4096 characters.
     #[schema(example = "Hello, is my order ready?")]
     text: String,
+    /// Reply to this message (one the phone received, or sent itself).
+    #[serde(default)]
+    quoted_message_id: Option<String>,
 }
 
 /// The id of a message a virtual phone sent.
@@ -306,6 +309,12 @@ pub struct PhoneMessageBody {
     #[schema(example = "628123456789")]
     to: String,
     text: String,
+    /// Whom the text mentions (JIDs).
+    mentions: Vec<String>,
+    /// The message it quotes: its id, author (a JID) and text.
+    quoted_id: Option<String>,
+    quoted_author: Option<String>,
+    quoted_text: Option<String>,
     /// When the simulator received it, ms since the Unix epoch.
     received_at_ms: u64,
     read: bool,
@@ -343,6 +352,173 @@ pub struct RegisteredBody {
     registered: bool,
 }
 
+/// The number a phone writes to or calls: digits as they are, else the
+/// linked number of the session named (id or name) `to`.
+async fn account_phone(
+    state: &Data,
+    caller: wasup_actors::model::Caller,
+    to: &str,
+) -> Result<String, ApiError> {
+    if !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit()) {
+        return super::sessions::phone_digits("to", to);
+    }
+    let view = state
+        .web
+        .send(GetSession {
+            caller,
+            id: to.to_string(),
+        })
+        .await??;
+    view.record.phone.clone().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SessionNotConnected,
+            format!(
+                "Session '{}' is not linked to a phone yet",
+                view.record.name
+            ),
+        )
+    })
+}
+
+/// `POST /api/simulator/phones/{phone}/calls`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorPhoneCallRequest)]
+pub struct PhoneCallRequest {
+    /// The session to call (its id or name) or a linked account's number.
+    #[schema(example = "shop-bot")]
+    to: String,
+}
+
+/// A call a virtual phone placed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SimulatorPhoneCall)]
+pub struct PhoneCallBody {
+    #[schema(example = "4D9A0C1E2F3A4B5C6D7E8F9012345678")]
+    call_id: String,
+    #[schema(example = "628111111111")]
+    from: String,
+    #[schema(example = "628123456789")]
+    to: String,
+    /// The device of the called account that declined it, once one did.
+    rejected_by_device: Option<u16>,
+}
+
+impl From<crate::simulator::PhoneCall> for PhoneCallBody {
+    fn from(c: crate::simulator::PhoneCall) -> Self {
+        PhoneCallBody {
+            call_id: c.call_id,
+            from: c.from,
+            to: c.to,
+            rejected_by_device: c.rejected_by_device,
+        }
+    }
+}
+
+/// `POST /api/simulator/sessions/{id}/phone-messages`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SimulatorAccountSendRequest)]
+pub struct AccountSendRequest {
+    /// The number the account writes to.
+    #[schema(example = "628111111111")]
+    to: String,
+    /// 1–4096 characters.
+    #[schema(example = "Your order left the shop")]
+    text: String,
+}
+
+/// The account writes from its own phone
+///
+/// Role: operator. Simulator builds only. The owner of the session's
+/// account writes `text` to `to` on the phone itself; the session's device
+/// gets the phone's copy, as WhatsApp's linked devices do (a
+/// `message.sent` event, `fromMe: true`).
+#[utoipa::path(post, path = "/api/simulator/sessions/{id}/phone-messages", tag = "simulator", operation_id = "simulatorAccountSend",
+    params(SessionPath),
+    request_body = AccountSendRequest,
+    responses(
+        (status = 201, description = "Sent", body = PhoneSentBody),
+    )
+)]
+pub async fn account_send(
+    state: Data,
+    Auth(caller): Auth,
+    id: web::Path<String>,
+    Body(req): Body<AccountSendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let sim = simulator(&state)?;
+    valid_text(&req.text)?;
+    let to = super::sessions::phone_digits("to", &req.to)?;
+    let account = account_phone(&state, caller, &id).await?;
+    let id = sim.send_from_account(&account, &to, &req.text)?;
+    Ok(HttpResponse::Created().json(PhoneSentBody { message_id: id }))
+}
+
+fn valid_text(text: &str) -> Result<(), ApiError> {
+    let n = text.chars().count();
+    if n == 0 || n > wasup_actors::outbound::MAX_TEXT_CHARS {
+        return Err(ApiError::validation(
+            "Field 'text' must be 1–4096 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A virtual phone calls a session
+///
+/// Role: operator. Simulator builds only. Every connected device of the
+/// session's account gets an audio call offer; nobody can pick it up here,
+/// but a device may decline it (`autoRejectCalls`), which
+/// `GET …/calls` shows.
+#[utoipa::path(post, path = "/api/simulator/phones/{phone}/calls", tag = "simulator", operation_id = "simulatorPhoneCall",
+    params(("phone" = String, Path, description = "The calling phone's number: 6–15 digits")),
+    request_body = PhoneCallRequest,
+    responses(
+        (status = 201, description = "Ringing", body = PhoneCallBody),
+    )
+)]
+pub async fn phone_call(
+    state: Data,
+    Auth(caller): Auth,
+    phone: web::Path<String>,
+    Body(req): Body<PhoneCallRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    let to = account_phone(&state, caller, &req.to).await?;
+    let call_id = sim.call(&phone, &to)?;
+    Ok(HttpResponse::Created().json(PhoneCallBody {
+        call_id,
+        from: phone,
+        to,
+        rejected_by_device: None,
+    }))
+}
+
+/// The calls a virtual phone placed
+///
+/// Any role. Simulator builds only. Ordered by call id.
+#[utoipa::path(get, path = "/api/simulator/phones/{phone}/calls", tag = "simulator", operation_id = "simulatorPhoneCalls",
+    params(("phone" = String, Path, description = "The calling phone's number: 6–15 digits")),
+    responses(
+        (status = 200, description = "Its calls", body = Vec<PhoneCallBody>),
+    )
+)]
+pub async fn phone_calls(
+    state: Data,
+    Auth(_caller): Auth,
+    phone: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sim = simulator(&state)?;
+    let phone = super::sessions::phone_digits("phone", &phone)?;
+    let calls: Vec<PhoneCallBody> = sim.calls(&phone).into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(calls))
+}
+
 /// A virtual phone sends a text to a session
 ///
 /// Role: operator. Simulator builds only. The phone (created on first use)
@@ -364,33 +540,9 @@ pub async fn phone_send(
     caller.require(Role::Operator)?;
     let sim = simulator(&state)?;
     let phone = super::sessions::phone_digits("phone", &phone)?;
-    let n = req.text.chars().count();
-    if n == 0 || n > wasup_actors::outbound::MAX_TEXT_CHARS {
-        return Err(ApiError::validation(
-            "Field 'text' must be 1–4096 characters",
-        ));
-    }
-    let to = if !req.to.is_empty() && req.to.bytes().all(|b| b.is_ascii_digit()) {
-        super::sessions::phone_digits("to", &req.to)?
-    } else {
-        let view = state
-            .web
-            .send(GetSession {
-                caller,
-                id: req.to.clone(),
-            })
-            .await??;
-        view.record.phone.clone().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::SessionNotConnected,
-                format!(
-                    "Session '{}' is not linked to a phone yet",
-                    view.record.name
-                ),
-            )
-        })?
-    };
-    let id = sim.send_text(&phone, &to, &req.text)?;
+    valid_text(&req.text)?;
+    let to = account_phone(&state, caller, &req.to).await?;
+    let id = sim.send_reply(&phone, &to, &req.text, req.quoted_message_id.as_deref())?;
     Ok(HttpResponse::Created().json(PhoneSentBody { message_id: id }))
 }
 
@@ -422,6 +574,10 @@ pub async fn phone_messages(
             from_device: m.from_device,
             to: m.to,
             text: m.text,
+            mentions: m.mentions,
+            quoted_id: m.quoted_id,
+            quoted_author: m.quoted_author,
+            quoted_text: m.quoted_text,
             received_at_ms: m.received_at_ms,
             read: m.read,
         })

@@ -35,6 +35,7 @@ use super::{Db, DbConn, DbError};
 use crate::crypto::SecretBox;
 use crate::events_hub::EventHub;
 
+mod context;
 mod group_commit;
 use group_commit::GroupCommit;
 
@@ -60,6 +61,8 @@ struct MessageRow {
     wa_timestamp: i64,
     created_at: i64,
     updated_at: i64,
+    /// Mentions and the quote, sealed (`context`); NULL when none.
+    context: Option<Vec<u8>>,
 }
 
 impl MessageRow {
@@ -67,6 +70,7 @@ impl MessageRow {
         let session_id = m.session_id.to_string();
         MessageRow {
             body: boxed.seal(&body_aad(&session_id, &m.id), m.body.as_bytes()),
+            context: context::seal(boxed, &session_id, &m.id, &m.context),
             session_id,
             id: m.id.clone(),
             direction: m.direction.as_str().to_string(),
@@ -94,7 +98,10 @@ impl MessageRow {
         let body = boxed
             .open(&body_aad(&self.session_id, &self.id), &self.body)
             .map_err(|e| corrupt("body", &e))?;
+        let context = context::open(boxed, &self.session_id, &self.id, self.context.as_deref())
+            .map_err(|e| corrupt("context", &e))?;
         Ok(MessageRecord {
+            context,
             session_id: Uuid::parse_str(&self.session_id).map_err(|e| corrupt("session", &e))?,
             direction: self
                 .direction
@@ -230,6 +237,8 @@ fn message_data(m: &MessageRecord, sealed_body: Vec<u8>, me: Option<&str>) -> Me
             .flatten(),
         push_name: m.push_name.clone(),
         body: String::new(),
+        mentioned_ids: m.context.mentions.iter().map(|j| openwa_id(j)).collect(),
+        quoted_message_id: m.context.quoted.as_ref().map(|q| q.id.clone()),
     }
 }
 

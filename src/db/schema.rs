@@ -133,6 +133,7 @@ diesel::table! {
         wa_timestamp -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        context -> Nullable<Binary>,
     }
 }
 

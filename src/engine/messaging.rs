@@ -20,11 +20,15 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use wasup_actors::model::SessionId;
-use wasup_actors::outbound::{Direction, MessageRecord, MessageStatus};
-use wasup_actors::ports::{EngineError, InboundEvent, InboundMsg, Messenger};
+use wasup_actors::outbound::{
+    Direction, MessageContext, MessageRecord, MessageStatus, QuotedMessage,
+};
+use wasup_actors::ports::{EngineError, InboundEvent, InboundMsg, IncomingCall, Messenger};
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
+use whatsapp_rust::waproto::buffa::MessageField;
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid, SendOptions};
 
 /// How long a sent message waits for the server's ack before it counts as
@@ -109,11 +113,31 @@ impl Messaging {
                         push_name: Some(info.push_name.trim().to_string())
                             .filter(|n| !n.is_empty() && !from_me),
                         idempotency_key: None,
+                        context: context_of(&m.message, &info.source.chat.to_non_ad_string()),
                         timestamp: info.timestamp,
                         created_at: at,
                         updated_at: at,
                     };
                     self.send_inbound(session_id, InboundEvent::Message(record));
+                }
+            }
+            // A live offer; one replayed from the offline queue is over.
+            Event::IncomingCall(call) if !call.offline => {
+                use whatsapp_rust::wacore::types::call::CallAction;
+                if let CallAction::Offer {
+                    call_id,
+                    call_creator,
+                    ..
+                } = &call.action
+                {
+                    self.send_inbound(
+                        session_id,
+                        InboundEvent::Call(IncomingCall {
+                            call_id: call_id.clone(),
+                            from: call.from.to_string(),
+                            creator: call_creator.to_string(),
+                        }),
+                    );
                 }
             }
             Event::Receipt(r) => {
@@ -140,6 +164,79 @@ impl Messaging {
         if let Some(sink) = self.inbound.get() {
             sink.do_send(InboundMsg { session_id, event });
         }
+    }
+}
+
+/// The mentions and quote of an inbound text (an extended text's
+/// `ContextInfo`); a plain conversation has none.
+fn context_of(message: &wa::Message, chat: &str) -> MessageContext {
+    let Some(info) = message
+        .extended_text_message
+        .as_option()
+        .and_then(|e| e.context_info.as_option())
+    else {
+        return MessageContext::default();
+    };
+    let non_ad = |j: &str| j.parse::<Jid>().map(|j| j.to_non_ad_string()).ok();
+    MessageContext {
+        mentions: info
+            .mentioned_jid
+            .iter()
+            .filter_map(|j| non_ad(j))
+            .collect(),
+        quoted: info.stanza_id.as_ref().map(|id| QuotedMessage {
+            id: id.clone(),
+            chat_id: info
+                .remote_jid
+                .as_deref()
+                .and_then(non_ad)
+                .unwrap_or_else(|| chat.to_string()),
+            author: info.participant.as_deref().and_then(non_ad),
+            body: info
+                .quoted_message
+                .as_option()
+                .and_then(|q| q.text_content())
+                .unwrap_or_default()
+                .to_string(),
+        }),
+    }
+}
+
+/// What goes on the wire for a text: a plain conversation, or an extended
+/// text carrying its mentions and quote. `me` is the account, the author of
+/// a quoted message of its own.
+fn text_message(m: &MessageRecord, me: Option<&Jid>) -> wa::Message {
+    let context = &m.context;
+    if context.is_empty() {
+        return wa::Message {
+            conversation: Some(m.body.clone()),
+            ..Default::default()
+        };
+    }
+    let mut info = wa::ContextInfo {
+        mentioned_jid: context.mentions.clone(),
+        ..Default::default()
+    };
+    if let Some(q) = &context.quoted {
+        info.stanza_id = Some(q.id.clone());
+        info.participant = q
+            .author
+            .clone()
+            .or_else(|| me.map(|j| j.to_non_ad_string()));
+        info.quoted_message = MessageField::some(wa::Message {
+            conversation: Some(q.body.clone()),
+            ..Default::default()
+        });
+        // Quoting a message of another chat ("reply privately").
+        info.remote_jid = (q.chat_id != m.chat_id).then(|| q.chat_id.clone());
+    }
+    wa::Message {
+        extended_text_message: MessageField::some(wa::message::ExtendedTextMessage {
+            text: Some(m.body.clone()),
+            context_info: MessageField::some(info),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -174,23 +271,16 @@ fn nack_reason(code: &str) -> String {
 }
 
 impl Messenger for WaMessenger {
-    fn send_text(
-        &self,
-        chat: String,
-        id: String,
-        text: String,
-    ) -> BoxFuture<'static, Result<(), EngineError>> {
+    fn send_text(&self, m: &MessageRecord) -> BoxFuture<'static, Result<(), EngineError>> {
         let client = self.client.clone();
         let messaging = self.messaging.clone();
+        let message = text_message(m, self.client.pn().as_ref());
+        let (chat, id) = (m.chat_id.clone(), m.id.clone());
         on_engine(&self.messaging.rt.clone(), async move {
             let to = jid(&chat)?;
             // In place before the stanza leaves: the ack may beat the return.
             let (tx, rx) = oneshot::channel();
             messaging.acks.lock().insert(id.clone(), tx);
-            let message = whatsapp_rust::waproto::whatsapp::Message {
-                conversation: Some(text),
-                ..Default::default()
-            };
             let sent = client
                 .send_message_with_options(
                     to,
@@ -232,6 +322,18 @@ impl Messenger for WaMessenger {
                 chatstate.send_paused(&to).await
             };
             res.map_err(|e| EngineError::NotReady(format!("presence not sent: {e}")))
+        })
+    }
+
+    fn reject_call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), EngineError>> {
+        let client = self.client.clone();
+        on_engine(&self.messaging.rt.clone(), async move {
+            let (from, creator) = (jid(&call.from)?, jid(&call.creator)?);
+            client
+                .voip()
+                .reject_call(&call.call_id, &from, &creator)
+                .await
+                .map_err(|e| EngineError::NotReady(format!("the call was not rejected: {e}")))
         })
     }
 

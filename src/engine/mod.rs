@@ -478,6 +478,7 @@ impl EventHandler for Forwarder {
             // Messaging (`messaging.rs`).
             EventKind::Messages,
             EventKind::Receipt,
+            EventKind::IncomingCall,
             EventKind::ServerAck,
         ])
     }
@@ -572,9 +573,10 @@ impl Forwarder {
                     }
                 });
             }
-            Event::Messages(_) | Event::Receipt(_) | Event::ServerAck(_) => {
-                self.messaging.forward(shared.sink.session_id, event)
-            }
+            Event::Messages(_)
+            | Event::Receipt(_)
+            | Event::ServerAck(_)
+            | Event::IncomingCall(_) => self.messaging.forward(shared.sink.session_id, event),
             _ => {}
         }
     }

@@ -53,6 +53,30 @@ impl Contact {
         })
     }
 
+    /// Encrypts a message of this phone to a companion device (`pkmsg`).
+    /// The session is kept here, where the companion's replies on it are
+    /// decrypted: a fresh store per message would leave the phone unable to
+    /// read a companion that answers a phone-initiated session.
+    pub async fn encrypt(
+        &self,
+        phone: &str,
+        companion_device: u16,
+        bundle: &UploadedBundle,
+        pre_key: Option<(u32, [u8; 32])>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, phone::EncryptError> {
+        let mut guard = self.store.lock().await;
+        phone::encrypt_in(
+            &mut guard,
+            phone,
+            companion_device,
+            bundle,
+            pre_key,
+            plaintext,
+        )
+        .await
+    }
+
     /// Decrypts one `<enc>` from `sender_phone:sender_device` (`pkmsg` or
     /// `msg`) and decodes the padded `wa::Message`.
     pub async fn decrypt(

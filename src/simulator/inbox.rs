@@ -15,13 +15,34 @@ pub struct PhoneMessage {
     /// The receiving phone.
     pub to: String,
     pub text: String,
+    /// Whom the text mentions, as JIDs.
+    pub mentions: Vec<String>,
+    /// The message it quotes: its id, author JID and text.
+    pub quoted_id: Option<String>,
+    pub quoted_author: Option<String>,
+    pub quoted_text: Option<String>,
     /// Simulator clock, ms since the Unix epoch.
     pub received_at_ms: u64,
     pub read: bool,
 }
 
+/// A call a virtual phone placed to an account, and how it was answered.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneCall {
+    pub call_id: String,
+    /// The calling phone.
+    pub from: String,
+    /// The called account's number.
+    pub to: String,
+    /// The device that declined it, once one did.
+    pub rejected_by_device: Option<u16>,
+}
+
 #[derive(Default)]
 pub(crate) struct Inboxes {
+    /// Calls by call id.
+    pub calls: HashMap<String, PhoneCall>,
     pub messages: HashMap<String, Vec<PhoneMessage>>,
     /// Deliveries of an id the phone already had (a resend after a crash).
     pub duplicates: HashMap<String, u64>,
@@ -62,6 +83,10 @@ mod tests {
             from_device: 1,
             to: "2".into(),
             text: "hi".into(),
+            mentions: vec![],
+            quoted_id: None,
+            quoted_author: None,
+            quoted_text: None,
             received_at_ms: 0,
             read: false,
         };

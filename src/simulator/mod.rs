@@ -66,7 +66,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_binary::Node;
 use whatsapp_rust::transport::DisconnectReason;
 
-pub use inbox::PhoneMessage;
+pub use inbox::{PhoneCall, PhoneMessage};
 pub use state::STATE_FILE;
 pub use transport::{DynTransportFactory, SimTransportFactory};
 pub use ws::WsServer;
@@ -283,6 +283,11 @@ pub(crate) struct QueuedMsg {
     pub id: String,
     pub t: i64,
     pub text: String,
+    /// The message it replies to: (id, author phone, text).
+    pub quoted: Option<(String, String, String)>,
+    /// Set when the account wrote this from its own phone to that number:
+    /// the linked devices get the phone's copy (a `message.sent`).
+    pub recipient: Option<String>,
 }
 
 /// A message a linked client sent (recorded, not decrypted).
@@ -830,7 +835,29 @@ impl Simulator {
         to_phone: &str,
         text: &str,
     ) -> Result<String, SimError> {
+        self.send_reply(from_phone, to_phone, text, None)
+    }
+
+    /// `send_text` as a reply to `quoted_id`: a message the phone received
+    /// (quoted with its author and text) or one it sent itself.
+    pub fn send_reply(
+        &self,
+        from_phone: &str,
+        to_phone: &str,
+        text: &str,
+        quoted_id: Option<&str>,
+    ) -> Result<String, SimError> {
         valid_phone(from_phone)?;
+        let quoted = quoted_id.map(|q| {
+            let received = self
+                .phone_messages(from_phone)
+                .into_iter()
+                .find(|m| m.id == q);
+            match received {
+                Some(m) => (q.to_string(), m.from, m.text),
+                None => (q.to_string(), from_phone.to_string(), String::new()),
+            }
+        });
         let (notify, devices) = {
             let mut st = self.inner.state.lock();
             let to: Vec<u16> = st
@@ -864,9 +891,57 @@ impl Simulator {
             id: id.clone(),
             t: now_secs(),
             text: text.to_string(),
+            quoted,
+            recipient: None,
         };
+        self.queue_for_devices(to_phone, devices, msg);
+        Ok(id)
+    }
+
+    /// The owner of `account_phone` writes `text` to `to_phone` from the
+    /// phone itself: every device linked to the account gets the phone's
+    /// copy (WhatsApp's `DeviceSentMessage`), as `Event::Messages` with
+    /// `is_from_me`. Returns the message id.
+    pub fn send_from_account(
+        &self,
+        account_phone: &str,
+        to_phone: &str,
+        text: &str,
+    ) -> Result<String, SimError> {
+        valid_phone(to_phone)?;
+        let (notify, devices) = {
+            let st = self.inner.state.lock();
+            let account = st
+                .accounts
+                .get(account_phone)
+                .ok_or(SimError::NoSuchPhone)?;
+            (
+                account.rec.push_name.clone(),
+                account.rec.devices.keys().copied().collect::<Vec<u16>>(),
+            )
+        };
+        let id = format!(
+            "3EB0{:016X}",
+            u64::from_le_bytes(phone::random_bytes::<8>())
+        );
+        let msg = QueuedMsg {
+            from: account_phone.to_string(),
+            notify,
+            id: id.clone(),
+            t: now_secs(),
+            text: text.to_string(),
+            quoted: None,
+            recipient: Some(to_phone.to_string()),
+        };
+        self.queue_for_devices(account_phone, devices, msg);
+        Ok(id)
+    }
+
+    /// Hand `msg` to every device of `phone`: live ones now, the others at
+    /// their next login.
+    fn queue_for_devices(&self, phone: &str, devices: Vec<u16>, msg: QueuedMsg) {
         for dev in devices {
-            let key = (to_phone.to_string(), dev);
+            let key = (phone.to_string(), dev);
             let live = self.inner.live_conns(&key);
             match live.first() {
                 Some(c) if c.send(ConnCmd::Deliver(msg.clone())).is_ok() => {}
@@ -879,7 +954,6 @@ impl Simulator {
                     .push(msg.clone()),
             }
         }
-        Ok(id)
     }
 
     /// What `phone` received from linked clients, decrypted, oldest first;
@@ -903,6 +977,76 @@ impl Simulator {
             .get(phone)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// `from_phone` calls `to_phone`: every connected device of it gets a
+    /// call offer (audio, no media: nobody can pick it up here). Returns
+    /// the call id; `calls` tells whether a device declined it.
+    pub fn call(&self, from_phone: &str, to_phone: &str) -> Result<String, SimError> {
+        valid_phone(from_phone)?;
+        let devices: Vec<u16> = {
+            let st = self.inner.state.lock();
+            st.accounts
+                .get(to_phone)
+                .ok_or(SimError::NoSuchPhone)?
+                .rec
+                .devices
+                .keys()
+                .copied()
+                .collect()
+        };
+        let call_id = format!("{:032X}", u128::from_le_bytes(phone::random_bytes::<16>()));
+        let caller = format!("{from_phone}@s.whatsapp.net");
+        let offer = NodeBuilder::new("call")
+            .attr("from", caller.as_str())
+            .attr(
+                "id",
+                format!("SIM{:016X}", u64::from_le_bytes(phone::random_bytes::<8>())),
+            )
+            .attr("t", now_secs().to_string())
+            .attr("notify", format!("+{from_phone}"))
+            .children([NodeBuilder::new("offer")
+                .attr("call-id", call_id.as_str())
+                .attr("call-creator", caller.as_str())
+                .children([NodeBuilder::new("audio")
+                    .attr("enc", "opus")
+                    .attr("rate", "16000")
+                    .build()])
+                .build()])
+            .build();
+        self.inner.inbox.lock().calls.insert(
+            call_id.clone(),
+            PhoneCall {
+                call_id: call_id.clone(),
+                from: from_phone.to_string(),
+                to: to_phone.to_string(),
+                rejected_by_device: None,
+            },
+        );
+        for dev in devices {
+            for conn in self.inner.live_conns(&(to_phone.to_string(), dev)) {
+                let _ = conn.send(ConnCmd::Fault {
+                    nodes: vec![offer.clone()],
+                    close: None,
+                });
+            }
+        }
+        Ok(call_id)
+    }
+
+    /// The calls `phone` placed (ordered by call id).
+    pub fn calls(&self, phone: &str) -> Vec<PhoneCall> {
+        let mut calls: Vec<PhoneCall> = self
+            .inner
+            .inbox
+            .lock()
+            .calls
+            .values()
+            .filter(|c| c.from == phone)
+            .cloned()
+            .collect();
+        calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        calls
     }
 
     /// `phone` reads messages (all unread when `ids` is `None`): a read

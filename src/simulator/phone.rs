@@ -348,7 +348,20 @@ pub(crate) async fn encrypt_from_phone(
     device.core.identity_key = account.clone();
     let device = Arc::new(async_lock::RwLock::new(device));
     let mut st = SignalProtocolStoreAdapter::new(device, Arc::new(SignalStoreCache::new()));
+    encrypt_in(&mut st, phone, companion_device, bundle, pre_key, plaintext).await
+}
 
+/// `encrypt_from_phone` in a given store: the new session stays in it, so
+/// the companion's answers on that session decrypt there
+/// (`contacts::Contact` passes its own).
+pub(crate) async fn encrypt_in(
+    st: &mut whatsapp_rust::store::signal_adapter::SignalProtocolStoreAdapter,
+    phone: &str,
+    companion_device: u16,
+    bundle: &UploadedBundle,
+    pre_key: Option<(u32, [u8; 32])>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EncryptError> {
     let pk = |b: &[u8; 32]| PublicKey::from_djb_public_key_bytes(b).map_err(EncryptError::Key);
     let pre_key = match pre_key {
         Some((id, key)) => Some((PreKeyId::from(id), pk(&key)?)),

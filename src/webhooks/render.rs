@@ -65,6 +65,8 @@ pub fn data(event: &SessionEvent) -> Result<Value, crate::qr::QrError> {
             "isGroup": m.is_group,
             "author": m.author,
             "pushName": m.push_name,
+            "mentionedIds": m.mentioned_ids,
+            "quotedMessageId": m.quoted_message_id,
         }),
         Some(Data::MessageAck(a)) => json!({
             "messageId": a.message_id,

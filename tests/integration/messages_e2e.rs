@@ -253,6 +253,235 @@ fn an_inbound_message_is_a_signed_message_received_webhook() {
     }
 }
 
+/// Replies and mentions both ways: a phone's reply to a session's message
+/// arrives with `quotedMessageId`; a session's reply carries the quoted
+/// text, its author and the mentions to the phone (read from what the
+/// phone decrypted).
+#[test]
+fn replies_and_mentions_reach_both_sides() {
+    for db in backends() {
+        let s = Server::start_with(
+            &db,
+            &[
+                ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ],
+        );
+        let me = "15552100081";
+        let session = link(&s, "replier", me, no_pacing());
+        let rx = Receiver::ok();
+        hook(&s, &session, &rx, json!(["message.received"]));
+        let friend = "15552100082";
+
+        // The phone replies to a message of the session.
+        let hello = send(&s, &session, friend, "hello, how can we help?");
+        wait_inbox(&s, friend, 1);
+        let (status, sent) = s.call(
+            "POST",
+            &format!("/api/simulator/phones/{friend}/messages"),
+            Some(json!({"to": "replier", "text": "where is my order?", "quotedMessageId": hello})),
+        );
+        assert_eq!(status, 201, "{sent}");
+        let question = sent["messageId"].as_str().unwrap().to_string();
+        let got = rx.wait(60, "message.received", |r| !r.is_empty());
+        let d = &got[0].json()["data"];
+        assert_eq!((&d["id"], &d["quotedMessageId"]), (&json!(question), &json!(hello)), "{d}");
+        assert_eq!(d["mentionedIds"], json!([]));
+        let stored = message(&s, &session, &question);
+        assert_eq!(stored["quotedMessageId"], hello, "{stored}");
+
+        // The session replies to it, mentioning the friend.
+        let (status, reply) = s.call(
+            "POST",
+            &format!("/api/sessions/{session}/messages/send-text"),
+            Some(json!({"chatId": format!("{friend}@c.us"), "text": format!("@{friend} on its way"),
+                        "quotedMessageId": question, "mentions": [format!("{friend}@c.us")]})),
+        );
+        assert_eq!(status, 201, "{reply}");
+        let reply = reply["messageId"].as_str().unwrap().to_string();
+        let got = wait_inbox(&s, friend, 2);
+        let r = got.iter().find(|m| m["id"] == reply.as_str()).expect("the reply");
+        assert_eq!(r["text"], format!("@{friend} on its way"));
+        assert_eq!(r["mentions"], json!([format!("{friend}@s.whatsapp.net")]), "{r}");
+        assert_eq!(
+            (&r["quotedId"], &r["quotedAuthor"], &r["quotedText"]),
+            (&json!(question), &json!(format!("{friend}@s.whatsapp.net")), &json!("where is my order?")),
+            "{}",
+            db.label()
+        );
+        let m = wait_status(&s, &session, &reply, "delivered");
+        assert_eq!(m["mentionedIds"], json!([format!("{friend}@c.us")]));
+        assert_eq!(m["quotedMessageId"], question);
+
+        // Quoting its own message: the account is the quoted author.
+        let again = s.call(
+            "POST",
+            &format!("/api/sessions/{session}/messages/send-text"),
+            Some(json!({"chatId": friend, "text": "as I said", "quotedMessageId": hello})),
+        );
+        assert_eq!(again.0, 201, "{}", again.1);
+        let again = again.1["messageId"].as_str().unwrap().to_string();
+        let got = wait_inbox(&s, friend, 3);
+        let r = got.iter().find(|m| m["id"] == again.as_str()).expect("the second reply");
+        assert_eq!(
+            (&r["quotedId"], &r["quotedAuthor"], &r["quotedText"]),
+            (&json!(hello), &json!(format!("{me}@s.whatsapp.net")), &json!("hello, how can we help?"))
+        );
+        assert!(r["mentions"].as_array().unwrap().is_empty());
+
+        // What cannot be applied is refused, and nothing is queued.
+        let path = format!("/api/sessions/{session}/messages/send-text");
+        for (body, code) in [
+            (json!({"chatId": friend, "text": "x", "quotedMessageId": "3EB0NOPE"}), "validation_failed"),
+            (json!({"chatId": friend, "text": "x", "mentions": ["120363025246125486@g.us"]}), "validation_failed"),
+            (json!({"chatId": friend, "text": "x", "mentions": ["nobody"]}), "validation_failed"),
+            (json!({"chatId": friend, "text": "x", "mentions": "15552100082"}), "invalid_json"),
+        ] {
+            let (st, b) = s.call("POST", &path, Some(body.clone()));
+            assert_eq!(st, 400, "{body}: {b}");
+            if code != "invalid_json" {
+                assert_error(st, &b, 400, code);
+            }
+        }
+        let (_, out) = s.call("GET", &format!("/api/sessions/{session}/messages?direction=out"), None);
+        assert_eq!(out.as_array().unwrap().len(), 3, "{out}");
+    }
+}
+
+/// What the account writes on its own phone reaches the session as the
+/// phone's copy: a `message.sent` webhook with `fromMe`, stored once.
+#[test]
+fn a_message_written_on_the_phone_is_a_message_sent_webhook() {
+    for db in backends() {
+        let s = Server::start_with(
+            &db,
+            &[
+                ("WASUP_ADMIN_KEY", ADMIN_KEY),
+                ("WASUP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ],
+        );
+        let me = "15552100101";
+        let session = link(&s, "phone-owner", me, no_pacing());
+        let rx = Receiver::ok();
+        let secret = hook(&s, &session, &rx, json!(["message.sent"]));
+        let friend = "15552100102";
+        let (status, sent) = s.call(
+            "POST",
+            &format!("/api/simulator/sessions/{session}/phone-messages"),
+            Some(json!({"to": friend, "text": "typed on the phone"})),
+        );
+        assert_eq!(status, 201, "{sent}");
+        let id = sent["messageId"].as_str().unwrap().to_string();
+
+        let got = rx.wait(60, "message.sent", |r| !r.is_empty());
+        got[0].assert_signed_by(&secret);
+        let b = got[0].json();
+        assert_eq!(b["event"], "message.sent", "{b}");
+        let d = &b["data"];
+        assert_eq!(d["id"], id);
+        assert_eq!((&d["from"], &d["to"]), (&json!(format!("{me}@c.us")), &json!(format!("{friend}@c.us"))), "{d}");
+        assert_eq!(d["chatId"], format!("{friend}@c.us"));
+        assert_eq!(d["body"], "typed on the phone");
+        assert_eq!((&d["fromMe"], &d["isGroup"]), (&json!(true), &json!(false)));
+        assert!(d["pushName"].is_null(), "{d}");
+
+        let m = message(&s, &session, &id);
+        assert_eq!(
+            (&m["direction"], &m["fromMe"], &m["status"], &m["chatId"]),
+            (&json!("in"), &json!(true), &json!("received"), &json!(format!("{friend}@c.us"))),
+            "{}",
+            db.label()
+        );
+        s.wait_no_pending_deliveries(30);
+        assert_eq!(rx.count(), 1, "delivered once");
+    }
+}
+
+fn calls(s: &Server, phone: &str) -> Vec<Value> {
+    let (status, body) = s.call("GET", &format!("/api/simulator/phones/{phone}/calls"), None);
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+fn place_call(s: &Server, phone: &str, to: &str) -> String {
+    let (status, body) = s.call(
+        "POST",
+        &format!("/api/simulator/phones/{phone}/calls"),
+        Some(json!({"to": to})),
+    );
+    assert_eq!(status, 201, "{body}");
+    body["callId"].as_str().unwrap().to_string()
+}
+
+fn wait_rejected(s: &Server, phone: &str, call: &str) {
+    poll(60, &format!("call {call} rejected"), || {
+        let all = calls(s, phone);
+        match all.iter().find(|c| c["callId"] == call) {
+            Some(c) if c["rejectedByDevice"].is_u64() => Ok(()),
+            other => Err(format!("{other:?}\n{}", s.log())),
+        }
+    })
+}
+
+/// `autoRejectCalls` (OpenWA's name), read live: with it on, a phone's call
+/// is declined by the session's device; switched off on the live session,
+/// the next call rings on. Ordered by what the session stored, not by time.
+#[test]
+fn auto_reject_calls_declines_calls_while_it_is_on() {
+    for db in backends() {
+        let s = Server::start_with(&db, &[("WASUP_ADMIN_KEY", ADMIN_KEY)]);
+        let mut config = no_pacing();
+        config["autoRejectCalls"] = json!(true);
+        let session = link(&s, "no-calls", "15552100091", config);
+        let friend = "15552100092";
+
+        let first = place_call(&s, friend, "no-calls");
+        wait_rejected(&s, friend, &first);
+
+        let (status, got) = s.call(
+            "PATCH",
+            &format!("/api/sessions/{session}/config"),
+            Some(json!({"autoRejectCalls": false})),
+        );
+        assert_eq!((status, &got["reconnectRequired"]), (200, &json!(false)), "{got}");
+        let second = place_call(&s, friend, "no-calls");
+        // A message after the call: once it is stored, the session has
+        // seen the call (one connection, events in order).
+        let (status, sent) = s.call(
+            "POST",
+            &format!("/api/simulator/phones/{friend}/messages"),
+            Some(json!({"to": "no-calls", "text": "did you see my call?"})),
+        );
+        assert_eq!(status, 201, "{sent}");
+        let after = sent["messageId"].as_str().unwrap().to_string();
+        poll(60, "the message after the call", || {
+            let (status, m) = s.call("GET", &format!("/api/sessions/{session}/messages/{after}"), None);
+            if status == 200 { Ok(m) } else { Err(format!("{m}")) }
+        });
+        // On again: the third call is declined, the second was not.
+        let (status, got) = s.call(
+            "PATCH",
+            &format!("/api/sessions/{session}/config"),
+            Some(json!({"autoRejectCalls": null})),
+        );
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["autoRejectCalls"], false, "null restores the default: {got}");
+        let (status, got) = s.call(
+            "PATCH",
+            &format!("/api/sessions/{session}/config"),
+            Some(json!({"autoRejectCalls": true})),
+        );
+        assert_eq!(status, 200, "{got}");
+        let third = place_call(&s, friend, "no-calls");
+        wait_rejected(&s, friend, &third);
+        let all = calls(&s, friend);
+        let second = all.iter().find(|c| c["callId"] == second.as_str()).unwrap();
+        assert!(second["rejectedByDevice"].is_null(), "{second}\n{}", db.label());
+        assert_eq!(all.len(), 3);
+        assert_eq!(s.call("GET", &format!("/api/sessions/{session}"), None).1["status"], "ready");
+    }
+}
+
 #[test]
 fn a_send_during_an_outage_waits_and_goes_out_after_the_reconnect() {
     for db in backends() {

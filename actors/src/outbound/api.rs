@@ -32,6 +32,10 @@ pub struct SendText {
     pub session: String,
     pub chat_id: String,
     pub text: String,
+    /// Contacts the text mentions (raw chat ids, checked here).
+    pub mentions: Vec<String>,
+    /// A stored message of this session the text replies to.
+    pub quoted_message_id: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -94,6 +98,31 @@ fn validate_text(text: &str) -> Result<(), WebError> {
     Ok(())
 }
 
+/// Mentions as JIDs: contacts only (a phone number or a LID), each once.
+fn parse_mentions(raw: &[String]) -> Result<Vec<String>, WebError> {
+    if raw.len() > MAX_MENTIONS {
+        return Err(WebError::Validation(format!(
+            "mentions may name at most {MAX_MENTIONS} contacts"
+        )));
+    }
+    let mut jids: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let jid = parse_chat_id(m)
+            .ok()
+            .filter(|j| !j.ends_with("@g.us"))
+            .ok_or_else(|| {
+                WebError::Validation(format!(
+                    "mentions[{i}] '{m}' is not a contact: use <digits>@c.us, <digits>@lid or \
+                     the phone number's digits"
+                ))
+            })?;
+        if !jids.contains(&jid) {
+            jids.push(jid);
+        }
+    }
+    Ok(jids)
+}
+
 fn validate_idempotency_key(key: &str) -> Result<(), WebError> {
     if key.is_empty()
         || key.len() > MAX_IDEMPOTENCY_KEY
@@ -106,6 +135,21 @@ fn validate_idempotency_key(key: &str) -> Result<(), WebError> {
     Ok(())
 }
 
+/// The message an idempotency key was first answered with, if any.
+async fn first_answer(
+    store: &dyn MessageStore,
+    session_id: crate::model::SessionId,
+    key: Option<String>,
+) -> Result<Option<MessageRecord>, WebError> {
+    match key {
+        Some(key) => store
+            .by_idempotency_key(session_id, key)
+            .await
+            .map_err(unavailable),
+        None => Ok(None),
+    }
+}
+
 impl Handler<SendText> for OutboundActor {
     type Result = Reply<MessageRecord>;
 
@@ -115,12 +159,13 @@ impl Handler<SendText> for OutboundActor {
             let view = self.registry.resolve_for(&msg.caller, &msg.session)?;
             let chat_id = parse_chat_id(&msg.chat_id).map_err(WebError::InvalidChatId)?;
             validate_text(&msg.text)?;
+            let mentions = parse_mentions(&msg.mentions)?;
             if let Some(key) = &msg.idempotency_key {
                 validate_idempotency_key(key)?;
             }
-            Ok::<_, WebError>((view, chat_id))
+            Ok::<_, WebError>((view, chat_id, mentions))
         })();
-        let (view, chat_id) = match checked {
+        let (view, chat_id, mentions) = match checked {
             Ok(v) => v,
             Err(e) => return done(Err(e)),
         };
@@ -129,7 +174,7 @@ impl Handler<SendText> for OutboundActor {
         let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
             .unwrap_or_else(Utc::now);
         let key = msg.idempotency_key;
-        let record = MessageRecord {
+        let mut record = MessageRecord {
             session_id,
             id: new_message_id(),
             direction: Direction::Out,
@@ -142,26 +187,42 @@ impl Handler<SendText> for OutboundActor {
             from_me: true,
             push_name: None,
             idempotency_key: key.clone(),
+            context: MessageContext {
+                mentions,
+                quoted: None,
+            },
             timestamp: now,
             created_at: now,
             updated_at: now,
         };
+        let quoted_id = msg.quoted_message_id;
         let store = self.store.clone();
         Box::pin(
             async move {
+                // A retry of a request answered before gets that answer,
+                // whatever the session's state (or the quoted message) now.
                 if let Some(why) = refusal {
-                    // A retry of a request answered before gets that answer,
-                    // whatever the session's state now.
-                    if let Some(key) = key {
-                        let first = store
-                            .by_idempotency_key(session_id, key)
-                            .await
-                            .map_err(unavailable)?;
-                        if let Some(m) = first {
-                            return Ok((m, false));
-                        }
+                    if let Some(m) = first_answer(&*store, session_id, key).await? {
+                        return Ok((m, false));
                     }
                     return Err(WebError::SessionNotReady(why));
+                }
+                if let Some(quoted_id) = quoted_id {
+                    let quoted = store
+                        .get(session_id, quoted_id.clone())
+                        .await
+                        .map_err(unavailable)?;
+                    match quoted {
+                        Some(q) => record.context.quoted = Some(QuotedMessage::of(&q)),
+                        None => {
+                            if let Some(m) = first_answer(&*store, session_id, key).await? {
+                                return Ok((m, false));
+                            }
+                            return Err(WebError::Validation(format!(
+                                "quotedMessageId '{quoted_id}' is not a message of this session"
+                            )));
+                        }
+                    }
                 }
                 match store.accept(record).await.map_err(unavailable)? {
                     Accepted::New(m) => Ok((m, true)),

@@ -32,7 +32,7 @@ pub use model::*;
 pub use ports::MessageStore;
 
 use crate::model::{Pacing, SessionId, SessionStatus, SessionView};
-use crate::ports::{Engine, EngineError, InboundEvent, InboundMsg};
+use crate::ports::{Engine, EngineError, InboundEvent, InboundMsg, IncomingCall};
 use crate::registry::SessionRegistry;
 
 #[derive(Clone, Debug)]
@@ -392,9 +392,7 @@ async fn send_head(
         tokio::time::sleep(typing_time(&head.body)).await;
         let _ = bounded(messenger.composing(head.chat_id.clone(), false)).await;
     }
-    let sent =
-        bounded(messenger.send_text(head.chat_id.clone(), head.id.clone(), head.body.clone()))
-            .await;
+    let sent = bounded(messenger.send_text(&head)).await;
     match sent {
         Ok(()) => {
             // It is out: a failed write here must not send it again, so
@@ -442,6 +440,36 @@ impl StatusUpdate {
             error,
             at: Utc::now(),
         }
+    }
+}
+
+impl OutboundActor {
+    /// `config.autoRejectCalls` (read live, like pacing): decline the call.
+    /// Otherwise it rings on the phone as usual.
+    fn answer_call(&mut self, id: SessionId, call: IncomingCall, ctx: &mut Context<Self>) {
+        let Some(view) = self.registry.get(id) else {
+            return;
+        };
+        if !view.record.config.auto_reject_calls.unwrap_or(false) {
+            return;
+        }
+        let Some(messenger) = self.engine.messenger(id) else {
+            log::warn!(
+                "session {id}: call {} not rejected: the session is not connected",
+                call.call_id
+            );
+            return;
+        };
+        let call_id = call.call_id.clone();
+        ctx.spawn(
+            async move {
+                match messenger.reject_call(call).await {
+                    Ok(()) => log::info!("session {id}: call {call_id} rejected (autoRejectCalls)"),
+                    Err(e) => log::warn!("session {id}: call {call_id} not rejected: {e}"),
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -497,6 +525,8 @@ async fn record_inbound_once(
 ) -> Result<(), crate::ports::StoreError> {
     let res = match msg.event {
         InboundEvent::Message(m) => store.store_inbound(m).await.map(|_| ()),
+        // Answered by the actor; nothing to store.
+        InboundEvent::Call(_) => Ok(()),
         InboundEvent::Receipt { ids, status, at } => store
             .receipt(
                 msg.session_id,
@@ -516,7 +546,11 @@ async fn record_inbound_once(
 impl Handler<InboundMsg> for OutboundActor {
     type Result = ();
 
-    fn handle(&mut self, msg: InboundMsg, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: InboundMsg, ctx: &mut Context<Self>) {
+        if let InboundEvent::Call(call) = msg.event {
+            self.answer_call(msg.session_id, call, ctx);
+            return;
+        }
         if let Some(tx) = &self.inbound {
             let _ = tx.send(msg);
         }

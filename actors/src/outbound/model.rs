@@ -99,6 +99,65 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// Most contacts one text may mention (a group's size limit).
+pub const MAX_MENTIONS: usize = 1024;
+
+/// What a text refers to (WhatsApp's `ContextInfo`): the contacts it
+/// mentions and the message it quotes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MessageContext {
+    /// Mentioned contacts, as JIDs.
+    pub mentions: Vec<String>,
+    pub quoted: Option<QuotedMessage>,
+}
+
+impl MessageContext {
+    pub fn is_empty(&self) -> bool {
+        self.mentions.is_empty() && self.quoted.is_none()
+    }
+}
+
+/// The message a text replies to, as much of it as the reply carries: the
+/// recipient's app shows the quote from this, not from its own history.
+#[derive(Clone, PartialEq)]
+pub struct QuotedMessage {
+    pub id: String,
+    /// Its chat (a JID); a reply may go to another chat ("reply privately").
+    pub chat_id: String,
+    /// Its author (a JID); None when the account wrote it.
+    pub author: Option<String>,
+    /// Its text (sealed at rest like a body, never logged).
+    pub body: String,
+}
+
+/// Debug hides the quoted text (`crate::redact`).
+impl std::fmt::Debug for QuotedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotedMessage")
+            .field("id", &self.id)
+            .field("chat_id", &self.chat_id)
+            .field("author", &self.author)
+            .field("body", &crate::redact::Redacted)
+            .finish()
+    }
+}
+
+impl QuotedMessage {
+    /// The quote a reply to `m` carries.
+    pub fn of(m: &MessageRecord) -> QuotedMessage {
+        QuotedMessage {
+            id: m.id.clone(),
+            chat_id: m.chat_id.clone(),
+            author: if m.from_me {
+                None
+            } else {
+                m.sender.clone().or(Some(m.chat_id.clone()))
+            },
+            body: m.body.clone(),
+        }
+    }
+}
+
 /// One stored message (either direction).
 #[derive(Clone, PartialEq)]
 pub struct MessageRecord {
@@ -118,6 +177,8 @@ pub struct MessageRecord {
     pub from_me: bool,
     pub push_name: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Mentions and the quoted message, if any.
+    pub context: MessageContext,
     /// WhatsApp's timestamp (inbound) or the acceptance time (outbound).
     pub timestamp: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -140,6 +201,7 @@ impl std::fmt::Debug for MessageRecord {
             .field("from_me", &self.from_me)
             .field("push_name", &self.push_name)
             .field("idempotency_key", &self.idempotency_key)
+            .field("context", &self.context)
             .field("timestamp", &self.timestamp)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)

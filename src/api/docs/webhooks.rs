@@ -171,6 +171,12 @@ pub struct MessageEventData {
     /// The participant who wrote it, in a group.
     author: Option<String>,
     push_name: Option<String>,
+    /// Contacts the text mentions.
+    #[schema(example = json!(["628123456789@c.us"]))]
+    mentioned_ids: Vec<String>,
+    /// The message this one replies to.
+    #[schema(example = "3EB0019A2B3C4D5E6F708191")]
+    quoted_message_id: Option<String>,
 }
 
 /// `data` of `message.ack`.

@@ -74,6 +74,7 @@ fn outbound(f: &Fixture, text: &str, key: Option<&str>, at_ms: i64) -> MessageRe
         from_me: true,
         push_name: None,
         idempotency_key: key.map(str::to_string),
+        context: MessageContext::default(),
         timestamp: at,
         created_at: at,
         updated_at: at,
@@ -95,6 +96,7 @@ fn inbound(f: &Fixture, id: &str, text: &str) -> MessageRecord {
         from_me: false,
         push_name: Some("Ann".into()),
         idempotency_key: None,
+        context: MessageContext::default(),
         timestamp: at,
         created_at: at,
         updated_at: at,
@@ -459,7 +461,46 @@ async fn concurrent_accepts_are_grouped_and_each_answered(t: TestDatabase) {
     assert_eq!(stored, 109);
 }
 
+/// A reply's mentions and quote come back as stored, and the quoted text is
+/// sealed like a body.
+async fn context_round_trips_sealed(t: TestDatabase) {
+    let f = fixture(&t, &[]).await;
+    let quoted = inbound(&f, "3A0000000000000009", "the quoted secret");
+    f.msgs.store_inbound(quoted.clone()).await.unwrap();
+    let mut reply = outbound(&f, "a reply", None, Utc::now().timestamp_millis());
+    reply.context = MessageContext {
+        mentions: vec![
+            "15550003333@s.whatsapp.net".into(),
+            "100000001234@lid".into(),
+        ],
+        quoted: Some(QuotedMessage::of(&quoted)),
+    };
+    f.msgs.accept(reply.clone()).await.unwrap();
+    let back = f.msgs.get(f.session.id, reply.id.clone()).await.unwrap();
+    assert_eq!(back, Some(reply.clone()));
+    let q = back.unwrap().context.quoted.unwrap();
+    assert_eq!(
+        (q.id.as_str(), q.author.as_deref()),
+        ("3A0000000000000009", Some("15550003333@s.whatsapp.net"))
+    );
+    // The queue head carries it too (the send reads it from there).
+    let head = f.msgs.pending(f.session.id, 1).await.unwrap();
+    assert_eq!(head[0].context, reply.context);
+
+    let contexts: Vec<Option<Vec<u8>>> = f
+        .store
+        .db()
+        .run(|c| Ok(messages::table.select(messages::context).load(c)?))
+        .await
+        .unwrap();
+    let needle = b"the quoted secret";
+    let sealed: Vec<&Vec<u8>> = contexts.iter().flatten().collect();
+    assert_eq!(sealed.len(), 1, "only the reply has a context");
+    assert!(!sealed[0].windows(needle.len()).any(|w| w == needle));
+}
+
 both_backends!(
+    context_round_trips_sealed,
     accept_replay_list_and_cancel,
     statuses_move_forward_with_their_events,
     session_and_message_events_share_one_sequence,

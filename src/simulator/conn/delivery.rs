@@ -90,20 +90,38 @@ impl Conn {
             self.inner.offline.lock().entry(key).or_default().push(m);
             return false;
         };
-        let sender = {
-            let st = self.inner.state.lock();
-            st.accounts.get(&m.from).map(|a| a.identity.clone())
+        // The sending phone's own store (created on demand like any phone).
+        let Some(sender) = self.phone_contact(&m.from) else {
+            return false;
         };
-        let Some(sender) = sender else { return false };
-        let plain = wa::Message {
-            conversation: Some(m.text.clone()),
-            ..Default::default()
+        let text = phone_text(&m);
+        // The phone's copy of what its owner wrote goes to the linked devices
+        // wrapped, with the chat it went to.
+        let plain = match &m.recipient {
+            None => text,
+            Some(to) => wa::Message {
+                device_sent_message: waproto::buffa::MessageField::some(
+                    wa::message::DeviceSentMessage {
+                        destination_jid: Some(format!("{to}@s.whatsapp.net")),
+                        message: waproto::buffa::MessageField::some(text),
+                        ..Default::default()
+                    },
+                ),
+                ..Default::default()
+            },
         }
         .encode_to_vec();
-        match phone::encrypt_from_phone(&sender, &key.0, key.1, &bundle, pre_key, &plain).await {
+        match sender
+            .encrypt(&key.0, key.1, &bundle, pre_key, &plain)
+            .await
+        {
             Ok(ct) => {
                 let t = m.t.to_string();
                 let mut node = pkmsg(&m.from, m.id, t, ("notify", m.notify), ct);
+                if let Some(to) = &m.recipient {
+                    node.attrs
+                        .insert("recipient", format!("{to}@s.whatsapp.net"));
+                }
                 if offline {
                     node.attrs.insert("offline", "1");
                 }
@@ -115,6 +133,35 @@ impl Conn {
                 false
             }
         }
+    }
+}
+
+/// What a phone's app puts in a text: a conversation, or an extended text
+/// quoting the message it replies to.
+fn phone_text(m: &QueuedMsg) -> wa::Message {
+    let Some((id, author, text)) = &m.quoted else {
+        return wa::Message {
+            conversation: Some(m.text.clone()),
+            ..Default::default()
+        };
+    };
+    wa::Message {
+        extended_text_message: waproto::buffa::MessageField::some(
+            wa::message::ExtendedTextMessage {
+                text: Some(m.text.clone()),
+                context_info: waproto::buffa::MessageField::some(wa::ContextInfo {
+                    stanza_id: Some(id.clone()),
+                    participant: Some(format!("{author}@s.whatsapp.net")),
+                    quoted_message: waproto::buffa::MessageField::some(wa::Message {
+                        conversation: Some(text.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        ..Default::default()
     }
 }
 

@@ -290,6 +290,19 @@ impl Conn {
                     self.send(&r);
                 }
             }
+            // A companion declines a call a phone placed (`Simulator::call`).
+            "call" => {
+                let (Some(key), Some(reject)) =
+                    (self.login.clone(), node.get_optional_child("reject"))
+                else {
+                    return;
+                };
+                if let Some(call_id) = attr(reject, "call-id") {
+                    if let Some(c) = self.inner.inbox.lock().calls.get_mut(&call_id) {
+                        c.rejected_by_device.get_or_insert(key.1);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -60,12 +60,23 @@ impl Conn {
         let Some(text) = text_of(&msg) else {
             return (false, None);
         };
+        let context = msg
+            .extended_text_message
+            .as_option()
+            .and_then(|e| e.context_info.as_option());
+        let quoted = context.filter(|c| c.stanza_id.is_some());
         self.inner.inbox.lock().receive(PhoneMessage {
             id: id.clone(),
             from: key.0.clone(),
             from_device: key.1,
             to: phone.to_string(),
             text,
+            mentions: context.map(|c| c.mentioned_jid.clone()).unwrap_or_default(),
+            quoted_id: quoted.and_then(|c| c.stanza_id.clone()),
+            quoted_author: quoted.and_then(|c| c.participant.clone()),
+            quoted_text: quoted
+                .and_then(|c| c.quoted_message.as_option())
+                .and_then(text_of),
             received_at_ms: now_ms(),
             read: false,
         });
