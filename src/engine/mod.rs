@@ -59,6 +59,16 @@ pub use store::{forget_session, DeviceDb};
 /// generation dominates its CPU), fewer rows per session, and a smaller upload.
 pub const PRE_KEY_COUNT: usize = 50;
 
+/// Chats with a live receive lane per client. whatsapp-rust gives every chat
+/// that sends a message its own worker task (about 10 KiB, measured with a
+/// jemalloc size-class dump: one 8,832-byte task per lane) and keeps it until
+/// the connection ends, up to 5,000 chats: a session that hears from many
+/// chats would grow by 10 KiB per chat for as long as it stays connected.
+/// Past this bound the oldest idle lane is dropped (its worker ends) and
+/// rebuilt if that chat writes again; a lane with a message in flight is
+/// never dropped, so each chat's order holds.
+pub const CHAT_LANES: u64 = 8;
+
 /// WhatsApp Web version used when talking to the simulator without a pinned
 /// version (no HTTPS fetch then): the default of wacore 0.7.0's `Device`.
 #[cfg(any(test, feature = "simulator"))]
@@ -742,6 +752,10 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
             messaging: messaging.clone(),
         })
         .with_wanted_pre_key_count(PRE_KEY_COUNT)
+        .with_cache_config(whatsapp_rust::CacheConfig {
+            chat_lanes_capacity: CHAT_LANES,
+            ..Default::default()
+        })
         // wasup exposes no chat history: acknowledge the phone's history
         // uploads without downloading them (each can be many MB per link).
         .skip_history_sync();

@@ -397,6 +397,52 @@ fn a_message_written_on_the_phone_is_a_message_sent_webhook() {
     }
 }
 
+/// More chats than the client keeps receive lanes for (`CHAT_LANES`, 8):
+/// lanes of idle chats are dropped and rebuilt, and nothing is lost or
+/// stored twice on the way. One backend: this is about the engine.
+#[test]
+fn messages_from_more_chats_than_lanes_all_arrive_once() {
+    let s = Server::start_with(&TestDb::Sqlite, &[("WASUP_ADMIN_KEY", ADMIN_KEY)]);
+    let session = link(&s, "many-chats", "15552100111", no_pacing());
+    let friends: Vec<String> = (0..12).map(|i| format!("155521002{i:02}")).collect();
+    let mut ids = Vec::new();
+    for round in ["first", "second"] {
+        for f in &friends {
+            let (status, sent) = s.call(
+                "POST",
+                &format!("/api/simulator/phones/{f}/messages"),
+                Some(json!({"to": "many-chats", "text": format!("{round} from {f}")})),
+            );
+            assert_eq!(status, 201, "{sent}");
+            ids.push(sent["messageId"].as_str().unwrap().to_string());
+        }
+    }
+    let stored = poll(60, "24 inbound messages", || {
+        let (_, list) = s.call(
+            "GET",
+            &format!("/api/sessions/{session}/messages?direction=in&limit=100"),
+            None,
+        );
+        let list = list.as_array().cloned().unwrap_or_default();
+        if list.len() >= ids.len() {
+            Ok(list)
+        } else {
+            Err(format!("{} so far\n{}", list.len(), s.log()))
+        }
+    });
+    assert_eq!(stored.len(), 24, "each once");
+    let got: HashSet<&str> = stored.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect::<HashSet<_>>());
+    for f in &friends {
+        let bodies: HashSet<&str> = stored
+            .iter()
+            .filter(|m| m["chatId"] == format!("{f}@c.us"))
+            .filter_map(|m| m["body"].as_str())
+            .collect();
+        assert_eq!(bodies.len(), 2, "{f}: {bodies:?}");
+    }
+}
+
 fn calls(s: &Server, phone: &str) -> Vec<Value> {
     let (status, body) = s.call("GET", &format!("/api/simulator/phones/{phone}/calls"), None);
     assert_eq!(status, 200, "{body}");
