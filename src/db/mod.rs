@@ -109,13 +109,14 @@ impl ManageConnection for ConnectionManager {
             Backend::Sqlite => {
                 let mut conn =
                     SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the writer; synchronous FULL
-                // syncs the WAL at every commit, so an acknowledged write
-                // survives power loss (NORMAL only survives a process crash);
-                // the busy timeout makes concurrent writers wait instead of
+                // WAL lets readers run beside the writer; synchronous NORMAL
+                // commits without syncing the WAL, and `Db::run` answers
+                // no write before a shared sync covers it (`wal_sync`), so an
+                // acknowledged write survives power loss as with FULL; the
+                // busy timeout makes concurrent writers wait instead of
                 // failing; foreign keys make deletes cascade as on PostgreSQL.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
@@ -146,6 +147,8 @@ pub struct Db {
     fence: Option<std::sync::Arc<cluster::Fence>>,
     /// SQLite: the one write lock, taken in this process (see [`WriteGate`]).
     writer: WriteGate,
+    /// SQLite: the shared WAL syncs that make a write durable (`wal_sync`).
+    wal: Option<std::sync::Arc<wal_sync::WalSync>>,
 }
 
 /// SQLite lets one transaction write at a time, and a writer that finds the
@@ -210,6 +213,8 @@ impl Db {
             backend,
             fence: None,
             writer: WriteGate::default(),
+            wal: (backend == Backend::Sqlite)
+                .then(|| std::sync::Arc::new(wal_sync::WalSync::new(url))),
         })
     }
 
@@ -227,7 +232,9 @@ impl Db {
         self.fence.as_deref()
     }
 
-    /// Run `work` with a pooled connection on the blocking pool.
+    /// Run `work` with a pooled connection on the blocking pool. On SQLite,
+    /// work that changed rows returns only once the WAL holds them on disk
+    /// (`wal_sync`): a write is never answered before it is durable.
     pub async fn run<T, F>(&self, work: F) -> Result<T, DbError>
     where
         T: Send + 'static,
@@ -235,11 +242,23 @@ impl Db {
     {
         let pool = self.pool.clone();
         let gate = (self.backend == Backend::Sqlite).then(|| self.writer.clone());
+        let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
             WRITE_GATE.with(|g| *g.borrow_mut() = gate);
+            let before = wal.as_ref().map(|_| total_changes(&mut conn));
             let result = work(&mut conn);
             WRITE_GATE.with(|g| g.borrow_mut().take());
+            if let (Some(wal), Some(before)) = (wal, before) {
+                if total_changes(&mut conn) != before {
+                    if let Err(e) = wal.wait_durable() {
+                        log::error!("database: the WAL sync failed: {e}");
+                        return Err(DbError::NotCommitted(format!(
+                            "the disk did not confirm the write: {e}"
+                        )));
+                    }
+                }
+            }
             result
         })
         .await
@@ -253,6 +272,20 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
         self.run(move |conn| transaction_in(conn, work)).await
+    }
+}
+
+/// Rows changed on this SQLite connection since it opened (committed or
+/// not); a failed read counts as a change, so the write is synced anyway.
+fn total_changes(conn: &mut DbConn) -> i64 {
+    use diesel::RunQueryDsl;
+    match conn {
+        DbConn::Sqlite(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "total_changes()",
+        ))
+        .get_result::<i64>(c)
+        .unwrap_or(-1),
+        DbConn::Postgres(_) => 0,
     }
 }
 
@@ -306,6 +339,8 @@ pub mod schema;
 /// Fresh throw-away databases on both backends, for unit and integration
 /// tests (`TestDatabase::all`); unused by the gateway itself.
 pub mod testing;
+/// SQLite: shared WAL syncs, so every write is durable before it is answered.
+mod wal_sync;
 /// Webhooks, the delivery outbox and the attempt log; `DbWebhookStore`
 /// implements the actors' `WebhookStore` port.
 pub mod webhooks;
@@ -322,12 +357,15 @@ mod tests {
         synchronous: i32,
     }
 
-    /// Every pooled SQLite connection commits with `synchronous = FULL` (2).
+    /// Every pooled SQLite connection commits with `synchronous = NORMAL`
+    /// (1), and `Db::run` answers a write only after a WAL sync covers it: a
+    /// read syncs nothing, every write (in a transaction or not) one.
     #[tokio::test]
-    async fn sqlite_connections_sync_every_commit() {
+    async fn sqlite_writes_are_synced_before_they_are_answered() {
+        use diesel::connection::SimpleConnection;
         let t = super::testing::TestDatabase::sqlite();
-        let level = t
-            .open()
+        let db = t.open();
+        let level = db
             .run(|conn| match conn {
                 DbConn::Sqlite(c) => Ok(diesel::sql_query("PRAGMA synchronous")
                     .get_result::<Synchronous>(c)?
@@ -336,7 +374,26 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(level, 2, "PRAGMA synchronous: 2 is FULL");
+        assert_eq!(level, 1, "PRAGMA synchronous: 1 is NORMAL");
+        let wal = db.wal.clone().expect("SQLite has a WAL sync");
+        let syncs = wal.syncs();
+        db.run(|c| Ok(c.batch_execute("SELECT 1")?)).await.unwrap();
+        assert_eq!(wal.syncs(), syncs, "a read");
+        db.transaction(|c| Ok(c.batch_execute("CREATE TABLE t (x INTEGER)")?))
+            .await
+            .unwrap();
+        db.transaction(|c| Ok(c.batch_execute("INSERT INTO t VALUES (1)")?))
+            .await
+            .unwrap();
+        assert_eq!(
+            wal.syncs(),
+            syncs + 1,
+            "DDL changes no rows; an insert does"
+        );
+        db.run(|c| Ok(c.batch_execute("DELETE FROM t")?))
+            .await
+            .unwrap();
+        assert_eq!(wal.syncs(), syncs + 2, "an autocommit write");
     }
 
     /// A transaction that reads, then writes after another writer committed,

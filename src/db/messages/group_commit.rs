@@ -1,7 +1,6 @@
-//! Accepted messages are committed in groups. On SQLite every commit waits
-//! for the disk (`synchronous = FULL`), and with one commit per `send-text`
-//! the requests queue for the one write lock and acceptance is capped by the
-//! disk's sync rate. One task takes every accept that is waiting (up to
+//! Accepted messages are committed in groups. On SQLite every write waits
+//! for a sync of the WAL (`db::wal_sync`) and takes the one write lock, and
+//! with one commit per `send-text` the requests queue for that lock. One task takes every accept that is waiting (up to
 //! [`MAX_GROUP`]), writes them in one transaction, each in its own savepoint
 //! so that a failure fails only its own request, and answers each after the
 //! commit: a 201 still means the row is durable. With no queue it is one
