@@ -561,6 +561,11 @@ impl ClusterNode {
     /// does not run, and the key ring.
     async fn sync(&self) {
         let inner = &self.inner;
+        // What this node wrote after the snapshot below was read is newer
+        // than the snapshot: a session created here a moment ago must not be
+        // dropped from the registry (a 404 on the node that just answered
+        // 201), nor a change made here reverted, until the next refresh.
+        let snapshot_at = chrono::Utc::now() - chrono::Duration::seconds(1);
         let loaded = inner
             .db
             .run(|c| {
@@ -592,10 +597,11 @@ impl ClusterNode {
             if local(&record.id) {
                 continue;
             }
-            let stale = inner
-                .registry
-                .get(record.id)
-                .is_none_or(|v| v.record != record || v.engine_alive || v.qr.is_some());
+            let stale = inner.registry.get(record.id).is_none_or(|v| {
+                (v.record != record && v.record.updated_at <= snapshot_at)
+                    || v.engine_alive
+                    || v.qr.is_some()
+            });
             if stale {
                 inner.registry.upsert(SessionView {
                     record,
@@ -607,7 +613,8 @@ impl ClusterNode {
             }
         }
         for view in inner.registry.all() {
-            if !seen.contains(&view.record.id) && !local(&view.record.id) {
+            let fresh = view.record.created_at.max(view.record.updated_at) > snapshot_at;
+            if !seen.contains(&view.record.id) && !local(&view.record.id) && !fresh {
                 inner.registry.remove(view.record.id);
             }
         }
