@@ -27,6 +27,7 @@ use wasup_actors::outbound::{
     openwa_id, Accepted, Cancelled, Direction, MessageQuery, MessageRecord, MessageStatus,
     MessageStore, StatusUpdate,
 };
+use wasup_actors::ports::{InboundEvent, InboundMsg};
 use wasup_actors::webhook::WorkSignal;
 
 use super::records::{from_ms, insert_events, to_ms};
@@ -507,6 +508,35 @@ fn store_inbound(
     Ok(Some(event))
 }
 
+/// One inbound message or receipt, as `store_inbound` / `receipt` apply it.
+fn record_one(
+    conn: &mut DbConn,
+    db: &Db,
+    boxed: &SecretBox,
+    msg: &InboundMsg,
+) -> Result<Vec<SessionEvent>, DbError> {
+    if !lock_session(conn, msg.session_id)? {
+        return Ok(Vec::new());
+    }
+    db.check_owner(conn, &msg.session_id.to_string())?;
+    match &msg.event {
+        InboundEvent::Message(m) => Ok(store_inbound(conn, boxed, m)?.into_iter().collect()),
+        InboundEvent::Receipt { ids, status, at } => {
+            let update = StatusUpdate {
+                status: *status,
+                error: None,
+                at: *at,
+            };
+            let mut events = Vec::new();
+            for id in ids {
+                events.extend(set_status(conn, msg.session_id, id, &update)?);
+            }
+            Ok(events)
+        }
+        InboundEvent::Call(_) => Ok(Vec::new()),
+    }
+}
+
 /// Messages older than `before`, except those still waiting to be sent.
 fn prune(conn: &mut DbConn, before: DateTime<Utc>) -> Result<u64, DbError> {
     let n = diesel::delete(
@@ -692,6 +722,24 @@ impl MessageStore for DbMessageStore {
             db.check_owner(c, &message.session_id.to_string())?;
             let event = store_inbound(c, boxed, &message)?;
             Ok((event.is_some(), event.into_iter().collect()))
+        })
+    }
+
+    fn record_inbound(&self, batch: Vec<InboundMsg>) -> StoreFuture<()> {
+        let db = self.db.clone();
+        self.write(move |c, boxed| {
+            let mut events = Vec::new();
+            for msg in &batch {
+                // A savepoint each: one that fails leaves the others.
+                match c.transaction(|c| record_one(c, &db, boxed, msg)) {
+                    Ok(e) => events.extend(e),
+                    Err(e) => log::warn!(
+                        "session {}: an inbound message or receipt was not stored: {e}",
+                        msg.session_id
+                    ),
+                }
+            }
+            Ok(((), events))
         })
     }
 

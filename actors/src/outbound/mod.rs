@@ -478,14 +478,23 @@ impl Actor for OutboundActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Inbound writes: one task, in arrival order (a read receipt never
-        // overtakes the delivery receipt before it).
+        // overtakes the delivery receipt before it), whatever is waiting
+        // written together: one commit and one disk sync for a burst of
+        // receipts instead of one each.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<InboundMsg>();
         self.inbound = Some(tx);
         let store = self.store.clone();
         ctx.spawn(
             async move {
-                while let Some(msg) = rx.recv().await {
-                    record_inbound(&*store, msg).await;
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < INBOUND_BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    record_inbound(&*store, batch).await;
                 }
             }
             .into_actor(self),
@@ -501,46 +510,26 @@ impl Actor for OutboundActor {
     }
 }
 
-/// Write one inbound message or receipt; a failed write is tried again a few
-/// times (the client will not send it again).
-async fn record_inbound(store: &dyn MessageStore, msg: InboundMsg) {
+/// Inbound messages and receipts written in one transaction at most.
+const INBOUND_BATCH: usize = 256;
+
+/// Write what arrived (everything waiting, up to `INBOUND_BATCH`) in one
+/// transaction; a failed write is tried again a few times (the client will
+/// not send it again).
+async fn record_inbound(store: &dyn MessageStore, batch: Vec<InboundMsg>) {
     for attempt in 0..5u64 {
-        match record_inbound_once(store, msg.clone()).await {
+        match store.record_inbound(batch.clone()).await {
             Ok(()) => return,
             Err(err) => {
                 log::error!(
-                    "session {}: storing an inbound message or receipt failed (attempt {}): {err}",
-                    msg.session_id,
+                    "storing {} inbound messages or receipts failed (attempt {}): {err}",
+                    batch.len(),
                     attempt + 1
                 );
                 tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
             }
         }
     }
-}
-
-async fn record_inbound_once(
-    store: &dyn MessageStore,
-    msg: InboundMsg,
-) -> Result<(), crate::ports::StoreError> {
-    let res = match msg.event {
-        InboundEvent::Message(m) => store.store_inbound(m).await.map(|_| ()),
-        // Answered by the actor; nothing to store.
-        InboundEvent::Call(_) => Ok(()),
-        InboundEvent::Receipt { ids, status, at } => store
-            .receipt(
-                msg.session_id,
-                ids,
-                StatusUpdate {
-                    status,
-                    error: None,
-                    at,
-                },
-            )
-            .await
-            .map(|_| ()),
-    };
-    res
 }
 
 impl Handler<InboundMsg> for OutboundActor {

@@ -50,6 +50,12 @@ pub trait MessageStore: Send + Sync + 'static {
     /// its `message.received` / `message.sent` event. False when it was
     /// stored before (a redelivery).
     fn store_inbound(&self, message: MessageRecord) -> StoreFuture<bool>;
+    /// Inbound messages and receipts as they arrived, in one transaction:
+    /// each applied as `store_inbound` / `receipt` would, in order, in its
+    /// own savepoint (one that cannot apply, e.g. its session is gone, is
+    /// skipped and the rest stay). An error means none was stored; the
+    /// batch may be given again (both kinds are idempotent).
+    fn record_inbound(&self, batch: Vec<crate::ports::InboundMsg>) -> StoreFuture<()>;
     /// Delete messages older than `before`; how many went.
     fn prune_messages(&self, before: DateTime<Utc>) -> StoreFuture<u64>;
 }

@@ -499,7 +499,78 @@ async fn context_round_trips_sealed(t: TestDatabase) {
     assert!(!sealed[0].windows(needle.len()).any(|w| w == needle));
 }
 
+/// A burst of inbound messages and receipts is one transaction: each is
+/// applied as on its own (a repeated message once, receipts forward with
+/// their events), and one for a session that is gone is skipped without
+/// undoing the rest.
+async fn inbound_batches_apply_each_item_in_order(t: TestDatabase) {
+    use wasup_actors::ports::{InboundEvent, InboundMsg};
+    let f = fixture(&t, &["message.*"]).await;
+    let out = outbound(&f, "to be read", None, Utc::now().timestamp_millis());
+    f.msgs.accept(out.clone()).await.unwrap();
+    let m = inbound(&f, "3A00000000000000B1", "hello");
+    let at = Utc::now();
+    let receipt = |status| InboundMsg {
+        session_id: f.session.id,
+        event: InboundEvent::Receipt {
+            ids: vec![out.id.clone()],
+            status,
+            at,
+        },
+    };
+    let batch = vec![
+        InboundMsg {
+            session_id: f.session.id,
+            event: InboundEvent::Message(m.clone()),
+        },
+        InboundMsg {
+            session_id: Uuid::now_v7(),
+            event: InboundEvent::Message(m.clone()),
+        },
+        receipt(MessageStatus::Delivered),
+        InboundMsg {
+            session_id: f.session.id,
+            event: InboundEvent::Message(m.clone()),
+        },
+        receipt(MessageStatus::Read),
+    ];
+    f.msgs.record_inbound(batch.clone()).await.unwrap();
+    // Given again (a retry after an error): nothing changes.
+    f.msgs.record_inbound(batch).await.unwrap();
+    let got = f
+        .msgs
+        .get(f.session.id, out.id.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, MessageStatus::Read);
+    let names: Vec<&str> = events(&f).await.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "message.received",
+            "message.ack",
+            "message.ack",
+            "message.ack"
+        ],
+        "received once; sent, delivered, read in order"
+    );
+    let stored = f
+        .msgs
+        .list(
+            f.session.id,
+            MessageQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+}
+
 both_backends!(
+    inbound_batches_apply_each_item_in_order,
     context_round_trips_sealed,
     accept_replay_list_and_cancel,
     statuses_move_forward_with_their_events,
