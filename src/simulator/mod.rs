@@ -290,6 +290,24 @@ pub(crate) struct QueuedMsg {
     pub recipient: Option<String>,
 }
 
+impl QueuedMsg {
+    /// A plain text from `from` under a fresh id (like WA's "3EB0…").
+    fn text(from: &str, notify: String, text: &str) -> QueuedMsg {
+        QueuedMsg {
+            from: from.to_string(),
+            notify,
+            id: format!(
+                "3EB0{:016X}",
+                u64::from_le_bytes(phone::random_bytes::<8>())
+            ),
+            t: now_secs(),
+            text: text.to_string(),
+            quoted: None,
+            recipient: None,
+        }
+    }
+}
+
 /// A message a linked client sent (recorded, not decrypted).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SentMessage {
@@ -881,19 +899,11 @@ impl Simulator {
             st.save_account_logged(from_phone);
             (notify, to)
         };
-        let id = format!(
-            "3EB0{:016X}",
-            u64::from_le_bytes(phone::random_bytes::<8>())
-        );
         let msg = QueuedMsg {
-            from: from_phone.to_string(),
-            notify,
-            id: id.clone(),
-            t: now_secs(),
-            text: text.to_string(),
             quoted,
-            recipient: None,
+            ..QueuedMsg::text(from_phone, notify, text)
         };
+        let id = msg.id.clone();
         self.queue_for_devices(to_phone, devices, msg);
         Ok(id)
     }
@@ -920,19 +930,11 @@ impl Simulator {
                 account.rec.devices.keys().copied().collect::<Vec<u16>>(),
             )
         };
-        let id = format!(
-            "3EB0{:016X}",
-            u64::from_le_bytes(phone::random_bytes::<8>())
-        );
         let msg = QueuedMsg {
-            from: account_phone.to_string(),
-            notify,
-            id: id.clone(),
-            t: now_secs(),
-            text: text.to_string(),
-            quoted: None,
             recipient: Some(to_phone.to_string()),
+            ..QueuedMsg::text(account_phone, notify, text)
         };
+        let id = msg.id.clone();
         self.queue_for_devices(account_phone, devices, msg);
         Ok(id)
     }
