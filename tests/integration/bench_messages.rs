@@ -203,6 +203,12 @@ fn bench_messages() {
     }
     latencies.sort();
 
+    // ---- memory: RSS per linked session once each holds `stored` messages.
+    // Inbound messages fill the store (the embedded simulator keeps no copy
+    // of what phones send, so the process's growth is the gateway's).
+    let stored = size("WASUP_BENCH_MSG_STORED", 1000);
+    let memory = stored_messages_memory(&s, &ids, stored, per_session + inbound / sessions);
+
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let report = format!(
         "| sessions | messages | accepted/s (HTTP) | delivered/s (to phones) | delivered | repeated | inbound | webhook p50 | webhook p99 | unsigned |\n\
@@ -214,6 +220,7 @@ fn bench_messages() {
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
     );
+    let report = format!("{report}\n{memory}");
     println!("{report}");
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-messages.md");
     std::fs::write(&out, &report).unwrap();
@@ -222,4 +229,76 @@ fn bench_messages() {
     assert_eq!(duplicates, 0, "no phone got a message twice");
     assert_eq!(latencies.len(), inbound, "every inbound message was delivered");
     assert_eq!(unsigned, 0);
+}
+
+/// Phones write to every session until each holds `stored` messages (it
+/// holds `have` already); the gateway's RSS before and after, settled. The
+/// report's rows.
+fn stored_messages_memory(s: &Server, ids: &[String], stored: usize, have: usize) -> String {
+    let pid = s.pid().expect("the gateway runs");
+    let heap = || {
+        let (_, o) = s.call("GET", "/api/sessions/stats/overview", None);
+        o["memoryUsage"]["heapUsed"].as_u64().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(10));
+    let before = crate::bench_scale::rss_kib(pid);
+    let heap_before = heap();
+    let more = stored.saturating_sub(have);
+    let total = more * ids.len();
+    let next = Arc::new(AtomicUsize::new(0));
+    let last: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (next, last, ids) = (next.clone(), last.clone(), ids.to_vec());
+            let base = s.base.clone();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    let i = n % ids.len();
+                    let res: Value = http
+                        .post(format!("{base}/api/simulator/phones/1555500{i:04}/messages"))
+                        .header("X-API-Key", ADMIN_KEY)
+                        .json(&json!({"to": ids[i], "text": format!("stored {n}")}))
+                        .send()
+                        .expect("phone send")
+                        .json()
+                        .unwrap();
+                    if n + ids.len() >= total {
+                        let id = res["messageId"].as_str().unwrap().to_string();
+                        last.lock().unwrap().insert(i, id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Stored once every session's last message is.
+    let last = last.lock().unwrap().clone();
+    for (i, id) in &last {
+        poll(600, &format!("message {id} stored"), || {
+            let (status, m) = s.call("GET", &format!("/api/sessions/{}/messages/{id}", ids[*i]), None);
+            if status == 200 { Ok(m) } else { Err(format!("{status}")) }
+        });
+    }
+    let fill = started.elapsed();
+    std::thread::sleep(Duration::from_secs(10));
+    let after = crate::bench_scale::rss_kib(pid);
+    let heap_after = heap();
+    let per_session = after.saturating_sub(before) as f64 / ids.len() as f64;
+    format!(
+        "| sessions | stored per session | inbound stored/s | RSS before | RSS after | jemalloc heap in use (MiB) | RSS growth per session |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {have} → {stored} | {:.0} | {} | {} | {heap_before} → {heap_after} | **{per_session:.1} KiB** |\n",
+        ids.len(),
+        total as f64 / fill.as_secs_f64().max(0.001),
+        crate::bench_scale::mib(before),
+        crate::bench_scale::mib(after),
+    )
 }
