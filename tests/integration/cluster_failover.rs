@@ -299,7 +299,12 @@ fn sessions_spread_forward_fail_over_and_drain_across_nodes() {
 
 /// A metric's value as `s` reports it (0 when absent).
 fn metric(s: &Server, line_start: &str) -> f64 {
-    let text = s.req("GET", "/metrics", None).send().unwrap().text().unwrap();
+    // A pooled connection opened before a pause can be closed by the node's
+    // keep-alive timer the moment it resumes (IncompleteMessage): ask again,
+    // which takes a new connection.
+    let text = (0..3)
+        .find_map(|_| s.req("GET", "/metrics", None).send().ok()?.text().ok())
+        .expect("GET /metrics answered");
     text.lines()
         .find_map(|l| l.strip_prefix(line_start))
         .and_then(|v| v.trim().parse().ok())
