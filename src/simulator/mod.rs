@@ -290,6 +290,12 @@ pub(crate) struct QueuedMsg {
     pub recipient: Option<String>,
 }
 
+/// The device numbers linked to `phone`'s account.
+fn account_devices(st: &State, phone: &str) -> Result<Vec<u16>, SimError> {
+    let account = st.accounts.get(phone).ok_or(SimError::NoSuchPhone)?;
+    Ok(account.rec.devices.keys().copied().collect())
+}
+
 impl QueuedMsg {
     /// A plain text from `from` under a fresh id (like WA's "3EB0…").
     fn text(from: &str, notify: String, text: &str) -> QueuedMsg {
@@ -878,15 +884,7 @@ impl Simulator {
         });
         let (notify, devices) = {
             let mut st = self.inner.state.lock();
-            let to: Vec<u16> = st
-                .accounts
-                .get(to_phone)
-                .ok_or(SimError::NoSuchPhone)?
-                .rec
-                .devices
-                .keys()
-                .copied()
-                .collect();
+            let to = account_devices(&st, to_phone)?;
             let from = st
                 .accounts
                 .entry(from_phone.to_string())
@@ -921,14 +919,8 @@ impl Simulator {
         valid_phone(to_phone)?;
         let (notify, devices) = {
             let st = self.inner.state.lock();
-            let account = st
-                .accounts
-                .get(account_phone)
-                .ok_or(SimError::NoSuchPhone)?;
-            (
-                account.rec.push_name.clone(),
-                account.rec.devices.keys().copied().collect::<Vec<u16>>(),
-            )
+            let devices = account_devices(&st, account_phone)?;
+            (st.accounts[account_phone].rec.push_name.clone(), devices)
         };
         let msg = QueuedMsg {
             recipient: Some(to_phone.to_string()),
@@ -986,17 +978,7 @@ impl Simulator {
     /// the call id; `calls` tells whether a device declined it.
     pub fn call(&self, from_phone: &str, to_phone: &str) -> Result<String, SimError> {
         valid_phone(from_phone)?;
-        let devices: Vec<u16> = {
-            let st = self.inner.state.lock();
-            st.accounts
-                .get(to_phone)
-                .ok_or(SimError::NoSuchPhone)?
-                .rec
-                .devices
-                .keys()
-                .copied()
-                .collect()
-        };
+        let devices = account_devices(&self.inner.state.lock(), to_phone)?;
         let call_id = format!("{:032X}", u128::from_le_bytes(phone::random_bytes::<16>()));
         let caller = format!("{from_phone}@s.whatsapp.net");
         let offer = NodeBuilder::new("call")
