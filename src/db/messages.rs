@@ -238,8 +238,8 @@ fn message_data(m: &MessageRecord, sealed_body: Vec<u8>, me: Option<&str>) -> Me
             .flatten(),
         push_name: m.push_name.clone(),
         body: String::new(),
-        mentioned_ids: m.context.mentions.iter().map(|j| openwa_id(j)).collect(),
-        quoted_message_id: m.context.quoted.as_ref().map(|q| q.id.clone()),
+        mentioned_ids: m.context.mentioned_ids(),
+        quoted_message_id: m.context.quoted_id(),
     }
 }
 
@@ -256,6 +256,16 @@ fn lock_session(conn: &mut DbConn, session_id: SessionId) -> Result<bool, DbErro
         .set(sessions::message_events.eq(sessions::message_events))
         .execute(conn)?;
     Ok(n > 0)
+}
+
+/// `lock_session`, then (cluster mode) the check that this node owns the
+/// session: only its owner moves its messages on. False when it is gone.
+fn lock_owned_session(conn: &mut DbConn, db: &Db, session_id: SessionId) -> Result<bool, DbError> {
+    if !lock_session(conn, session_id)? {
+        return Ok(false);
+    }
+    db.check_owner(conn, &session_id.to_string())?;
+    Ok(true)
 }
 
 fn load(conn: &mut DbConn, session_id: &str, id: &str) -> Result<Option<MessageRow>, DbError> {
@@ -515,10 +525,9 @@ fn record_one(
     boxed: &SecretBox,
     msg: &InboundMsg,
 ) -> Result<Vec<SessionEvent>, DbError> {
-    if !lock_session(conn, msg.session_id)? {
+    if !lock_owned_session(conn, db, msg.session_id)? {
         return Ok(Vec::new());
     }
-    db.check_owner(conn, &msg.session_id.to_string())?;
     match &msg.event {
         InboundEvent::Message(m) => Ok(store_inbound(conn, boxed, m)?.into_iter().collect()),
         InboundEvent::Receipt { ids, status, at } => {
@@ -527,14 +536,27 @@ fn record_one(
                 error: None,
                 at: *at,
             };
-            let mut events = Vec::new();
-            for id in ids {
-                events.extend(set_status(conn, msg.session_id, id, &update)?);
-            }
-            Ok(events)
+            Ok(receipt(conn, msg.session_id, ids, &update)?.1)
         }
         InboundEvent::Call(_) => Ok(Vec::new()),
     }
+}
+
+/// A receipt for several messages: how many moved, and their events.
+fn receipt(
+    conn: &mut DbConn,
+    session_id: SessionId,
+    ids: &[String],
+    update: &StatusUpdate,
+) -> Result<(usize, Vec<SessionEvent>), DbError> {
+    let mut changed = 0;
+    let mut events = Vec::new();
+    for id in ids {
+        let e = set_status(conn, session_id, id, update)?;
+        changed += usize::from(!e.is_empty());
+        events.extend(e);
+    }
+    Ok((changed, events))
 }
 
 /// Messages older than `before`, except those still waiting to be sent.
@@ -680,11 +702,9 @@ impl MessageStore for DbMessageStore {
     ) -> StoreFuture<bool> {
         let db = self.db.clone();
         self.write(move |c, _| {
-            if !lock_session(c, session_id)? {
+            if !lock_owned_session(c, &db, session_id)? {
                 return Ok((false, Vec::new()));
             }
-            // Cluster mode: only the session's owner moves its messages on.
-            db.check_owner(c, &session_id.to_string())?;
             let events = set_status(c, session_id, &id, &update)?;
             Ok((!events.is_empty(), events))
         })
@@ -698,28 +718,19 @@ impl MessageStore for DbMessageStore {
     ) -> StoreFuture<usize> {
         let db = self.db.clone();
         self.write(move |c, _| {
-            if !lock_session(c, session_id)? {
+            if !lock_owned_session(c, &db, session_id)? {
                 return Ok((0, Vec::new()));
             }
-            db.check_owner(c, &session_id.to_string())?;
-            let mut changed = 0;
-            let mut events = Vec::new();
-            for id in &ids {
-                let e = set_status(c, session_id, id, &update)?;
-                changed += usize::from(!e.is_empty());
-                events.extend(e);
-            }
-            Ok((changed, events))
+            receipt(c, session_id, &ids, &update)
         })
     }
 
     fn store_inbound(&self, message: MessageRecord) -> StoreFuture<bool> {
         let db = self.db.clone();
         self.write(move |c, boxed| {
-            if !lock_session(c, message.session_id)? {
+            if !lock_owned_session(c, &db, message.session_id)? {
                 return Ok((false, Vec::new()));
             }
-            db.check_owner(c, &message.session_id.to_string())?;
             let event = store_inbound(c, boxed, &message)?;
             Ok((event.is_some(), event.into_iter().collect()))
         })
