@@ -486,15 +486,9 @@ impl Actor for OutboundActor {
         let store = self.store.clone();
         ctx.spawn(
             async move {
-                while let Some(first) = rx.recv().await {
-                    let mut batch = vec![first];
-                    while batch.len() < INBOUND_BATCH {
-                        match rx.try_recv() {
-                            Ok(msg) => batch.push(msg),
-                            Err(_) => break,
-                        }
-                    }
-                    record_inbound(&*store, batch).await;
+                let mut batch = Vec::with_capacity(INBOUND_BATCH);
+                while rx.recv_many(&mut batch, INBOUND_BATCH).await > 0 {
+                    record_inbound(&*store, std::mem::take(&mut batch)).await;
                 }
             }
             .into_actor(self),

@@ -47,15 +47,10 @@ async fn write_groups(
     secrets: Arc<SecretBox>,
     mut waiting: mpsc::UnboundedReceiver<(MessageRecord, Reply)>,
 ) {
-    while let Some(first) = waiting.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match waiting.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let (messages, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    // Waits for one, then takes whatever else is waiting.
+    while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let (messages, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
         let boxed = secrets.clone();
         let written = db
             .transaction(move |c| {
