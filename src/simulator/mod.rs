@@ -873,12 +873,14 @@ impl Simulator {
     ) -> Result<String, SimError> {
         valid_phone(from_phone)?;
         let quoted = quoted_id.map(|q| {
-            let received = self
-                .phone_messages(from_phone)
-                .into_iter()
-                .find(|m| m.id == q);
+            // Looked up in place: the phone's whole inbox is not copied.
+            let inbox = self.inner.inbox.lock();
+            let received = inbox
+                .messages
+                .get(from_phone)
+                .and_then(|list| list.iter().find(|m| m.id == q));
             match received {
-                Some(m) => (q.to_string(), m.from, m.text),
+                Some(m) => (q.to_string(), m.from.clone(), m.text.clone()),
                 None => (q.to_string(), from_phone.to_string(), String::new()),
             }
         });

@@ -115,6 +115,16 @@ impl MessageContext {
     pub fn is_empty(&self) -> bool {
         self.mentions.is_empty() && self.quoted.is_none()
     }
+
+    /// The mentions as OpenWA shows them (`mentionedIds`).
+    pub fn mentioned_ids(&self) -> Vec<String> {
+        self.mentions.iter().map(|j| openwa_id(j)).collect()
+    }
+
+    /// The quoted message's id (`quotedMessageId`).
+    pub fn quoted_id(&self) -> Option<String> {
+        self.quoted.as_ref().map(|q| q.id.clone())
+    }
 }
 
 /// The message a text replies to, as much of it as the reply carries: the
