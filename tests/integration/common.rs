@@ -181,6 +181,19 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                if status.code().is_none() {
+                    // Ended by a signal (a crash on the way out): say which,
+                    // with the log's end, since the caller only sees `None`.
+                    use std::os::unix::process::ExitStatusExt;
+                    let log = self.log();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    eprintln!(
+                        "wasup ended by signal {:?} (core dumped: {}) after SIGTERM; log tail:\n{}",
+                        status.signal(),
+                        status.core_dumped(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
                 return status.code();
             }
             if Instant::now() > deadline {
