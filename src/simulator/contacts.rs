@@ -53,25 +53,25 @@ impl Contact {
         })
     }
 
-    /// Encrypts a message of this phone to a companion device (`pkmsg`).
-    /// The session is kept here, where the companion's replies on it are
-    /// decrypted: a fresh store per message would leave the phone unable to
-    /// read a companion that answers a phone-initiated session.
+    /// Encrypts a message of this phone to a companion device: `pkmsg` on a
+    /// new session (taking a one-time prekey then), `msg` on one the
+    /// companion has answered. The session is kept here, where the
+    /// companion's replies on it are decrypted.
     pub async fn encrypt(
         &self,
         phone: &str,
         companion_device: u16,
         bundle: &UploadedBundle,
-        pre_key: Option<(u32, [u8; 32])>,
+        take_pre_key: impl FnOnce() -> Option<(u32, [u8; 32])>,
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, phone::EncryptError> {
+    ) -> Result<(&'static str, Vec<u8>), phone::EncryptError> {
         let mut guard = self.store.lock().await;
         phone::encrypt_in(
             &mut guard,
             phone,
             companion_device,
             bundle,
-            pre_key,
+            take_pre_key,
             plaintext,
         )
         .await

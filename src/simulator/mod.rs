@@ -975,6 +975,13 @@ impl Simulator {
             .unwrap_or(0)
     }
 
+    /// One-time prekeys the device of `phone` has uploaded and no phone has
+    /// spent yet (a new Signal session spends one).
+    pub fn pre_keys_left(&self, phone: &str, device: u16) -> Option<usize> {
+        let bundles = self.inner.bundles.lock();
+        Some(bundles.get(&(phone.to_string(), device))?.pre_keys.len())
+    }
+
     /// `from_phone` calls `to_phone`: every connected device of it gets a
     /// call offer (audio, no media: nobody can pick it up here). Returns
     /// the call id; `calls` tells whether a device declined it.

@@ -348,46 +348,73 @@ pub(crate) async fn encrypt_from_phone(
     device.core.identity_key = account.clone();
     let device = Arc::new(async_lock::RwLock::new(device));
     let mut st = SignalProtocolStoreAdapter::new(device, Arc::new(SignalStoreCache::new()));
-    encrypt_in(&mut st, phone, companion_device, bundle, pre_key, plaintext).await
+    let (_, ct) = encrypt_in(
+        &mut st,
+        phone,
+        companion_device,
+        bundle,
+        || pre_key,
+        plaintext,
+    )
+    .await?;
+    Ok(ct)
 }
 
-/// `encrypt_from_phone` in a given store: the new session stays in it, so
-/// the companion's answers on that session decrypt there
-/// (`contacts::Contact` passes its own).
+/// `encrypt_from_phone` in a given store, which keeps the session: the
+/// companion's answers on it decrypt there, and the next message to the same
+/// device goes out on it (`contacts::Contact` passes its own). A one-time
+/// prekey is taken only when a new session starts, as a phone does: a
+/// `pkmsg` per message would make the companion archive a Signal state and
+/// spend a prekey for every one. Returns the `<enc>` type and the ciphertext.
 pub(crate) async fn encrypt_in(
     st: &mut whatsapp_rust::store::signal_adapter::SignalProtocolStoreAdapter,
     phone: &str,
     companion_device: u16,
     bundle: &UploadedBundle,
-    pre_key: Option<(u32, [u8; 32])>,
+    take_pre_key: impl FnOnce() -> Option<(u32, [u8; 32])>,
     plaintext: &[u8],
-) -> Result<Vec<u8>, EncryptError> {
+) -> Result<(&'static str, Vec<u8>), EncryptError> {
+    use wacore::libsignal::protocol::{CiphertextMessageType, SessionStore as _};
+
     let pk = |b: &[u8; 32]| PublicKey::from_djb_public_key_bytes(b).map_err(EncryptError::Key);
-    let pre_key = match pre_key {
-        Some((id, key)) => Some((PreKeyId::from(id), pk(&key)?)),
-        None => None,
-    };
-    let prekey_bundle = PreKeyBundle::new(
-        bundle.registration_id,
-        DeviceId::new(companion_device as u32),
-        pre_key,
-        SignedPreKeyId::from(bundle.signed_pre_key_id),
-        pk(&bundle.signed_pre_key)?,
-        bundle.signed_pre_key_sig.clone(),
-        IdentityKey::new(pk(&bundle.identity)?),
-    )
-    .map_err(EncryptError::Bundle)?;
+    let identity = IdentityKey::new(pk(&bundle.identity)?);
     let addr = Jid::pn_device(phone.to_string(), companion_device).to_protocol_address();
-    process_prekey_bundle(
-        &addr,
-        &mut st.session_store,
-        &mut st.identity_store,
-        &prekey_bundle,
-        &mut rng(),
-        UsePQRatchet::No,
-    )
-    .await
-    .map_err(EncryptError::Session)?;
+    // A session with this very device (a re-linked device has a new
+    // identity, and the old session would be one it cannot read).
+    let current = st
+        .session_store
+        .load_session(&addr)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.session_state()?.remote_identity_key().ok().flatten())
+        .is_some_and(|k| k == identity);
+    if !current {
+        let pre_key = match take_pre_key() {
+            Some((id, key)) => Some((PreKeyId::from(id), pk(&key)?)),
+            None => None,
+        };
+        let prekey_bundle = PreKeyBundle::new(
+            bundle.registration_id,
+            DeviceId::new(companion_device as u32),
+            pre_key,
+            SignedPreKeyId::from(bundle.signed_pre_key_id),
+            pk(&bundle.signed_pre_key)?,
+            bundle.signed_pre_key_sig.clone(),
+            identity,
+        )
+        .map_err(EncryptError::Bundle)?;
+        process_prekey_bundle(
+            &addr,
+            &mut st.session_store,
+            &mut st.identity_store,
+            &prekey_bundle,
+            &mut rng(),
+            UsePQRatchet::No,
+        )
+        .await
+        .map_err(EncryptError::Session)?;
+    }
     let padded = wacore::messages::MessageUtils::pad_message_v2(plaintext.to_vec());
     let ct = message_encrypt(
         &padded,
@@ -397,7 +424,12 @@ pub(crate) async fn encrypt_in(
     )
     .await
     .map_err(EncryptError::Encrypt)?;
-    Ok(ct.serialize().to_vec())
+    // `pkmsg` until the companion has answered on the session, then `msg`.
+    let kind = match ct.message_type() {
+        CiphertextMessageType::PreKey => "pkmsg",
+        _ => "msg",
+    };
+    Ok((kind, ct.serialize().to_vec()))
 }
 
 /// The phone's `APP_STATE_SYNC_KEY_SHARE` message for a freshly linked

@@ -59,6 +59,33 @@ async fn inbound_text_live_and_after_an_outage() {
     c.shutdown().await;
 }
 
+/// A phone keeps writing on the Signal session its first message started,
+/// as a real one does: later messages spend no one-time prekey (and the
+/// client archives no session state per message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_writes_every_message_on_one_session() {
+    init_log();
+    let sim = Simulator::new();
+    let me = "15551280004";
+    let friend = "15551289996";
+    let (mut c, d) = linked_client(&sim, me, "Jo").await;
+
+    sim.send_text(friend, me, "first").unwrap();
+    assert_eq!(c.wait_for(20, texts).await[0].1, "first");
+    let left = sim.pre_keys_left(me, d.device).expect("a bundle");
+    let mut got = Vec::new();
+    for n in 0..5 {
+        sim.send_text(friend, me, &format!("again {n}")).unwrap();
+    }
+    while got.len() < 5 {
+        got.extend(c.wait_for(20, texts).await.into_iter().map(|(_, t)| t));
+    }
+    let want: Vec<String> = (0..5).map(|n| format!("again {n}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(sim.pre_keys_left(me, d.device), Some(left), "no prekey spent");
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_text_is_acked_and_recorded() {
     init_log();

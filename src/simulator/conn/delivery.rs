@@ -44,7 +44,14 @@ impl Conn {
             Ok(ct) => {
                 let id = format!("SIM{:016X}", u64::from_le_bytes(random_bytes::<8>()));
                 let t = now_secs().to_string();
-                self.send(&pkmsg(&key.0, id, t, ("category", "peer".into()), ct));
+                let enc = ("pkmsg", ct);
+                self.send(&text_message(
+                    &key.0,
+                    id,
+                    t,
+                    ("category", "peer".into()),
+                    enc,
+                ));
             }
             Err(e) => log::warn!("simulator: app-state key share failed: {e}"),
         }
@@ -79,14 +86,8 @@ impl Conn {
         let Some(key) = self.login.clone() else {
             return false;
         };
-        let taken = {
-            let mut b = self.inner.bundles.lock();
-            b.get_mut(&key).map(|b| {
-                let pk = (!b.pre_keys.is_empty()).then(|| b.pre_keys.remove(0));
-                (b.clone(), pk)
-            })
-        };
-        let Some((bundle, pre_key)) = taken else {
+        let bundle = self.inner.bundles.lock().get(&key).cloned();
+        let Some(bundle) = bundle else {
             self.inner.offline.lock().entry(key).or_default().push(m);
             return false;
         };
@@ -111,13 +112,19 @@ impl Conn {
             },
         }
         .encode_to_vec();
+        // A new session spends one of the device's one-time prekeys.
+        let take_pre_key = || {
+            let mut b = self.inner.bundles.lock();
+            let keys = &mut b.get_mut(&key)?.pre_keys;
+            (!keys.is_empty()).then(|| keys.remove(0))
+        };
         match sender
-            .encrypt(&key.0, key.1, &bundle, pre_key, &plain)
+            .encrypt(&key.0, key.1, &bundle, take_pre_key, &plain)
             .await
         {
-            Ok(ct) => {
+            Ok((kind, ct)) => {
                 let t = m.t.to_string();
-                let mut node = pkmsg(&m.from, m.id, t, ("notify", m.notify), ct);
+                let mut node = text_message(&m.from, m.id, t, ("notify", m.notify), (kind, ct));
                 if let Some(to) = &m.recipient {
                     node.attrs
                         .insert("recipient", format!("{to}@s.whatsapp.net"));
@@ -165,14 +172,15 @@ fn phone_text(m: &QueuedMsg) -> wa::Message {
     }
 }
 
-/// A text message from a virtual phone as the server relays it: one
-/// `pkmsg`, with the one attribute its kind adds (`notify` or `category`).
-fn pkmsg(
+/// A text message from a virtual phone as the server relays it: one `<enc>`
+/// (`pkmsg` or `msg`), with the one attribute its kind adds (`notify` or
+/// `category`).
+fn text_message(
     from_phone: &str,
     id: String,
     t: String,
     extra: (&'static str, String),
-    ct: Vec<u8>,
+    (enc_type, ct): (&'static str, Vec<u8>),
 ) -> Node {
     NodeBuilder::new("message")
         .attr("from", format!("{from_phone}@s.whatsapp.net"))
@@ -182,7 +190,7 @@ fn pkmsg(
         .attr(extra.0, extra.1)
         .children([NodeBuilder::new("enc")
             .attr("v", "2")
-            .attr("type", "pkmsg")
+            .attr("type", enc_type)
             .bytes(ct)
             .build()])
         .build()
