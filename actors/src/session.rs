@@ -97,6 +97,12 @@ pub struct SessionActor {
     saved_record: SessionRecord,
     /// Events not yet accepted by the store (kept for the next save).
     unsaved: Vec<SessionEvent>,
+    /// Saves handed to the store and not yet answered. A save sends every
+    /// unsaved event, so a second one started before the first is answered
+    /// would write the same seqs again.
+    saves_in_flight: u32,
+    /// `MaybeEnd` came while a save was in flight: it runs again after.
+    end_deferred: bool,
     engine: Option<RunningEngine>,
     restore_slot: bool,
     /// What the next engine start is for (metrics only).
@@ -171,6 +177,8 @@ impl SessionActor {
             record: view.record.clone(),
             saved_record: view.record.clone(),
             unsaved: Vec::new(),
+            saves_in_flight: 0,
+            end_deferred: false,
             engine: None,
             restore_slot: false,
             start_cause: StartCause::Start,
@@ -212,6 +220,14 @@ impl SessionActor {
             incarnation: self.incarnation,
             report,
         });
+    }
+
+    /// A save was answered; a `MaybeEnd` that waited for it runs now.
+    fn save_answered(&mut self, ctx: &mut Context<Self>) {
+        self.saves_in_flight -= 1;
+        if self.saves_in_flight == 0 && std::mem::take(&mut self.end_deferred) {
+            ctx.notify(MaybeEnd);
+        }
     }
 
     fn free_restore_slot(&mut self) {
@@ -290,8 +306,10 @@ impl SessionActor {
         // A panic of the store is not caught here: it kills this actor and the
         // supervisor recovers the session.
         let save = self.deps.store.save_session(record.clone(), events);
+        self.saves_in_flight += 1;
         save.into_actor(self)
-            .map(move |res, act, _| {
+            .map(move |res, act, ctx| {
+                act.save_answered(ctx);
                 let saved = match res {
                     Ok(()) => {
                         act.unsaved.drain(..count);
@@ -698,23 +716,27 @@ impl SessionActor {
         record.updated_at = Utc::now();
         let events = self.unsaved.clone();
         let count = events.len();
+        self.saves_in_flight += 1;
         self.deps
             .store
             .save_session(record.clone(), events)
             .into_actor(self)
-            .map(move |res, act, _| match res {
-                Ok(()) => {
-                    act.unsaved.drain(..count);
-                    act.policy = act.deps.options.policy(&record.config);
-                    act.record = record.clone();
-                    act.saved_record = record;
-                    act.publish();
-                    Ok(act.view())
-                }
-                Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
-                Err(err) => {
-                    log::error!("session {}: saving its settings failed: {err}", act.id);
-                    Err(unavailable())
+            .map(move |res, act, ctx| {
+                act.save_answered(ctx);
+                match res {
+                    Ok(()) => {
+                        act.unsaved.drain(..count);
+                        act.policy = act.deps.options.policy(&record.config);
+                        act.record = record.clone();
+                        act.saved_record = record;
+                        act.publish();
+                        Ok(act.view())
+                    }
+                    Err(StoreError::NotFound) => Err(WebError::unknown_session(&act.record.name)),
+                    Err(err) => {
+                        log::error!("session {}: saving its settings failed: {err}", act.id);
+                        Err(unavailable())
+                    }
                 }
             })
             .boxed_local()
@@ -806,6 +828,14 @@ impl Handler<MaybeEnd> for SessionActor {
     /// No engine runs and nothing is in progress: the session needs no actor.
     fn handle(&mut self, _: MaybeEnd, ctx: &mut Context<Self>) {
         if self.engine.is_some() || self.ended {
+            return;
+        }
+        if self.saves_in_flight > 0 {
+            // A MaybeEnd queued earlier (by the request that started the
+            // engine) can run after the engine failed, while the save of that
+            // failure is in flight: flushing its events now would write them
+            // twice (a seq conflict). Decide once the save is answered.
+            self.end_deferred = true;
             return;
         }
         if !self.unsaved.is_empty() && !self.deleted && !self.fenced {

@@ -29,6 +29,9 @@ pub struct FakeStore {
     pub down: AtomicBool,
     /// Panic (once) when saving this session with this status.
     pub panic_on: Mutex<Option<(SessionId, SessionStatus)>>,
+    /// Answer each save this many ms after applying it (a database that
+    /// committed but has not answered yet).
+    pub save_answer_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FakeStore {
@@ -109,6 +112,13 @@ impl Store for FakeStore {
             self.saves.lock().push((record, events));
             Ok(())
         });
+        let delay = self.save_answer_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            return Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                res
+            });
+        }
         ready(res)
     }
 
@@ -195,6 +205,9 @@ pub struct EngineInner {
     /// Engines started and not yet past their first event.
     pub connecting: AtomicUsize,
     pub max_connecting: AtomicUsize,
+    /// `start` answers this many ms late (its events may come first, as
+    /// from a real engine that fails while it is being set up).
+    pub start_answer_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -320,7 +333,11 @@ impl Engine for FakeEngine {
                         }
                     }
                 });
-                Box::pin(async move { Ok(Box::new(handle) as Box<dyn EngineHandle>) })
+                let delay = inner.start_answer_delay_ms.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    Ok(Box::new(handle) as Box<dyn EngineHandle>)
+                })
             }
         }
     }

@@ -690,6 +690,42 @@ async fn a_failed_engine_start_is_a_connect_failure() {
     assert_eq!(engine.starts_of(id), 3);
 }
 
+/// An engine that fails while it is being started, with a store slow to
+/// answer: the end check (`MaybeEnd`) the start request queued runs while
+/// the save of the failure is in flight, and must not save the same events
+/// again (on a database, a seq conflict and a failed save; seen when
+/// WhatsApp went away under 100 linked sessions).
+#[actix::test]
+async fn no_event_is_saved_twice_while_a_save_is_in_flight() {
+    let (h, id) = boot_one(
+        record("slow-db", 1, 2),
+        (0..3)
+            .map(|_| {
+                Script::Events(vec![(
+                    ms(0),
+                    EngineEvent::ConnectFailed {
+                        reason: "failed to open transport".into(),
+                    },
+                )])
+            })
+            .collect(),
+        fast_options(),
+    )
+    .await;
+    h.store.save_answer_delay_ms.store(30, Ordering::SeqCst);
+    h.engine.0.start_answer_delay_ms.store(20, Ordering::SeqCst);
+    h.command(id, Cmd::Start).await.unwrap();
+    h.wait_status(id, SessionStatus::Failed).await;
+    tokio::time::sleep(ms(100)).await;
+    let seqs: Vec<u64> = h.store.events(id).iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "each event saved once, in order"
+    );
+    assert_eq!(h.stats().await.actors, 0, "the actor still ends");
+}
+
 #[actix::test]
 async fn events_the_store_refused_go_out_with_the_next_save() {
     let (h, id) = boot_one(
