@@ -49,7 +49,9 @@ pub struct ClusterInfo {
     pub node_id: String,
     pub node: Option<ClusterNode>,
     pub registry: Arc<SessionRegistry>,
-    http: reqwest::Client,
+    /// Built at the first forward: its TLS setup initialises OpenSSL (about
+    /// 4 MiB of resident code and objects), which a single node never needs.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl ClusterInfo {
@@ -58,17 +60,26 @@ impl ClusterInfo {
         node: Option<ClusterNode>,
         registry: Arc<SessionRegistry>,
     ) -> ClusterInfo {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client with default TLS");
         ClusterInfo {
             node_id,
             node,
             registry,
-            http,
+            http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The forwarding client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, &str> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("the forwarding HTTP client could not be set up: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 }
 
@@ -286,8 +297,14 @@ async fn relay(
     } else {
         ANSWER_TIMEOUT
     };
-    let mut out = info
-        .http
+    let http = match info.http() {
+        Ok(http) => http,
+        Err(e) => {
+            log::warn!("cluster: forwarding to {url} failed: {e}");
+            return (req, Err(()));
+        }
+    };
+    let mut out = http
         .request(parts.method, format!("{url}{}", parts.path_and_query))
         .timeout(timeout)
         .header(HOP_HEADER, info.node_id.as_str())
