@@ -50,7 +50,7 @@ pub struct ClusterInfo {
     pub node: Option<ClusterNode>,
     pub registry: Arc<SessionRegistry>,
     /// Built at the first forward: its TLS setup initialises OpenSSL (about
-    /// 4 MiB of resident code and objects), which a single node never needs.
+    /// 5 MiB of an idle process's RSS), which a single node never needs.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
