@@ -188,7 +188,7 @@ impl Server {
                     let log = self.log();
                     let tail: Vec<&str> = log.lines().rev().take(30).collect();
                     eprintln!(
-                        "wasup ended by signal {:?} (core dumped: {}) after SIGTERM; log tail:\n{}",
+                        "wasup ended by signal {:?} (core dumped: {}); log tail:\n{}",
                         status.signal(),
                         status.core_dumped(),
                         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
