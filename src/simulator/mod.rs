@@ -374,6 +374,11 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Spends one of `key`'s uploaded one-time prekeys.
+    pub fn take_pre_key(&self, key: &DevKey) -> Option<(u32, [u8; 32])> {
+        self.bundles.lock().get_mut(key)?.take_pre_key()
+    }
+
     pub(crate) fn live_conns(&self, key: &DevKey) -> Vec<mpsc::UnboundedSender<ConnCmd>> {
         self.conns
             .lock()

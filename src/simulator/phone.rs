@@ -329,6 +329,14 @@ pub(crate) struct UploadedBundle {
     pub pre_keys: Vec<(u32, [u8; 32])>,
 }
 
+impl UploadedBundle {
+    /// Spends the oldest one-time prekey (a new Signal session takes one);
+    /// None when the device has none left.
+    pub fn take_pre_key(&mut self) -> Option<(u32, [u8; 32])> {
+        (!self.pre_keys.is_empty()).then(|| self.pre_keys.remove(0))
+    }
+}
+
 /// Encrypts `plaintext` (an encoded `wa::Message`) from the phone (device 0 of
 /// `phone`, identity = the account key) to a companion as a pkmsg. Returns the
 /// serialized `PreKeySignalMessage`.

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub struct FakeStore {
     pub panic_on: Mutex<Option<(SessionId, SessionStatus)>>,
     /// Answer each save this many ms after applying it (a database that
     /// committed but has not answered yet).
-    pub save_answer_delay_ms: std::sync::atomic::AtomicU64,
+    pub save_answer_delay_ms: AtomicU64,
 }
 
 impl FakeStore {
@@ -207,7 +207,7 @@ pub struct EngineInner {
     pub max_connecting: AtomicUsize,
     /// `start` answers this many ms late (its events may come first, as
     /// from a real engine that fails while it is being set up).
-    pub start_answer_delay_ms: std::sync::atomic::AtomicU64,
+    pub start_answer_delay_ms: AtomicU64,
 }
 
 #[derive(Clone, Default)]

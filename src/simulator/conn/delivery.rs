@@ -18,7 +18,7 @@ impl Conn {
         if !self.inner.key_share_due.lock().remove(&key) {
             return;
         }
-        let Some(mut bundle) = self.inner.bundles.lock().get(&key).cloned() else {
+        let Some(bundle) = self.inner.bundles.lock().get(&key).cloned() else {
             return;
         };
         let acct = {
@@ -31,27 +31,14 @@ impl Conn {
         let Some((account, raw_id, key_index)) = acct else {
             return;
         };
-        let pre_key = if bundle.pre_keys.is_empty() {
-            None
-        } else {
-            Some(bundle.pre_keys.remove(0))
-        };
-        if let Some(b) = self.inner.bundles.lock().get_mut(&key) {
-            b.pre_keys = bundle.pre_keys.clone();
-        }
+        let pre_key = self.inner.take_pre_key(&key);
         let plain = phone::app_state_key_share(raw_id, key_index);
         match phone::encrypt_from_phone(&account, &key.0, key.1, &bundle, pre_key, &plain).await {
             Ok(ct) => {
                 let id = format!("SIM{:016X}", u64::from_le_bytes(random_bytes::<8>()));
                 let t = now_secs().to_string();
-                let enc = ("pkmsg", ct);
-                self.send(&text_message(
-                    &key.0,
-                    id,
-                    t,
-                    ("category", "peer".into()),
-                    enc,
-                ));
+                let peer = ("category", "peer".into());
+                self.send(&text_message(&key.0, id, t, peer, ("pkmsg", ct)));
             }
             Err(e) => log::warn!("simulator: app-state key share failed: {e}"),
         }
@@ -113,13 +100,14 @@ impl Conn {
         }
         .encode_to_vec();
         // A new session spends one of the device's one-time prekeys.
-        let take_pre_key = || {
-            let mut b = self.inner.bundles.lock();
-            let keys = &mut b.get_mut(&key)?.pre_keys;
-            (!keys.is_empty()).then(|| keys.remove(0))
-        };
         match sender
-            .encrypt(&key.0, key.1, &bundle, take_pre_key, &plain)
+            .encrypt(
+                &key.0,
+                key.1,
+                &bundle,
+                || self.inner.take_pre_key(&key),
+                &plain,
+            )
             .await
         {
             Ok((kind, ct)) => {

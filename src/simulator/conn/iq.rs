@@ -203,7 +203,7 @@ impl Conn {
                 } else {
                     let mut all = self.inner.bundles.lock();
                     all.get_mut(&(p, dev)).map(|b| {
-                        let pk = (!b.pre_keys.is_empty()).then(|| b.pre_keys.remove(0));
+                        let pk = b.take_pre_key();
                         (b.clone(), pk)
                     })
                 }
