@@ -107,6 +107,7 @@ impl ManageConnection for ConnectionManager {
                 PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?,
             ),
             Backend::Sqlite => {
+                sqlite_plans::stable_plans_for_new_connections();
                 let mut conn =
                     SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; synchronous NORMAL
@@ -114,10 +115,14 @@ impl ManageConnection for ConnectionManager {
                 // no write before a shared sync covers it (`wal_sync`), so an
                 // acknowledged write survives power loss as with FULL; the
                 // busy timeout makes concurrent writers wait instead of
-                // failing; foreign keys make deletes cascade as on PostgreSQL.
+                // failing; foreign keys make deletes cascade as on PostgreSQL;
+                // statement journals (a savepoint's undo pages, one per
+                // accepted message in a group commit) stay in memory instead
+                // of a temp file written page by page.
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                     PRAGMA temp_store = MEMORY;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 DbConn::Sqlite(conn)
@@ -249,8 +254,13 @@ impl Db {
             let before = wal.as_ref().map(|_| total_changes(&mut conn));
             let result = work(&mut conn);
             WRITE_GATE.with(|g| g.borrow_mut().take());
-            if let (Some(wal), Some(before)) = (wal, before) {
-                if total_changes(&mut conn) != before {
+            let changed = before.is_some_and(|before| total_changes(&mut conn) != before);
+            // The connection goes back to the pool before the sync: the
+            // commit is in the WAL already, and a connection held through
+            // the sync would cap the commits one sync covers at the pool size.
+            drop(conn);
+            if let Some(wal) = wal {
+                if changed {
                     if let Err(e) = wal.wait_durable() {
                         log::error!("database: the WAL sync failed: {e}");
                         return Err(DbError::NotCommitted(format!(
@@ -275,16 +285,22 @@ impl Db {
     }
 }
 
+diesel::define_sql_function! {
+    /// SQLite's count of rows changed on this connection.
+    #[sql_name = "total_changes"]
+    fn sqlite_total_changes() -> diesel::sql_types::BigInt;
+}
+
 /// Rows changed on this SQLite connection since it opened (committed or
 /// not); a failed read counts as a change, so the write is synced anyway.
+/// Asked twice per `Db::run`, as a typed query so that diesel prepares it
+/// once per connection.
 fn total_changes(conn: &mut DbConn) -> i64 {
     use diesel::RunQueryDsl;
     match conn {
-        DbConn::Sqlite(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "total_changes()",
-        ))
-        .get_result::<i64>(c)
-        .unwrap_or(-1),
+        DbConn::Sqlite(c) => diesel::select(sqlite_total_changes())
+            .get_result::<i64>(c)
+            .unwrap_or(-1),
         DbConn::Postgres(_) => 0,
     }
 }
@@ -336,6 +352,8 @@ pub mod qr_log;
 pub mod records;
 /// The `table!`s of the records tables, shared by both backends.
 pub mod schema;
+/// SQLite plans a statement once, whatever values are bound.
+mod sqlite_plans;
 /// Fresh throw-away databases on both backends, for unit and integration
 /// tests (`TestDatabase::all`); unused by the gateway itself.
 pub mod testing;
