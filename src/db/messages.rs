@@ -581,8 +581,9 @@ pub struct DbMessageStore {
     outbox: Option<Arc<WorkSignal>>,
     /// Told the events of every commit, for the live event stream.
     hub: Option<Arc<EventHub>>,
-    /// Started by the first accept, on the runtime that runs it.
-    accepts: Arc<std::sync::OnceLock<GroupCommit>>,
+    /// Accepts and status moves, committed in groups; started by the first
+    /// of them, on the runtime that runs it.
+    groups: Arc<std::sync::OnceLock<GroupCommit>>,
 }
 
 impl DbMessageStore {
@@ -592,7 +593,7 @@ impl DbMessageStore {
             secrets,
             outbox: None,
             hub: None,
-            accepts: Arc::default(),
+            groups: Arc::default(),
         }
     }
 
@@ -631,31 +632,46 @@ impl DbMessageStore {
         let hub = self.hub.clone();
         Box::pin(async move {
             let boxed = secrets.clone();
-            let (value, mut events) = db.transaction(move |c| work(c, &boxed)).await?;
-            if !events.is_empty() {
-                if let Some(signal) = outbox {
-                    signal.notify();
-                }
-                if let Some(hub) = hub {
-                    for e in &mut events {
-                        open_event(e, &secrets);
-                    }
-                    hub.publish(&events);
-                }
-            }
+            let (value, events) = db.transaction(move |c| work(c, &boxed)).await?;
+            published(events, outbox.as_deref(), hub.as_deref(), &secrets);
             Ok(value)
         })
+    }
+
+    /// The group commit (`group_commit`), started on first use on the
+    /// runtime that uses it.
+    fn groups(&self) -> &GroupCommit {
+        self.groups
+            .get_or_init(|| GroupCommit::start(self.db.clone(), self.secrets.clone()))
+    }
+}
+
+/// After a commit that wrote events: wake the outbox and show the events
+/// (bodies opened) on the live stream.
+fn published(
+    mut events: Vec<SessionEvent>,
+    outbox: Option<&WorkSignal>,
+    hub: Option<&EventHub>,
+    secrets: &SecretBox,
+) {
+    if events.is_empty() {
+        return;
+    }
+    if let Some(signal) = outbox {
+        signal.notify();
+    }
+    if let Some(hub) = hub {
+        for e in &mut events {
+            open_event(e, secrets);
+        }
+        hub.publish(&events);
     }
 }
 
 impl MessageStore for DbMessageStore {
     fn accept(&self, message: MessageRecord) -> StoreFuture<Accepted> {
-        let accepts = self.accepts.clone();
-        let (db, secrets) = (self.db.clone(), self.secrets.clone());
-        Box::pin(async move {
-            let group = accepts.get_or_init(|| GroupCommit::start(db, secrets));
-            Ok(group.accept(message).await?)
-        })
+        let store = self.clone();
+        Box::pin(async move { Ok(store.groups().accept(message).await?) })
     }
 
     fn by_idempotency_key(
@@ -700,13 +716,17 @@ impl MessageStore for DbMessageStore {
         id: String,
         update: StatusUpdate,
     ) -> StoreFuture<bool> {
-        let db = self.db.clone();
-        self.write(move |c, _| {
-            if !lock_owned_session(c, &db, session_id)? {
-                return Ok((false, Vec::new()));
-            }
-            let events = set_status(c, session_id, &id, &update)?;
-            Ok((!events.is_empty(), events))
+        let store = self.clone();
+        Box::pin(async move {
+            let events = store.groups().set_status(session_id, id, update).await?;
+            let moved = !events.is_empty();
+            published(
+                events,
+                store.outbox.as_deref(),
+                store.hub.as_deref(),
+                &store.secrets,
+            );
+            Ok(moved)
         })
     }
 
