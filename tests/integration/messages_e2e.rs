@@ -669,6 +669,28 @@ fn pacing_spaces_the_phones_receive_times() {
     }
 }
 
+/// With rate windows on, a session whose queue ran empty keeps its send
+/// history; a message accepted afterwards still goes out at once (it was
+/// held back for an hour before).
+#[test]
+fn a_message_after_the_queue_ran_empty_goes_out_at_once() {
+    for db in backends() {
+        let s = Server::start(&db);
+        let config = json!({"sending": {"minDelayMs": 0, "maxDelayMs": 0, "typing": false,
+                                        "perMinute": 20, "perDay": 1000}});
+        let session = link(&s, "windows", "15552100041", config);
+        let friend = "15552100042";
+        send(&s, &session, friend, "first");
+        wait_inbox(&s, friend, 1);
+        // Let the lane find its queue empty (its turns run every 50 ms).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        send(&s, &session, friend, "second");
+        let got = wait_inbox(&s, friend, 2);
+        let texts: Vec<&str> = got.iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, vec!["first", "second"], "{}", db.label());
+    }
+}
+
 #[test]
 fn an_idempotency_key_replays_the_first_answer_and_sends_once() {
     for db in backends() {

@@ -329,6 +329,11 @@ impl Handler<CancelMessage> for OutboundActor {
                 msg.id
             ))));
         }
+        // Out of the lane's window first, so that it is never sent; the
+        // store then says whether it was still pending.
+        if let Some(lane) = self.lanes.get_mut(&session_id) {
+            lane.window.retain(|m| m.id != msg.id);
+        }
         let cancel = self.store.cancel(session_id, msg.id.clone());
         let id = msg.id;
         Box::pin(

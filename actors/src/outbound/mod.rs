@@ -5,7 +5,8 @@
 //! accepted once its row (`pending`, with the WhatsApp id wasup chose) is
 //! committed; the actor only holds, per session with pending messages, a
 //! small lane (when it may send next, the send times of the rate windows)
-//! and reads the queue head from the store one message at a time. A session
+//! and a window of the next [`WINDOW`] pending messages, read from the store
+//! together and read again once they are all done. A session
 //! sends in acceptance order, one message at a time, only while it is
 //! `ready`; a message not sent within `config.sending.queueTtlSeconds` ends
 //! `failed`. After a crash the pending rows are found again at start and
@@ -95,15 +96,28 @@ pub fn accepts_messages(view: &SessionView) -> Result<(), String> {
     Ok(())
 }
 
+/// Pending messages a lane reads from the store at once (and so holds at
+/// most): one read serves that many sends instead of one.
+const WINDOW: usize = 16;
+
 /// One session's place in the queue (only while it has pending messages).
 #[derive(Default)]
 struct Lane {
     busy: bool,
+    /// Nothing pending, kept only for its rate history: no turns until a
+    /// new message wakes it.
+    idle: bool,
+    /// A message was accepted since the current turn began (its read of the
+    /// queue may have missed it).
+    woken: bool,
+    /// The next pending messages, oldest first; the front is the head. A
+    /// message leaves it when it is sent, failed, expired or cancelled.
+    window: VecDeque<MessageRecord>,
     /// Not before this instant (pacing, rate windows, waits).
     next_at: Option<Instant>,
     /// When the last sends went, newest last, for the per-minute and per-day windows.
     recent: VecDeque<Instant>,
-    /// The message being sent now (a cancel of it is refused).
+    /// The head while a turn works on it (a cancel of it is refused).
     in_flight: Option<String>,
 }
 
@@ -111,6 +125,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Lane {
+    /// May a turn start now?
+    fn due(&self, now: Instant) -> bool {
+        !self.busy && !self.idle && self.next_at.is_none_or(|t| t <= now)
+    }
+
     /// When the rate windows allow the next send (None: now).
     fn rate_wait(&mut self, now: Instant, pacing: &Pacing) -> Option<Instant> {
         while self
@@ -184,7 +203,9 @@ impl OutboundActor {
 
     /// A session has (maybe) pending messages: open its lane.
     fn wake(&mut self, id: SessionId) {
-        self.lanes.entry(id).or_default();
+        let lane = self.lanes.entry(id).or_default();
+        lane.idle = false;
+        lane.woken = true;
     }
 
     /// Give every session with a pending message a lane.
@@ -206,10 +227,17 @@ impl OutboundActor {
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        // An idle lane closes once no rate window counts its sends any more.
+        self.lanes.retain(|_, l| {
+            !l.idle
+                || l.recent
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < DAY)
+        });
         let due: Vec<SessionId> = self
             .lanes
             .iter()
-            .filter(|(_, l)| !l.busy && l.next_at.is_none_or(|t| t <= now))
+            .filter(|(_, l)| l.due(now))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -227,7 +255,10 @@ impl OutboundActor {
             return;
         };
         lane.busy = true;
+        lane.woken = false;
         let rate_wait = lane.rate_wait(now, &pacing);
+        let window_head = lane.window.front().cloned();
+        lane.in_flight = window_head.as_ref().map(|h| h.id.clone());
         let store = self.store.clone();
         let ready = view.record.status == SessionStatus::Ready;
         let messenger = if ready {
@@ -238,8 +269,16 @@ impl OutboundActor {
         let status = view.record.status;
         let options = self.options.clone();
         let work = async move {
-            let Some(head) = store.pending(id, 1).await?.into_iter().next() else {
-                return Ok::<_, crate::ports::StoreError>((Turn::Empty, None));
+            // The head from the window, or a new window from the store.
+            let (head, fetched) = match window_head {
+                Some(head) => (head, Vec::new()),
+                None => {
+                    let fetched = store.pending(id, WINDOW).await?;
+                    match fetched.first() {
+                        Some(head) => (head.clone(), fetched),
+                        None => return Ok((Turn::Empty, None, Vec::new())),
+                    }
+                }
             };
             let age = Utc::now() - head.created_at;
             if age.num_seconds() >= pacing.queue_ttl_seconds as i64 {
@@ -254,37 +293,52 @@ impl OutboundActor {
                         StatusUpdate::now(MessageStatus::Failed, Some(error)),
                     )
                     .await?;
-                return Ok((Turn::Expired, None));
+                return Ok((Turn::Expired, None, fetched));
             }
             let Some(messenger) = messenger else {
-                return Ok((Turn::Wait(options.not_ready_wait), None));
+                return Ok((Turn::Wait(options.not_ready_wait), None, fetched));
             };
             if let Some(at) = rate_wait {
                 return Ok((
                     Turn::Wait(at.saturating_duration_since(Instant::now())),
                     None,
+                    fetched,
                 ));
             }
-            Ok((Turn::Wait(Duration::ZERO), Some((head, messenger))))
+            Ok::<_, crate::ports::StoreError>((
+                Turn::Wait(Duration::ZERO),
+                Some((head, messenger)),
+                fetched,
+            ))
         };
         work.into_actor(self)
-            .map(move |res, act, ctx| match res {
-                Ok((_, Some((head, messenger)))) => act.send(id, head, messenger, pacing, ctx),
-                Ok((turn, None)) => act.finish_turn(id, turn, pacing),
-                // Another node owns the session: its queue is that node's.
-                Err(crate::ports::StoreError::Fenced(_)) => {
-                    act.lanes.remove(&id);
+            .map(move |res, act, ctx| {
+                if let Ok((_, _, fetched)) = &res {
+                    if let (Some(lane), Some(head)) = (act.lanes.get_mut(&id), fetched.first()) {
+                        lane.in_flight = Some(head.id.clone());
+                        lane.window = fetched.iter().cloned().collect();
+                    }
                 }
-                Err(err) => {
-                    log::error!("session {id}: outbound queue: the store failed: {err}");
-                    act.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing);
+                match res {
+                    Ok((_, Some((head, messenger)), _)) => {
+                        act.send(id, head, messenger, pacing, ctx)
+                    }
+                    Ok((turn, None, _)) => act.finish_turn(id, turn, pacing, ctx),
+                    // Another node owns the session: its queue is that node's.
+                    Err(crate::ports::StoreError::Fenced(_)) => {
+                        act.lanes.remove(&id);
+                    }
+                    Err(err) => {
+                        log::error!("session {id}: outbound queue: the store failed: {err}");
+                        act.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing, ctx);
+                    }
                 }
             })
             .spawn(ctx);
     }
 
     /// Second half of a turn: the head is known and marked in flight (a
-    /// cancel of it is refused from now on).
+    /// cancel of it is refused).
     fn send(
         &mut self,
         id: SessionId,
@@ -293,33 +347,40 @@ impl OutboundActor {
         pacing: Pacing,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(lane) = self.lanes.get_mut(&id) {
-            lane.in_flight = Some(head.id.clone());
-        }
         let store = self.store.clone();
         let options = self.options.clone();
         send_head(store, id, head, messenger, pacing.typing, options)
             .into_actor(self)
-            .map(move |res, act, _| {
+            .map(move |res, act, ctx| {
                 let turn = res.unwrap_or_else(|err| {
                     log::error!("session {id}: outbound queue: the store failed: {err}");
                     Turn::Wait(Duration::from_secs(1))
                 });
-                act.finish_turn(id, turn, pacing);
+                act.finish_turn(id, turn, pacing, ctx);
             })
             .spawn(ctx);
     }
 
-    fn finish_turn(&mut self, id: SessionId, turn: Turn, pacing: Pacing) {
+    fn finish_turn(&mut self, id: SessionId, turn: Turn, pacing: Pacing, ctx: &mut Context<Self>) {
         let Some(lane) = self.lanes.get_mut(&id) else {
             return;
         };
         lane.busy = false;
-        lane.in_flight = None;
+        let head = lane.in_flight.take();
+        // The head is done with: the next one is the new head.
+        if matches!(turn, Turn::Sent | Turn::Failed | Turn::Expired)
+            && head.is_some()
+            && lane.window.front().map(|m| &m.id) == head.as_ref()
+        {
+            lane.window.pop_front();
+        }
         let now = Instant::now();
         match turn {
+            // A message came while the queue was read: read it again.
+            Turn::Empty if lane.woken => lane.next_at = None,
             Turn::Empty => {
-                // Keep the rate history while it still matters; else close.
+                // Keep the rate history while it still matters (idle until
+                // the next message; its pacing delay stays as it was); else close.
                 if lane
                     .recent
                     .back()
@@ -327,7 +388,7 @@ impl OutboundActor {
                 {
                     self.lanes.remove(&id);
                 } else {
-                    lane.next_at = Some(now + Duration::from_secs(3600));
+                    lane.idle = true;
                 }
             }
             Turn::Sent | Turn::Failed => {
@@ -348,6 +409,10 @@ impl OutboundActor {
             }
             Turn::Expired => lane.next_at = None,
             Turn::Wait(d) => lane.next_at = Some(now + d),
+        }
+        // Due now (no pacing): the next turn starts without waiting for the tick.
+        if self.lanes.get(&id).is_some_and(|l| l.due(now)) {
+            self.turn(id, now, ctx);
         }
     }
 
