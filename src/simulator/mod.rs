@@ -892,6 +892,9 @@ impl Simulator {
         let (notify, devices) = {
             let mut st = self.inner.state.lock();
             let to = account_devices(&st, to_phone)?;
+            // A phone first seen here gets an account, written once; a
+            // message changes nothing of it.
+            let new_account = !st.accounts.contains_key(from_phone);
             let from = st
                 .accounts
                 .entry(from_phone.to_string())
@@ -901,7 +904,9 @@ impl Simulator {
             } else {
                 from.rec.push_name.clone()
             };
-            st.save_account_logged(from_phone);
+            if new_account {
+                st.save_account_logged(from_phone);
+            }
             (notify, to)
         };
         let msg = QueuedMsg {
