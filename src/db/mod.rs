@@ -118,12 +118,11 @@ impl ManageConnection for ConnectionManager {
                 // failing; foreign keys make deletes cascade as on PostgreSQL;
                 // statement journals (a savepoint's undo pages, one per
                 // accepted message in a group commit) stay in memory instead
-                // of a temp file written page by page; commits never
-                // checkpoint, the checkpoint thread does (`checkpoint`).
+                // of a temp file written page by page.
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+                     PRAGMA temp_store = MEMORY;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 DbConn::Sqlite(conn)
@@ -155,10 +154,6 @@ pub struct Db {
     writer: WriteGate,
     /// SQLite: the shared WAL syncs that make a write durable (`wal_sync`).
     wal: Option<std::sync::Arc<wal_sync::WalSync>>,
-    /// SQLite: the thread that copies the WAL into the database file (held
-    /// for its lifetime: the thread ends when the last clone drops it).
-    #[cfg_attr(not(test), allow(dead_code))]
-    checkpointer: Option<std::sync::Arc<checkpoint::Checkpointer>>,
 }
 
 /// SQLite lets one transaction write at a time, and a writer that finds the
@@ -225,13 +220,6 @@ impl Db {
             writer: WriteGate::default(),
             wal: (backend == Backend::Sqlite)
                 .then(|| std::sync::Arc::new(wal_sync::WalSync::new(url))),
-            checkpointer: match backend {
-                Backend::Sqlite => Some(std::sync::Arc::new(
-                    checkpoint::Checkpointer::start(url)
-                        .map_err(|e| DbError::Connect(format!("checkpoint thread: {e}")))?,
-                )),
-                Backend::Postgres => None,
-            },
         })
     }
 
@@ -348,8 +336,6 @@ where
         },
     }
 }
-/// SQLite: WAL checkpoints on their own thread, off the write path.
-mod checkpoint;
 /// Cluster mode: nodes, session leases and the fencing check.
 pub mod cluster;
 /// The session event log across sessions, by cursor (the event stream).
