@@ -259,14 +259,12 @@ impl Db {
             // commit is in the WAL already, and a connection held through
             // the sync would cap the commits one sync covers at the pool size.
             drop(conn);
-            if let Some(wal) = wal {
-                if changed {
-                    if let Err(e) = wal.wait_durable() {
-                        log::error!("database: the WAL sync failed: {e}");
-                        return Err(DbError::NotCommitted(format!(
-                            "the disk did not confirm the write: {e}"
-                        )));
-                    }
+            if let Some(wal) = wal.filter(|_| changed) {
+                if let Err(e) = wal.wait_durable() {
+                    log::error!("database: the WAL sync failed: {e}");
+                    return Err(DbError::NotCommitted(format!(
+                        "the disk did not confirm the write: {e}"
+                    )));
                 }
             }
             result

@@ -321,8 +321,7 @@ impl Handler<CancelMessage> for OutboundActor {
         let in_flight = self
             .lanes
             .get(&session_id)
-            .and_then(|l| l.in_flight.as_deref())
-            == Some(msg.id.as_str());
+            .is_some_and(|l| l.is_in_flight(&msg.id));
         if in_flight {
             return done(Err(WebError::MessageNotPending(format!(
                 "Message '{}' is being sent now; it can no longer be cancelled",

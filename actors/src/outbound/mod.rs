@@ -117,8 +117,6 @@ struct Lane {
     next_at: Option<Instant>,
     /// When the last sends went, newest last, for the per-minute and per-day windows.
     recent: VecDeque<Instant>,
-    /// The head while a turn works on it (a cancel of it is refused).
-    in_flight: Option<String>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -128,6 +126,19 @@ impl Lane {
     /// May a turn start now?
     fn due(&self, now: Instant) -> bool {
         !self.busy && !self.idle && self.next_at.is_none_or(|t| t <= now)
+    }
+
+    /// Is `id` the head a turn is working on now (a cancel of it is refused)?
+    fn is_in_flight(&self, id: &str) -> bool {
+        self.busy && self.window.front().is_some_and(|m| m.id == id)
+    }
+
+    /// Does a rate window still count one of its sends? (An idle lane that
+    /// no longer does is closed.)
+    fn counts_sends(&self, now: Instant) -> bool {
+        self.recent
+            .back()
+            .is_some_and(|t| now.duration_since(*t) < DAY)
     }
 
     /// When the rate windows allow the next send (None: now).
@@ -228,12 +239,7 @@ impl OutboundActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         // An idle lane closes once no rate window counts its sends any more.
-        self.lanes.retain(|_, l| {
-            !l.idle
-                || l.recent
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < DAY)
-        });
+        self.lanes.retain(|_, l| !l.idle || l.counts_sends(now));
         let due: Vec<SessionId> = self
             .lanes
             .iter()
@@ -256,9 +262,11 @@ impl OutboundActor {
         };
         lane.busy = true;
         lane.woken = false;
+        let Some(head) = lane.window.front().cloned() else {
+            self.refill(id, pacing, ctx);
+            return;
+        };
         let rate_wait = lane.rate_wait(now, &pacing);
-        let window_head = lane.window.front().cloned();
-        lane.in_flight = window_head.as_ref().map(|h| h.id.clone());
         let store = self.store.clone();
         let ready = view.record.status == SessionStatus::Ready;
         let messenger = if ready {
@@ -269,17 +277,6 @@ impl OutboundActor {
         let status = view.record.status;
         let options = self.options.clone();
         let work = async move {
-            // The head from the window, or a new window from the store.
-            let (head, fetched) = match window_head {
-                Some(head) => (head, Vec::new()),
-                None => {
-                    let fetched = store.pending(id, WINDOW).await?;
-                    match fetched.first() {
-                        Some(head) => (head.clone(), fetched),
-                        None => return Ok((Turn::Empty, None, Vec::new())),
-                    }
-                }
-            };
             let age = Utc::now() - head.created_at;
             if age.num_seconds() >= pacing.queue_ttl_seconds as i64 {
                 let error = format!(
@@ -293,48 +290,66 @@ impl OutboundActor {
                         StatusUpdate::now(MessageStatus::Failed, Some(error)),
                     )
                     .await?;
-                return Ok((Turn::Expired, None, fetched));
+                return Ok((Turn::Expired, None));
             }
             let Some(messenger) = messenger else {
-                return Ok((Turn::Wait(options.not_ready_wait), None, fetched));
+                return Ok((Turn::Wait(options.not_ready_wait), None));
             };
             if let Some(at) = rate_wait {
                 return Ok((
                     Turn::Wait(at.saturating_duration_since(Instant::now())),
                     None,
-                    fetched,
                 ));
             }
-            Ok::<_, crate::ports::StoreError>((
-                Turn::Wait(Duration::ZERO),
-                Some((head, messenger)),
-                fetched,
-            ))
+            Ok((Turn::Wait(Duration::ZERO), Some((head, messenger))))
         };
         work.into_actor(self)
-            .map(move |res, act, ctx| {
-                if let Ok((_, _, fetched)) = &res {
-                    if let (Some(lane), Some(head)) = (act.lanes.get_mut(&id), fetched.first()) {
-                        lane.in_flight = Some(head.id.clone());
-                        lane.window = fetched.iter().cloned().collect();
-                    }
-                }
-                match res {
-                    Ok((_, Some((head, messenger)), _)) => {
-                        act.send(id, head, messenger, pacing, ctx)
-                    }
-                    Ok((turn, None, _)) => act.finish_turn(id, turn, pacing, ctx),
-                    // Another node owns the session: its queue is that node's.
-                    Err(crate::ports::StoreError::Fenced(_)) => {
-                        act.lanes.remove(&id);
-                    }
-                    Err(err) => {
-                        log::error!("session {id}: outbound queue: the store failed: {err}");
-                        act.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing, ctx);
-                    }
-                }
+            .map(move |res, act, ctx| match res {
+                Ok((_, Some((head, messenger)))) => act.send(id, head, messenger, pacing, ctx),
+                Ok((turn, None)) => act.finish_turn(id, turn, pacing, ctx),
+                Err(err) => act.store_failed(id, err, pacing, ctx),
             })
             .spawn(ctx);
+    }
+
+    /// A turn found the window empty: read the next pending messages, then
+    /// take the head (or close the turn: nothing is pending).
+    fn refill(&mut self, id: SessionId, pacing: Pacing, ctx: &mut Context<Self>) {
+        self.store
+            .pending(id, WINDOW)
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(window) if window.is_empty() => act.finish_turn(id, Turn::Empty, pacing, ctx),
+                Ok(window) => {
+                    if let Some(lane) = act.lanes.get_mut(&id) {
+                        lane.window = window.into();
+                        lane.busy = false;
+                        act.turn(id, Instant::now(), ctx);
+                    }
+                }
+                Err(err) => act.store_failed(id, err, pacing, ctx),
+            })
+            .spawn(ctx);
+    }
+
+    /// A turn's read or write failed.
+    fn store_failed(
+        &mut self,
+        id: SessionId,
+        err: crate::ports::StoreError,
+        pacing: Pacing,
+        ctx: &mut Context<Self>,
+    ) {
+        match err {
+            // Another node owns the session: its queue is that node's.
+            crate::ports::StoreError::Fenced(_) => {
+                self.lanes.remove(&id);
+            }
+            err => {
+                log::error!("session {id}: outbound queue: the store failed: {err}");
+                self.finish_turn(id, Turn::Wait(Duration::from_secs(1)), pacing, ctx);
+            }
+        }
     }
 
     /// Second half of a turn: the head is known and marked in flight (a
@@ -366,30 +381,20 @@ impl OutboundActor {
             return;
         };
         lane.busy = false;
-        let head = lane.in_flight.take();
-        // The head is done with: the next one is the new head.
-        if matches!(turn, Turn::Sent | Turn::Failed | Turn::Expired)
-            && head.is_some()
-            && lane.window.front().map(|m| &m.id) == head.as_ref()
-        {
+        // The head is done with (a cancel cannot take it while it is in
+        // flight): the next one is the new head.
+        if matches!(turn, Turn::Sent | Turn::Failed | Turn::Expired) {
             lane.window.pop_front();
         }
         let now = Instant::now();
         match turn {
             // A message came while the queue was read: read it again.
             Turn::Empty if lane.woken => lane.next_at = None,
+            // Kept for its rate history until the next message (its pacing
+            // delay stays as it was); the tick closes it when that is old.
+            Turn::Empty if lane.counts_sends(now) => lane.idle = true,
             Turn::Empty => {
-                // Keep the rate history while it still matters (idle until
-                // the next message; its pacing delay stays as it was); else close.
-                if lane
-                    .recent
-                    .back()
-                    .is_none_or(|t| now.duration_since(*t) >= DAY)
-                {
-                    self.lanes.remove(&id);
-                } else {
-                    lane.idle = true;
-                }
+                self.lanes.remove(&id);
             }
             Turn::Sent | Turn::Failed => {
                 if matches!(turn, Turn::Sent) {
