@@ -37,8 +37,6 @@ use crate::crypto::SecretBox;
 use crate::events_hub::EventHub;
 
 mod context;
-mod group_commit;
-use group_commit::GroupCommit;
 
 fn body_aad(session_id: &str, id: &str) -> Vec<u8> {
     format!("wasup/message/{session_id}/{id}/body").into_bytes()
@@ -286,8 +284,9 @@ fn by_key(conn: &mut DbConn, session_id: &str, key: &str) -> Result<Option<Messa
 }
 
 /// Store one accepted message. Runs inside a group's transaction
-/// (`group_commit`): the insert has its own savepoint, so a unique violation
-/// undoes only it (PostgreSQL would otherwise refuse the rest of the group).
+/// (`Db::write_grouped`): the insert has its own savepoint, so a unique
+/// violation undoes only it (PostgreSQL would otherwise refuse the rest of
+/// the group).
 fn accept(conn: &mut DbConn, boxed: &SecretBox, m: &MessageRecord) -> Result<Accepted, DbError> {
     let sid = m.session_id.to_string();
     if let Some(key) = &m.idempotency_key {
@@ -581,9 +580,6 @@ pub struct DbMessageStore {
     outbox: Option<Arc<WorkSignal>>,
     /// Told the events of every commit, for the live event stream.
     hub: Option<Arc<EventHub>>,
-    /// Accepts and status moves, committed in groups; started by the first
-    /// of them, on the runtime that runs it.
-    groups: Arc<std::sync::OnceLock<GroupCommit>>,
 }
 
 impl DbMessageStore {
@@ -593,7 +589,6 @@ impl DbMessageStore {
             secrets,
             outbox: None,
             hub: None,
-            groups: Arc::default(),
         }
     }
 
@@ -637,13 +632,6 @@ impl DbMessageStore {
             Ok(value)
         })
     }
-
-    /// The group commit (`group_commit`), started on first use on the
-    /// runtime that uses it.
-    fn groups(&self) -> &GroupCommit {
-        self.groups
-            .get_or_init(|| GroupCommit::start(self.db.clone(), self.secrets.clone()))
-    }
 }
 
 /// After a commit that wrote events: wake the outbox and show the events
@@ -670,8 +658,15 @@ fn published(
 
 impl MessageStore for DbMessageStore {
     fn accept(&self, message: MessageRecord) -> StoreFuture<Accepted> {
-        let store = self.clone();
-        Box::pin(async move { Ok(store.groups().accept(message).await?) })
+        // Committed with whatever else is being written (`Db::write_grouped`):
+        // a 201 still waits for its row to be durable.
+        let (db, secrets) = (self.db.clone(), self.secrets.clone());
+        Box::pin(async move {
+            let order = message.session_id.to_string();
+            Ok(db
+                .write_grouped(order, move |c| accept(c, &secrets, &message))
+                .await?)
+        })
     }
 
     fn by_idempotency_key(
@@ -718,7 +713,17 @@ impl MessageStore for DbMessageStore {
     ) -> StoreFuture<bool> {
         let store = self.clone();
         Box::pin(async move {
-            let events = store.groups().set_status(session_id, id, update).await?;
+            // Grouped, like accepts: the lane hears "sent" once it is stored.
+            let fenced = store.db.clone();
+            let events = store
+                .db
+                .write_grouped(session_id.to_string(), move |c| {
+                    if !lock_owned_session(c, &fenced, session_id)? {
+                        return Ok(Vec::new());
+                    }
+                    set_status(c, session_id, &id, &update)
+                })
+                .await?;
             let moved = !events.is_empty();
             published(
                 events,

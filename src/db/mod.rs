@@ -1,6 +1,7 @@
 //! The database: diesel over SQLite (bundled, the default) or PostgreSQL,
 //! chosen by the URL scheme. One r2d2 pool; every call runs on tokio's
-//! blocking pool, never on an actor or HTTP thread. Migrations for each
+//! blocking pool, or for grouped writes on the writer thread
+//! (`write_group`), never on an actor or HTTP thread. Migrations for each
 //! backend are embedded and applied at start.
 
 use std::time::Duration;
@@ -154,6 +155,8 @@ pub struct Db {
     writer: WriteGate,
     /// SQLite: the shared WAL syncs that make a write durable (`wal_sync`).
     wal: Option<std::sync::Arc<wal_sync::WalSync>>,
+    /// `write_grouped`'s writer thread, shared by every clone.
+    group: std::sync::Arc<std::sync::OnceLock<write_group::WriteGroup>>,
 }
 
 /// SQLite lets one transaction write at a time, and a writer that finds the
@@ -210,6 +213,11 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(max_size.max(1))
             .min_idle(Some(1))
+            // A SQLite connection is a file handle that cannot go stale; a
+            // check per checkout was a parsed `SELECT 1` on every `Db::run`.
+            // A PostgreSQL connection can (a server restart), so it is
+            // checked before use.
+            .test_on_check_out(backend == Backend::Postgres)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
@@ -220,6 +228,7 @@ impl Db {
             writer: WriteGate::default(),
             wal: (backend == Backend::Sqlite)
                 .then(|| std::sync::Arc::new(wal_sync::WalSync::new(url))),
+            group: Default::default(),
         })
     }
 
@@ -245,32 +254,65 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.run_here(work))
+            .await
+            .map_err(|_| DbError::Cancelled)?
+    }
+
+    /// `run`'s work on the calling thread (a blocking one).
+    fn run_here<T>(
+        &self,
+        work: impl FnOnce(&mut DbConn) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let (result, unsynced) = self.run_unsynced(work)?;
+        if unsynced {
+            self.sync()?;
+        }
+        result
+    }
+
+    /// `run_here` up to the commit, without the sync: the result, and
+    /// whether it changed rows that must be synced before it is answered.
+    fn run_unsynced<T>(
+        &self,
+        work: impl FnOnce(&mut DbConn) -> Result<T, DbError>,
+    ) -> Result<(Result<T, DbError>, bool), DbError> {
+        let mut conn = self.pool.get()?;
         let gate = (self.backend == Backend::Sqlite).then(|| self.writer.clone());
-        let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            WRITE_GATE.with(|g| *g.borrow_mut() = gate);
-            let before = wal.as_ref().map(|_| total_changes(&mut conn));
-            let result = work(&mut conn);
-            WRITE_GATE.with(|g| g.borrow_mut().take());
-            let changed = before.is_some_and(|before| total_changes(&mut conn) != before);
-            // The connection goes back to the pool before the sync: the
-            // commit is in the WAL already, and a connection held through
-            // the sync would cap the commits one sync covers at the pool size.
-            drop(conn);
-            if let Some(wal) = wal.filter(|_| changed) {
-                if let Err(e) = wal.wait_durable() {
-                    log::error!("database: the WAL sync failed: {e}");
-                    return Err(DbError::NotCommitted(format!(
-                        "the disk did not confirm the write: {e}"
-                    )));
-                }
-            }
-            result
+        WRITE_GATE.with(|g| *g.borrow_mut() = gate);
+        let before = self.wal.as_ref().map(|_| total_changes(&mut conn));
+        let result = work(&mut conn);
+        WRITE_GATE.with(|g| g.borrow_mut().take());
+        let changed = before.is_some_and(|before| total_changes(&mut conn) != before);
+        // The connection goes back to the pool before the sync: the
+        // commit is in the WAL already, and a connection held through
+        // the sync would cap the commits one sync covers at the pool size.
+        drop(conn);
+        Ok((result, changed))
+    }
+
+    /// SQLite: return once the WAL is on disk up to every commit made so
+    /// far (`wal_sync`). PostgreSQL syncs in its own commit.
+    fn sync(&self) -> Result<(), DbError> {
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        wal.wait_durable().map_err(|e| {
+            log::error!("database: the WAL sync failed: {e}");
+            DbError::NotCommitted(format!("the disk did not confirm the write: {e}"))
         })
-        .await
-        .map_err(|_| DbError::Cancelled)?
+    }
+
+    /// The group commit of `write_grouped`, started on first use.
+    fn write_group(&self) -> &write_group::WriteGroup {
+        self.group.get_or_init(|| {
+            // The thread's handle has a group of its own (never started),
+            // so that dropping the last `Db` ends the thread.
+            let mut db = self.clone();
+            db.group = Default::default();
+            write_group::WriteGroup::start(db)
+        })
     }
 
     /// Run `work` inside one transaction (see [`transaction_in`]).
@@ -360,6 +402,7 @@ mod wal_sync;
 /// Webhooks, the delivery outbox and the attempt log; `DbWebhookStore`
 /// implements the actors' `WebhookStore` port.
 pub mod webhooks;
+mod write_group;
 
 #[cfg(test)]
 mod tests {

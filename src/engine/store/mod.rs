@@ -32,6 +32,7 @@ macro_rules! each_backend {
 
 mod app_sync;
 mod device;
+mod hot;
 mod msg_secret;
 mod protocol;
 mod rows;
@@ -79,6 +80,8 @@ pub struct DeviceDb {
     /// Serializes read-modify-write operations the traits require to be
     /// atomic (tc tokens, message secrets). One store serves one client.
     rmw: tokio::sync::Mutex<()>,
+    /// Signal sessions, identities and tc tokens in memory, written through.
+    hot: hot::HotRows,
 }
 
 impl DeviceDb {
@@ -88,6 +91,12 @@ impl DeviceDb {
             secrets,
             sid: session_id.into(),
             rmw: tokio::sync::Mutex::new(()),
+            hot: hot::HotRows::default(),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hot_len(&self) -> usize {
+        self.hot.len()
     }
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
-use super::rows::{Filter, Key};
+use super::rows::{Filter, Key, MergeNumbers};
 use super::*;
 
 #[async_trait]
@@ -12,22 +12,28 @@ impl MsgSecretStore for DeviceDb {
     async fn put_msg_secrets(&self, entries: Vec<MsgSecretEntry>) -> Result<usize> {
         let stored = entries.len();
         let _guard = self.rmw.lock().await;
-        let mut rows = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let k = Key {
-                kind: MSG_SECRET,
-                k: &e.chat,
-                k2: &e.sender,
-                k3: &e.msg_id,
-            };
-            let (mut expires_at, mut message_ts) = (e.expires_at, e.message_ts);
-            if let Some(old) = self.get(k).await? {
-                expires_at = merge_msg_secret_expiry(old.n1, expires_at);
-                message_ts = merge_msg_secret_message_ts(old.n2.unwrap_or(0), message_ts);
-            }
-            rows.push(self.row(k, &e.secret, expires_at, Some(message_ts)));
-        }
-        self.upsert(rows).await?;
+        let rows = entries
+            .iter()
+            .map(|e| {
+                let k = Key {
+                    kind: MSG_SECRET,
+                    k: &e.chat,
+                    k2: &e.sender,
+                    k3: &e.msg_id,
+                };
+                self.row(k, &e.secret, e.expires_at, Some(e.message_ts))
+            })
+            .collect();
+        // A secret stored before keeps the later expiry and message time;
+        // read and merged in the write's own transaction (one call per send).
+        let merge: MergeNumbers = |row, (n1, n2)| {
+            row.n1 = merge_msg_secret_expiry(n1, row.n1);
+            row.n2 = Some(merge_msg_secret_message_ts(
+                n2.unwrap_or(0),
+                row.n2.unwrap_or(0),
+            ));
+        };
+        self.upsert_merged(rows, Some(merge)).await?;
         Ok(stored)
     }
 

@@ -6,6 +6,9 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use whatsapp_rust::wacore::store::error::{Result, StoreError};
 
+use whatsapp_rust::bytes::Bytes;
+
+use super::hot::HotRows;
 use super::{device_state, ds, DeviceDb};
 use crate::db::{DbConn, DbError};
 
@@ -194,17 +197,34 @@ impl DeviceDb {
     }
 
     pub(super) async fn upsert(&self, rows: Vec<Row>) -> Result<()> {
+        self.upsert_merged(rows, None).await
+    }
+
+    /// `upsert`, where `merge` (if any) first folds the numbers of a row
+    /// already stored under the same key into the new row, in the same
+    /// transaction: a read-modify-write in one database call.
+    pub(super) async fn upsert_merged(
+        &self,
+        mut rows: Vec<Row>,
+        merge: Option<MergeNumbers>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         // Cluster mode: only the session's owner writes (the lease's generation).
+        // Grouped with the other sessions' writes: a send writes three times.
         let (db, sid) = (self.db.clone(), self.sid.clone());
         self.db
-            .run(move |conn| {
-                crate::db::transaction_in(conn, |conn| {
-                    db.check_owner(conn, &sid)?;
-                    upsert_rows(conn, &rows).map_err(DbError::from)
-                })
+            .write_grouped(self.sid.clone(), move |conn| {
+                db.check_owner(conn, &sid)?;
+                if let Some(merge) = merge {
+                    for row in &mut rows {
+                        if let Some(old) = stored_numbers(conn, row)? {
+                            merge(row, old);
+                        }
+                    }
+                }
+                upsert_rows(conn, &rows).map_err(DbError::from)
             })
             .await
             .map_err(db_err)
@@ -218,7 +238,20 @@ impl DeviceDb {
         n2: Option<i64>,
     ) -> Result<()> {
         let row = self.row(key, plain, n1, n2);
-        self.upsert(vec![row]).await
+        if !self.is_hot(key) {
+            return self.upsert(vec![row]).await;
+        }
+        self.hot.writing(key.kind, &[key.k]);
+        let stored = self.upsert(vec![row]).await;
+        let value = Bytes::copy_from_slice(plain);
+        self.hot
+            .written(key.kind, vec![(key.k, value)], stored.is_ok());
+        stored
+    }
+
+    /// Is this key's item kept in memory (`hot`)?
+    pub(super) fn is_hot(&self, key: Key<'_>) -> bool {
+        HotRows::keeps(key.kind) && key.k2.is_empty() && key.k3.is_empty()
     }
 
     pub(super) async fn get(&self, key: Key<'_>) -> Result<Option<Row>> {
@@ -226,13 +259,33 @@ impl DeviceDb {
     }
 
     pub(super) async fn get_value(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
+        if self.is_hot(key) {
+            return Ok(self.get_hot(key).await?.map(|v| v.to_vec()));
+        }
         match self.get(key).await? {
             Some(row) => Ok(Some(self.open(&row)?)),
             None => Ok(None),
         }
     }
 
+    /// A `hot` item's plaintext: from memory, or read and kept.
+    pub(super) async fn get_hot(&self, key: Key<'_>) -> Result<Option<Bytes>> {
+        let generation = match self.hot.get(key.kind, key.k) {
+            Ok(known) => return Ok(known),
+            Err(generation) => generation,
+        };
+        let known = match self.get(key).await? {
+            Some(row) => Some(Bytes::from(self.open(&row)?)),
+            None => None,
+        };
+        self.hot.fill(generation, key.kind, key.k, known.clone());
+        Ok(known)
+    }
+
     pub(super) async fn exists(&self, key: Key<'_>) -> Result<bool> {
+        if self.is_hot(key) {
+            return Ok(self.get_hot(key).await?.is_some());
+        }
         Ok(self.get(key).await?.is_some())
     }
 
@@ -286,8 +339,11 @@ impl DeviceDb {
 
     /// Delete the rows of a kind that pass `filter`; returns how many.
     pub(super) async fn delete_rows(&self, kind: &'static str, filter: Filter) -> Result<usize> {
+        // Kept items of the kind are forgotten before and after (`hot`).
+        self.hot.forget_kind(kind);
         let (db, sid) = (self.db.clone(), self.sid.clone());
-        self.db
+        let deleted = self
+            .db
             .run(move |conn| {
                 crate::db::transaction_in(conn, |conn| {
                     db.check_fence(conn, &sid)?;
@@ -299,7 +355,9 @@ impl DeviceDb {
                 })
             })
             .await
-            .map_err(db_err)
+            .map_err(db_err);
+        self.hot.forget_kind(kind);
+        deleted
     }
 
     pub(super) fn owned(&self, key: Key<'_>) -> (String, String, String, String, String) {
@@ -325,6 +383,22 @@ impl DeviceDb {
     pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(ser_err)
     }
+}
+
+/// Folds a stored row's `(n1, n2)` into the row about to replace it.
+pub(super) type MergeNumbers = fn(&mut Row, (i64, Option<i64>));
+
+/// The `(n1, n2)` stored under `row`'s key, if a row is.
+fn stored_numbers(conn: &mut DbConn, row: &Row) -> QueryResult<Option<(i64, Option<i64>)>> {
+    each_backend!(conn, c => ds::device_state
+        .filter(ds::session_id.eq(&row.session_id))
+        .filter(ds::kind.eq(&row.kind))
+        .filter(ds::k.eq(&row.k))
+        .filter(ds::k2.eq(&row.k2))
+        .filter(ds::k3.eq(&row.k3))
+        .select((ds::n1, ds::n2))
+        .first(c)
+        .optional())
 }
 
 /// Insert or replace rows in one transaction. Upserts need the backend's own

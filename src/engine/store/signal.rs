@@ -10,6 +10,7 @@ use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::wacore::store::error::Result;
 use whatsapp_rust::wacore::store::traits::*;
 
+use super::hot::HotRows;
 use super::rows::{db_err, key, to_arr32, Filter};
 use super::*;
 
@@ -35,10 +36,7 @@ impl SignalStore for DeviceDb {
     }
 
     async fn get_session(&self, address: &str) -> Result<Option<Bytes>> {
-        Ok(self
-            .get_value(key(SESSION, address))
-            .await?
-            .map(Bytes::from))
+        self.get_hot(key(SESSION, address)).await
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
@@ -213,6 +211,17 @@ impl DeviceDb {
             .iter()
             .map(|(address, value)| self.row(key(kind, address), value.as_ref(), 0, None))
             .collect();
-        self.upsert(rows).await
+        if !HotRows::keeps(kind) {
+            return self.upsert(rows).await;
+        }
+        let keys: Vec<&str> = items.iter().map(|(address, _)| &**address).collect();
+        self.hot.writing(kind, &keys);
+        let stored = self.upsert(rows).await;
+        let values = items
+            .iter()
+            .map(|(address, value)| (&**address, Bytes::copy_from_slice(value.as_ref())))
+            .collect();
+        self.hot.written(kind, values, stored.is_ok());
+        stored
     }
 }

@@ -155,6 +155,25 @@ async fn exercise(t: &TestDb) {
     }
     s.delete_session("790@s.whatsapp.net").await.unwrap();
     assert!(s.get_session("790@s.whatsapp.net").await.unwrap().is_none());
+    // Kept in memory (`hot`) and written through: a store with nothing in
+    // memory reads the same from the database.
+    assert!(s.hot_len() > 0, "sessions and identities read are kept");
+    let fresh = DeviceDb::new(db.clone(), boxed(), "s1");
+    for address in [
+        "789:1@s.whatsapp.net",
+        "790@s.whatsapp.net",
+        "791@s.whatsapp.net",
+    ] {
+        assert_eq!(
+            fresh.get_session(address).await.unwrap(),
+            s.get_session(address).await.unwrap(),
+            "{address}"
+        );
+    }
+    assert_eq!(
+        fresh.load_identity("456:2@lid").await.unwrap(),
+        Some([2u8; 32])
+    );
 
     // --- prekeys
     assert_eq!(s.get_max_prekey_id().await.unwrap(), 0);
