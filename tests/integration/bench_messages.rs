@@ -1,7 +1,8 @@
 //! Benchmark (not a test: `#[ignore]`, run by `scripts/bench` in release):
 //! messages with pacing off, on linked sessions of the embedded simulator.
 //!
-//! - accepted/s: `send-text` requests over HTTP from 8 client threads;
+//! - accepted/s: `send-text` requests over HTTP from 8 client threads
+//!   (`WASUP_BENCH_MSG_CLIENTS`), each waiting for its answer;
 //! - delivered/s: from the first acceptance until every phone holds every
 //!   message (read from the simulator);
 //! - inbound → signed webhook latency: phones write to sessions at about
@@ -88,8 +89,9 @@ fn bench_messages() {
     let total = sessions * per_session;
     let next = Arc::new(AtomicUsize::new(0));
     // Clients are built before the clock starts (building one is slow).
-    let ready = Arc::new(std::sync::Barrier::new(9));
-    let threads: Vec<_> = (0..8)
+    let clients = size("WASUP_BENCH_MSG_CLIENTS", 8);
+    let ready = Arc::new(std::sync::Barrier::new(clients + 1));
+    let threads: Vec<_> = (0..clients)
         .map(|_| {
             let next = next.clone();
             let ids = ids.clone();
@@ -211,9 +213,9 @@ fn bench_messages() {
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let report = format!(
-        "| sessions | messages | accepted/s (HTTP) | delivered/s (to phones) | delivered | repeated | inbound | webhook p50 | webhook p99 | unsigned |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n\
-         | {sessions} | {total} | **{:.0}** | **{:.0}** | {delivered} | {duplicates} | {} | {:.1} ms | **{:.1} ms** | {unsigned} |\n",
+        "| sessions | messages | clients | accepted/s (HTTP) | delivered/s (to phones) | delivered | repeated | inbound | webhook p50 | webhook p99 | unsigned |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {sessions} | {total} | {clients} | **{:.0}** | **{:.0}** | {delivered} | {duplicates} | {} | {:.1} ms | **{:.1} ms** | {unsigned} |\n",
         total as f64 / accept_time.as_secs_f64().max(0.001),
         delivered as f64 / deliver_time.as_secs_f64().max(0.001),
         latencies.len(),
