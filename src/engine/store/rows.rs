@@ -4,9 +4,8 @@
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use whatsapp_rust::wacore::store::error::{Result, StoreError};
-
 use whatsapp_rust::bytes::Bytes;
+use whatsapp_rust::wacore::store::error::{Result, StoreError};
 
 use super::hot::HotRows;
 use super::{device_state, ds, DeviceDb};
@@ -241,11 +240,26 @@ impl DeviceDb {
         if !self.is_hot(key) {
             return self.upsert(vec![row]).await;
         }
-        self.hot.writing(key.kind, &[key.k]);
-        let stored = self.upsert(vec![row]).await;
-        let value = Bytes::copy_from_slice(plain);
-        self.hot
-            .written(key.kind, vec![(key.k, value)], stored.is_ok());
+        self.upsert_kept(key.kind, vec![row], vec![(key.k, plain)])
+            .await
+    }
+
+    /// `upsert` of rows of a kind `hot` keeps, given with their plaintexts:
+    /// what is kept follows what was stored.
+    pub(super) async fn upsert_kept(
+        &self,
+        kind: &'static str,
+        rows: Vec<Row>,
+        plains: Vec<(&str, &[u8])>,
+    ) -> Result<()> {
+        let keys: Vec<&str> = plains.iter().map(|(k, _)| *k).collect();
+        self.hot.writing(kind, &keys);
+        let stored = self.upsert(rows).await;
+        let values = plains
+            .into_iter()
+            .map(|(k, plain)| (k, Bytes::copy_from_slice(plain)))
+            .collect();
+        self.hot.written(kind, values, stored.is_ok());
         stored
     }
 

@@ -214,14 +214,10 @@ impl DeviceDb {
         if !HotRows::keeps(kind) {
             return self.upsert(rows).await;
         }
-        let keys: Vec<&str> = items.iter().map(|(address, _)| &**address).collect();
-        self.hot.writing(kind, &keys);
-        let stored = self.upsert(rows).await;
-        let values = items
+        let plains = items
             .iter()
-            .map(|(address, value)| (&**address, Bytes::copy_from_slice(value.as_ref())))
+            .map(|(address, value)| (&**address, value.as_ref()))
             .collect();
-        self.hot.written(kind, values, stored.is_ok());
-        stored
+        self.upsert_kept(kind, rows, plains).await
     }
 }
