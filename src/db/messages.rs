@@ -283,10 +283,11 @@ fn by_key(conn: &mut DbConn, session_id: &str, key: &str) -> Result<Option<Messa
         .optional()?)
 }
 
-/// Store one accepted message. Runs inside a group's transaction
-/// (`Db::write_grouped`): the insert has its own savepoint, so a unique
-/// violation undoes only it (PostgreSQL would otherwise refuse the rest of
-/// the group).
+/// Store one accepted message. Runs as one job of a group
+/// (`Db::write_grouped`, which gives each job its own savepoint); the insert
+/// has a savepoint of its own too, so that after a unique violation the
+/// first answer can still be read (PostgreSQL refuses every statement after
+/// an error until its savepoint is rolled back).
 fn accept(conn: &mut DbConn, boxed: &SecretBox, m: &MessageRecord) -> Result<Accepted, DbError> {
     let sid = m.session_id.to_string();
     if let Some(key) = &m.idempotency_key {

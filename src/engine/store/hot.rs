@@ -11,7 +11,8 @@
 //! Coherence: every write or delete of a cached kind bumps a generation
 //! before it starts and again once it ends (stored or not); a read that
 //! missed fills the cache only if no write began or ended since it read, so
-//! an old value read beside a write is never kept. Bounded: at most
+//! an old value read beside a write is never kept; a write keeps its value
+//! only if no other write began or ended while it ran. Bounded: at most
 //! [`CAPACITY`] entries per client (an idle session holds none).
 
 use std::collections::HashMap;
@@ -63,22 +64,34 @@ impl HotRows {
         }
     }
 
-    /// Before a write of these keys: forget them.
-    pub(super) fn writing(&self, kind: &'static str, keys: &[&str]) {
+    /// Before a write of these keys: forget them. The answer goes to
+    /// [`HotRows::written`].
+    pub(super) fn writing(&self, kind: &'static str, keys: &[&str]) -> u64 {
         let mut state = self.state.lock();
         state.generation += 1;
         for k in keys {
             state.entries.remove(&(kind, k.to_string()));
         }
+        state.generation
     }
 
-    /// After a write: keep what was stored, or forget the keys when it was
-    /// not (the row is then whatever the database says).
-    pub(super) fn written(&self, kind: &'static str, items: Vec<(&str, Bytes)>, stored: bool) {
+    /// After a write that began at `began` (from `writing`): keep what was
+    /// stored. Forget the keys instead when it was not stored (the row is
+    /// whatever the database says), or when another write or delete began
+    /// or ended meanwhile (which of the two the database kept is not known
+    /// here).
+    pub(super) fn written(
+        &self,
+        began: u64,
+        kind: &'static str,
+        items: Vec<(&str, Bytes)>,
+        stored: bool,
+    ) {
         let mut state = self.state.lock();
+        let alone = state.generation == began;
         state.generation += 1;
         for (k, value) in items {
-            if stored {
+            if stored && alone {
                 state.insert(kind, k, Some(value));
             } else {
                 state.entries.remove(&(kind, k.to_string()));
@@ -126,8 +139,13 @@ mod tests {
         // A read misses and goes to the database...
         let generation = hot.get(SESSION, "a").unwrap_err();
         // ...while a write of the same key begins and ends.
-        hot.writing(SESSION, &["a"]);
-        hot.written(SESSION, vec![("a", Bytes::from_static(b"new"))], true);
+        let began = hot.writing(SESSION, &["a"]);
+        hot.written(
+            began,
+            SESSION,
+            vec![("a", Bytes::from_static(b"new"))],
+            true,
+        );
         // The read's (older) value is dropped; the written one stays.
         hot.fill(generation, SESSION, "a", Some(Bytes::from_static(b"old")));
         assert_eq!(hit(&hot, "a"), Some(Some(Bytes::from_static(b"new"))));
@@ -138,13 +156,34 @@ mod tests {
         let hot = HotRows::default();
         let generation = hot.get(SESSION, "a").unwrap_err();
         hot.fill(generation, SESSION, "a", Some(Bytes::from_static(b"v1")));
-        hot.writing(SESSION, &["a"]);
-        hot.written(SESSION, vec![("a", Bytes::from_static(b"v2"))], false);
+        let began = hot.writing(SESSION, &["a"]);
+        hot.written(
+            began,
+            SESSION,
+            vec![("a", Bytes::from_static(b"v2"))],
+            false,
+        );
         assert_eq!(
             hit(&hot, "a"),
             None,
             "the database decides on the next read"
         );
+    }
+
+    #[test]
+    fn overlapping_writes_of_a_key_keep_neither() {
+        let hot = HotRows::default();
+        // Two writes of one key at once: which one the database kept last
+        // depends on their commits, so the cache keeps neither.
+        let first = hot.writing(SESSION, &["a"]);
+        let second = hot.writing(SESSION, &["a"]);
+        hot.written(second, SESSION, vec![("a", Bytes::from_static(b"2"))], true);
+        hot.written(first, SESSION, vec![("a", Bytes::from_static(b"1"))], true);
+        assert_eq!(hit(&hot, "a"), None);
+        // A write alone is kept.
+        let alone = hot.writing(SESSION, &["a"]);
+        hot.written(alone, SESSION, vec![("a", Bytes::from_static(b"3"))], true);
+        assert_eq!(hit(&hot, "a"), Some(Some(Bytes::from_static(b"3"))));
     }
 
     #[test]

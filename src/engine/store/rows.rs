@@ -253,13 +253,13 @@ impl DeviceDb {
         plains: Vec<(&str, &[u8])>,
     ) -> Result<()> {
         let keys: Vec<&str> = plains.iter().map(|(k, _)| *k).collect();
-        self.hot.writing(kind, &keys);
+        let began = self.hot.writing(kind, &keys);
         let stored = self.upsert(rows).await;
         let values = plains
             .into_iter()
             .map(|(k, plain)| (k, Bytes::copy_from_slice(plain)))
             .collect();
-        self.hot.written(kind, values, stored.is_ok());
+        self.hot.written(began, kind, values, stored.is_ok());
         stored
     }
 
