@@ -24,6 +24,7 @@ mod messaging;
 pub mod proxy;
 pub mod proxy_guard;
 pub mod store;
+pub mod websocket;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -43,7 +44,7 @@ use wasup_actors::ports::{
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse, UreqHttpClient};
 use whatsapp_rust::transport::{
-    TokioWebSocketTransportFactory, Transport, TransportEvent, TransportFactory,
+    default_tls_connector, Transport, TransportEvent, TransportFactory,
 };
 use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind};
 use whatsapp_rust::wacore;
@@ -182,17 +183,20 @@ impl WaEngine {
         let (transport, transport_target): (Arc<dyn TransportFactory>, String) =
             match &options.transport {
                 TransportChoice::WhatsApp => (
-                    Arc::new(
-                        TokioWebSocketTransportFactory::new()
-                            .with_connector(whatsapp_rust::transport::default_tls_connector()),
-                    ),
+                    Arc::new(websocket::WebSocketTransportFactory::new(
+                        wacore::net::WHATSAPP_WEB_WS_URL,
+                        default_tls_connector(),
+                    )),
                     "WhatsApp (wss://web.whatsapp.com)".to_string(),
                 ),
                 #[cfg(any(test, feature = "simulator"))]
                 TransportChoice::Factory(f) => (f.clone(), "the in-process transport".to_string()),
                 #[cfg(feature = "simulator")]
                 TransportChoice::Url(url) => (
-                    Arc::new(TokioWebSocketTransportFactory::new().with_url(url.clone())),
+                    Arc::new(websocket::WebSocketTransportFactory::new(
+                        url.clone(),
+                        default_tls_connector(),
+                    )),
                     url.clone(),
                 ),
             };

@@ -1,7 +1,7 @@
 //! A transport that reaches WhatsApp through a session's proxy: HTTP CONNECT
 //! (`http://`, or `https://` with TLS to the proxy) or SOCKS5, with optional
 //! credentials from the proxy URL; then TLS and the same websocket client
-//! whatsapp-rust's own transport uses (`from_websocket`).
+//! every session's connection uses (`super::websocket`).
 
 use std::sync::Arc;
 
@@ -10,16 +10,14 @@ use base64::Engine as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whatsapp_rust::transport::{
-    default_tls_connector, from_websocket, Connector, Transport, TransportEvent, TransportFactory,
+    default_tls_connector, Connector, Transport, TransportEvent, TransportFactory,
 };
 
 use wasup_actors::model::ProxyType;
 use wasup_actors::ports::ProxySpec;
 
 use super::proxy_guard::ProxyAddressPolicy;
-
-/// The Origin header WhatsApp Web sends.
-const ORIGIN: &str = "https://web.whatsapp.com";
+use super::websocket::{into_transport, ORIGIN};
 
 /// Why a session's proxy settings cannot make a transport.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +185,7 @@ where
         .connect_on(stream)
         .await
         .map_err(|e| anyhow::anyhow!("WebSocket through the proxy failed: {e}"))?;
-    Ok(from_websocket(ws))
+    Ok(into_transport(ws))
 }
 
 /// `CONNECT host:port` and a 2xx answer.
