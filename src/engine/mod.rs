@@ -34,7 +34,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use wasup_actors::ports::{
     Engine, EngineError, EngineEvent, EngineEventSink, EngineHandle, EngineSpec, InboundMsg,
@@ -377,8 +377,14 @@ struct Shared {
     closed: Mutex<bool>,
     progress: Mutex<Progress>,
     client: OnceLock<Weak<Client>>,
-    /// Wakes the monitor when the handler sent a terminal event or progress changed.
+    /// Wakes the monitor when the handler sent a terminal event, progress
+    /// changed or a command came.
     wake: Notify,
+    /// Stop and logout requests for the monitor, in order; `None` once the
+    /// monitor ended (a request then finds no one to answer it). A slot and
+    /// `wake` rather than a channel: a tokio channel takes about 1.1 KiB per
+    /// session, idle or not.
+    commands: Mutex<Option<Vec<Command>>>,
     /// The last connect error seen by the transport and version fetch.
     transport_error: Mutex<Option<String>>,
     version_error: Mutex<Option<String>>,
@@ -392,6 +398,19 @@ struct Progress {
 }
 
 impl Shared {
+    fn new(sink: EngineEventSink) -> Shared {
+        Shared {
+            sink,
+            closed: Mutex::new(false),
+            progress: Mutex::new(Progress::default()),
+            client: OnceLock::new(),
+            wake: Notify::new(),
+            commands: Mutex::new(Some(Vec::new())),
+            transport_error: Mutex::new(None),
+            version_error: Mutex::new(None),
+        }
+    }
+
     /// Send `event` unless the engine is closed; a terminal event closes it.
     fn emit(&self, event: EngineEvent) -> bool {
         let mut closed = self.closed.lock();
@@ -416,6 +435,22 @@ impl Shared {
 
     fn client(&self) -> Option<Arc<Client>> {
         self.client.get().and_then(Weak::upgrade)
+    }
+
+    /// Hand `command` to the monitor; false when the monitor has ended.
+    fn command(&self, command: Command) -> bool {
+        match self.commands.lock().as_mut() {
+            Some(waiting) => waiting.push(command),
+            None => return false,
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    fn next_command(&self) -> Option<Command> {
+        let mut commands = self.commands.lock();
+        let waiting = commands.as_mut()?;
+        (!waiting.is_empty()).then(|| waiting.remove(0))
     }
 
     fn terminal(&self, event: EngineEvent) {
@@ -703,7 +738,6 @@ enum Command {
 pub struct WaEngineHandle {
     shared: Arc<Shared>,
     client: Arc<Client>,
-    commands: mpsc::UnboundedSender<Command>,
     monitor: tokio::task::AbortHandle,
     run: tokio::task::AbortHandle,
     rt: tokio::runtime::Handle,
@@ -722,15 +756,7 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
         http,
         messaging,
     } = ctx;
-    let shared = Arc::new(Shared {
-        sink,
-        closed: Mutex::new(false),
-        progress: Mutex::new(Progress::default()),
-        client: OnceLock::new(),
-        wake: Notify::new(),
-        transport_error: Mutex::new(None),
-        version_error: Mutex::new(None),
-    });
+    let shared = Arc::new(Shared::new(sink));
 
     #[allow(unused_mut)]
     let mut version = options.wa_version;
@@ -785,18 +811,15 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
 
     let run = tokio::spawn(AssertUnwindSafe(bot.run()).catch_unwind());
     let run_abort = run.abort_handle();
-    let (tx, rx) = mpsc::unbounded_channel();
     let monitor = tokio::spawn(monitor(
         shared.clone(),
         client.clone(),
         run,
-        rx,
         options.connect_timeout,
     ));
     Ok(WaEngineHandle {
         shared,
         client,
-        commands: tx,
         monitor: monitor.abort_handle(),
         run: run_abort,
         rt,
@@ -826,12 +849,19 @@ async fn monitor(
     shared: Arc<Shared>,
     client: Arc<Client>,
     mut run: RunTask,
-    mut commands: mpsc::UnboundedReceiver<Command>,
     connect_timeout: Duration,
 ) {
+    /// However the monitor ends (aborted too), commands waiting are dropped
+    /// (their callers hear it) and later ones are refused.
+    struct EndCommands(Arc<Shared>);
+    impl Drop for EndCommands {
+        fn drop(&mut self) {
+            self.0.commands.lock().take();
+        }
+    }
+    let _end_commands = EndCommands(shared.clone());
     let mut deadline = Instant::now() + connect_timeout;
     let mut lost_since: Option<Instant> = None;
-    let mut commands_open = true;
     loop {
         tokio::select! {
             ended = &mut run => {
@@ -858,22 +888,17 @@ async fn monitor(
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect()).await;
                 return;
             }
-            cmd = commands.recv(), if commands_open => match cmd {
-                Some(Command::Stop(reply)) => {
-                    shared.silence();
-                    close(&client, &mut run, false).await;
-                    let _ = reply.send(());
-                    return;
-                }
-                Some(Command::Logout(reply)) => {
-                    shared.silence();
-                    close(&client, &mut run, true).await;
-                    let _ = reply.send(());
-                    return;
-                }
-                None => commands_open = false,
-            },
             _ = shared.wake.notified() => {
+                if let Some(command) = shared.next_command() {
+                    let (logout, reply) = match command {
+                        Command::Stop(reply) => (false, reply),
+                        Command::Logout(reply) => (true, reply),
+                    };
+                    shared.silence();
+                    close(&client, &mut run, logout).await;
+                    let _ = reply.send(());
+                    return;
+                }
                 if shared.is_closed() {
                     // The handler sent a terminal event: tear the client down.
                     close(&client, &mut run, false).await;
@@ -927,12 +952,9 @@ async fn monitor(
 }
 
 impl WaEngineHandle {
-    async fn command(
-        commands: mpsc::UnboundedSender<Command>,
-        make: impl FnOnce(oneshot::Sender<()>) -> Command,
-    ) {
+    async fn command(shared: Arc<Shared>, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (tx, rx) = oneshot::channel();
-        if commands.send(make(tx)).is_ok() {
+        if shared.command(make(tx)) {
             let _ = rx.await;
         }
     }
@@ -941,10 +963,10 @@ impl WaEngineHandle {
 impl EngineHandle for WaEngineHandle {
     fn stop(&self) -> BoxFuture<'static, ()> {
         self.shared.silence();
-        let commands = self.commands.clone();
+        let shared = self.shared.clone();
         // Waits for the monitor (which closes the client); if the monitor
         // already ended, the client is closed already.
-        async move { Self::command(commands, Command::Stop).await }.boxed()
+        async move { Self::command(shared, Command::Stop).await }.boxed()
     }
 
     fn abort(&self) {
@@ -994,12 +1016,12 @@ impl EngineHandle for WaEngineHandle {
 
     fn logout(&self) -> BoxFuture<'static, Result<(), EngineError>> {
         self.shared.silence();
-        let commands = self.commands.clone();
+        let shared = self.shared.clone();
         let client = self.client.clone();
         let rt = self.rt.clone();
         async move {
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Logout(tx)).is_ok() && rx.await.is_ok() {
+            if shared.command(Command::Logout(tx)) && rx.await.is_ok() {
                 return Ok(());
             }
             // The monitor is gone (the engine already ended): unlink if we still can.
@@ -1020,7 +1042,7 @@ impl Drop for WaEngineHandle {
         // A dropped handle must not leave a client running unsupervised.
         if !self.monitor.is_finished() {
             self.shared.silence();
-            let _ = self.commands.send(Command::Stop(oneshot::channel().0));
+            self.shared.command(Command::Stop(oneshot::channel().0));
         }
     }
 }

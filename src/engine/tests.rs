@@ -367,15 +367,7 @@ async fn a_connection_closed_in_the_handshake_is_a_connect_failure() {
 }
 
 fn shared_for(sink: EngineEventSink) -> Arc<Shared> {
-    Arc::new(Shared {
-        sink,
-        closed: Mutex::new(false),
-        progress: Mutex::new(Progress::default()),
-        client: OnceLock::new(),
-        wake: Notify::new(),
-        transport_error: Mutex::new(None),
-        version_error: Mutex::new(None),
-    })
+    Arc::new(Shared::new(sink))
 }
 
 #[actix::test]
