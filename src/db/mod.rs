@@ -120,10 +120,18 @@ impl ManageConnection for ConnectionManager {
                 // statement journals (a savepoint's undo pages, one per
                 // accepted message in a group commit) stay in memory instead
                 // of a temp file written page by page.
+                // A checkpoint runs in the commit that passes
+                // `wal_autocheckpoint` pages; at SQLite's 1,000 (4 MiB) the
+                // writer spent about a third of its time checkpointing
+                // during sends (reading WAL frames back, writing them to the
+                // database, two fsyncs), and the same hot pages were copied
+                // again every few hundred milliseconds. At 8,192 (32 MiB of
+                // WAL at most) a page rewritten many times is copied once
+                // per checkpoint: sends 1,294/s → about 1,500/s.
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                     PRAGMA temp_store = MEMORY;",
+                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 8192;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 DbConn::Sqlite(conn)
