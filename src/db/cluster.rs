@@ -262,7 +262,11 @@ pub fn renew(conn: &mut DbConn, node_id: &str, ttl_ms: i64) -> Result<Vec<Lease>
 const FREE_LEASE: &str = "session_leases.node_id IS NULL OR session_leases.expires_at <= ";
 
 /// Claim up to `limit` running sessions that no live lease holds, at random
-/// (so nodes claiming at once rarely collide), in one statement.
+/// (so nodes claiming at once rarely collide), in one statement. The rows
+/// are written in id order: two nodes whose random picks overlap then take
+/// their row locks in the same order and one waits for the other, where in
+/// random order each could hold a row the other needs (PostgreSQL's
+/// "deadlock detected", seen in `two_nodes_claiming_at_once_…`).
 pub fn claim_unowned(
     conn: &mut DbConn,
     node_id: &str,
@@ -276,7 +280,7 @@ pub fn claim_unowned(
              AND (l.session_id IS NULL OR l.node_id IS NULL OR l.expires_at <= {NOW_MS}) \
            ORDER BY random() LIMIT $2) \
          INSERT INTO session_leases (session_id, node_id, generation, expires_at) \
-         SELECT id, $1, 1, {NOW_MS} + $3 FROM candidates \
+         SELECT id, $1, 1, {NOW_MS} + $3 FROM candidates ORDER BY id \
          ON CONFLICT (session_id) DO UPDATE SET node_id = EXCLUDED.node_id, \
            generation = session_leases.generation + 1, expires_at = EXCLUDED.expires_at \
          WHERE {FREE_LEASE}{NOW_MS} \
