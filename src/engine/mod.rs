@@ -830,19 +830,25 @@ async fn start_session(ctx: StartCtx) -> Result<WaEngineHandle, EngineError> {
 type RunTask = tokio::task::JoinHandle<Result<(), Box<dyn std::any::Any + Send>>>;
 
 /// Close the client cleanly and wait for its run loop, aborting it if that hangs.
-async fn close(client: &Arc<Client>, run: &mut RunTask, logout: bool) {
-    let graceful = async {
-        if logout && client.is_connected() {
-            client.logout().await;
-        } else {
-            client.disconnect().await;
+///
+/// Boxed: the client's logout and disconnect futures are large, and an
+/// unboxed close would make every session's monitor task that large for
+/// its whole life, though it closes once.
+fn close<'a>(client: &'a Arc<Client>, run: &'a mut RunTask, logout: bool) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let graceful = async {
+            if logout && client.is_connected() {
+                client.logout().await;
+            } else {
+                client.disconnect().await;
+            }
+            let _ = (&mut *run).await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, graceful).await.is_err() {
+            log::warn!("WhatsApp client did not close within {CLOSE_TIMEOUT:?}; aborting it");
+            run.abort();
         }
-        let _ = (&mut *run).await;
-    };
-    if tokio::time::timeout(CLOSE_TIMEOUT, graceful).await.is_err() {
-        log::warn!("WhatsApp client did not close within {CLOSE_TIMEOUT:?}; aborting it");
-        run.abort();
-    }
+    })
 }
 
 async fn monitor(
@@ -884,8 +890,8 @@ async fn monitor(
                     };
                     shared.emit(event);
                 }
-                // Make sure the client's own tasks stop too.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect()).await;
+                // Make sure the client's own tasks stop too (boxed, as `close`).
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, Box::pin(client.disconnect())).await;
                 return;
             }
             _ = shared.wake.notified() => {
