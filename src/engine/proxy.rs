@@ -17,7 +17,7 @@ use wasup_actors::model::ProxyType;
 use wasup_actors::ports::ProxySpec;
 
 use super::proxy_guard::ProxyAddressPolicy;
-use super::websocket::{into_transport, ORIGIN};
+use super::websocket::{client_builder, into_transport};
 
 /// Why a session's proxy settings cannot make a transport.
 #[derive(Debug, thiserror::Error)]
@@ -179,9 +179,7 @@ where
         .wrap(host, tunnel)
         .await
         .map_err(|e| anyhow::anyhow!("TLS through the proxy failed: {e}"))?;
-    let builder = tokio_websockets::ClientBuilder::from_uri(target.clone())
-        .add_header(http::header::ORIGIN, http::HeaderValue::from_static(ORIGIN))?;
-    let (ws, _) = builder
+    let (ws, _) = client_builder(target.clone())?
         .connect_on(stream)
         .await
         .map_err(|e| anyhow::anyhow!("WebSocket through the proxy failed: {e}"))?;

@@ -15,18 +15,25 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Mutex, Notify};
-use tokio_websockets::{CloseCode, Message, WebSocketStream};
+use tokio_websockets::{ClientBuilder, CloseCode, Message, WebSocketStream};
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::transport::{
     Connector, DisconnectReason, Transport, TransportEvent, TransportFactory,
 };
+use whatsapp_rust::wacore::net::WHATSAPP_WEB_ORIGIN;
 
 /// Received frames waiting for the client (see the module). Measured with
 /// jemalloc: the queue of 64 slots takes 3,839 bytes, this one 957.
 pub const READ_QUEUE: usize = 4;
 
-/// The Origin header WhatsApp Web sends.
-pub const ORIGIN: &str = "https://web.whatsapp.com";
+/// A websocket client for `uri` with the Origin header WhatsApp Web sends
+/// (also when the target is a relay, a proxy's tunnel or the simulator).
+pub fn client_builder<'a>(uri: http::Uri) -> Result<ClientBuilder<'a>, tokio_websockets::Error> {
+    ClientBuilder::from_uri(uri).add_header(
+        http::header::ORIGIN,
+        http::HeaderValue::from_static(WHATSAPP_WEB_ORIGIN),
+    )
+}
 
 /// Dials `url` (TLS through `connector` for `wss://`) for every connection.
 pub struct WebSocketTransportFactory {
@@ -52,9 +59,8 @@ impl TransportFactory for WebSocketTransportFactory {
             .url
             .parse()
             .map_err(|e| anyhow::anyhow!("transport URL {}: {e}", self.url))?;
-        let (ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
+        let (ws, _) = client_builder(uri)?
             .connector(&self.connector)
-            .add_header(http::header::ORIGIN, http::HeaderValue::from_static(ORIGIN))?
             .connect()
             .await
             .map_err(|e| anyhow::anyhow!("WebSocket connect failed: {e}"))?;
@@ -135,15 +141,10 @@ async fn pump<S>(
         let frame = match next {
             Some(Ok(msg)) if msg.is_binary() => msg.into_payload(),
             Some(Ok(msg)) if msg.is_close() => {
-                reason = match msg.as_close() {
-                    Some((code, text)) => DisconnectReason::ServerClose {
-                        code: Some(u16::from(code)),
-                        reason: text.to_owned(),
-                    },
-                    None => DisconnectReason::ServerClose {
-                        code: None,
-                        reason: String::new(),
-                    },
+                let (code, text) = msg.as_close().unzip();
+                reason = DisconnectReason::ServerClose {
+                    code: code.map(u16::from),
+                    reason: text.unwrap_or_default().to_owned(),
                 };
                 break;
             }
