@@ -133,19 +133,19 @@ mod tests {
         hot.get(SESSION, k).ok()
     }
 
+    /// A whole write of session `k`: begun, then `stored` or not.
+    fn write(hot: &HotRows, k: &str, value: &'static [u8], stored: bool) {
+        let began = hot.writing(SESSION, &[k]);
+        hot.written(began, SESSION, vec![(k, Bytes::from_static(value))], stored);
+    }
+
     #[test]
     fn a_read_beside_a_write_is_not_kept() {
         let hot = HotRows::default();
         // A read misses and goes to the database...
         let generation = hot.get(SESSION, "a").unwrap_err();
         // ...while a write of the same key begins and ends.
-        let began = hot.writing(SESSION, &["a"]);
-        hot.written(
-            began,
-            SESSION,
-            vec![("a", Bytes::from_static(b"new"))],
-            true,
-        );
+        write(&hot, "a", b"new", true);
         // The read's (older) value is dropped; the written one stays.
         hot.fill(generation, SESSION, "a", Some(Bytes::from_static(b"old")));
         assert_eq!(hit(&hot, "a"), Some(Some(Bytes::from_static(b"new"))));
@@ -156,13 +156,7 @@ mod tests {
         let hot = HotRows::default();
         let generation = hot.get(SESSION, "a").unwrap_err();
         hot.fill(generation, SESSION, "a", Some(Bytes::from_static(b"v1")));
-        let began = hot.writing(SESSION, &["a"]);
-        hot.written(
-            began,
-            SESSION,
-            vec![("a", Bytes::from_static(b"v2"))],
-            false,
-        );
+        write(&hot, "a", b"v2", false);
         assert_eq!(
             hit(&hot, "a"),
             None,
@@ -181,8 +175,7 @@ mod tests {
         hot.written(first, SESSION, vec![("a", Bytes::from_static(b"1"))], true);
         assert_eq!(hit(&hot, "a"), None);
         // A write alone is kept.
-        let alone = hot.writing(SESSION, &["a"]);
-        hot.written(alone, SESSION, vec![("a", Bytes::from_static(b"3"))], true);
+        write(&hot, "a", b"3", true);
         assert_eq!(hit(&hot, "a"), Some(Some(Bytes::from_static(b"3"))));
     }
 

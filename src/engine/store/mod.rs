@@ -78,7 +78,8 @@ pub struct DeviceDb {
     secrets: Arc<SecretBox>,
     sid: String,
     /// Serializes read-modify-write operations the traits require to be
-    /// atomic (tc tokens, message secrets). One store serves one client.
+    /// atomic (tc tokens; message secrets merge inside their write). One
+    /// store serves one client.
     rmw: tokio::sync::Mutex<()>,
     /// Signal sessions, identities and tc tokens in memory, written through.
     hot: hot::HotRows,

@@ -11,7 +11,6 @@ use super::*;
 impl MsgSecretStore for DeviceDb {
     async fn put_msg_secrets(&self, entries: Vec<MsgSecretEntry>) -> Result<usize> {
         let stored = entries.len();
-        let _guard = self.rmw.lock().await;
         let rows = entries
             .iter()
             .map(|e| {
@@ -25,7 +24,8 @@ impl MsgSecretStore for DeviceDb {
             })
             .collect();
         // A secret stored before keeps the later expiry and message time;
-        // read and merged in the write's own transaction (one call per send).
+        // read and merged in the write's own grouped job, which the writer
+        // thread runs one at a time: no lock needed around it.
         let merge: MergeNumbers = |row, (n1, n2)| {
             row.n1 = merge_msg_secret_expiry(n1, row.n1);
             row.n2 = Some(merge_msg_secret_message_ts(
